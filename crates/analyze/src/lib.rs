@@ -1,0 +1,1 @@
+//! profanalyze's library.

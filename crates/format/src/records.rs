@@ -1,0 +1,350 @@
+//! Owned, plain-Rust forms of the capture records.
+//!
+//! These mirror `schema/capture.fbs`. The writer turns them into flatbuffers and the
+//! reader turns verified flatbuffers back into them, so neither side of the contract
+//! ever touches generated code directly.
+
+/// Identifier of a deduplicated stack within one capture. 0 means "no stack".
+pub type StackId = u64;
+
+/// What a sample measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum SampleKind {
+    /// On-CPU sample from the sampling timer.
+    Cpu,
+    /// Blocked (off-CPU) time.
+    OffCpu,
+    /// Bytes allocated.
+    Alloc,
+    /// Bytes still in use.
+    Inuse,
+    /// A kind written by a newer recorder.
+    Unknown(u8),
+}
+
+impl SampleKind {
+    /// The on-disk code of this kind.
+    pub fn code(self) -> u8 {
+        match self {
+            SampleKind::Cpu => 0,
+            SampleKind::OffCpu => 1,
+            SampleKind::Alloc => 2,
+            SampleKind::Inuse => 3,
+            SampleKind::Unknown(c) => c,
+        }
+    }
+
+    /// The kind for an on-disk code; unknown codes are kept, not rejected.
+    pub fn from_code(code: u8) -> Self {
+        match code {
+            0 => SampleKind::Cpu,
+            1 => SampleKind::OffCpu,
+            2 => SampleKind::Alloc,
+            3 => SampleKind::Inuse,
+            c => SampleKind::Unknown(c),
+        }
+    }
+
+    /// Short name used on command lines and in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            SampleKind::Cpu => "cpu",
+            SampleKind::OffCpu => "offcpu",
+            SampleKind::Alloc => "alloc",
+            SampleKind::Inuse => "inuse",
+            SampleKind::Unknown(_) => "unknown",
+        }
+    }
+}
+
+/// The unit of a sample's value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ValueUnit {
+    /// A plain count (e.g. one timer tick).
+    Count,
+    /// Nanoseconds.
+    Nanoseconds,
+    /// Bytes.
+    Bytes,
+    /// A unit written by a newer recorder.
+    Unknown(u8),
+}
+
+impl ValueUnit {
+    /// The on-disk code of this unit.
+    pub fn code(self) -> u8 {
+        match self {
+            ValueUnit::Count => 0,
+            ValueUnit::Nanoseconds => 1,
+            ValueUnit::Bytes => 2,
+            ValueUnit::Unknown(c) => c,
+        }
+    }
+
+    /// The unit for an on-disk code.
+    pub fn from_code(code: u8) -> Self {
+        match code {
+            0 => ValueUnit::Count,
+            1 => ValueUnit::Nanoseconds,
+            2 => ValueUnit::Bytes,
+            c => ValueUnit::Unknown(c),
+        }
+    }
+}
+
+/// Facts about the recording as a whole.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Meta {
+    pub hostname: String,
+    pub kernel_release: String,
+    pub boot_id: String,
+    /// Clock of every `*_ns` timestamp, e.g. `CLOCK_MONOTONIC`.
+    pub clock: String,
+    pub start_wall_ns: u64,
+    pub start_mono_ns: u64,
+    pub end_wall_ns: u64,
+    pub end_mono_ns: u64,
+    /// On-CPU sampling frequency in Hz (0 when not sampling).
+    pub sample_freq_hz: u32,
+    /// Enabled event sources, e.g. `cpu`, `offcpu`.
+    pub events: Vec<String>,
+    pub recorder_version: String,
+    pub command_line: Vec<String>,
+    pub page_size: u32,
+    pub extra: Vec<(String, String)>,
+}
+
+/// A process as observed by the recorder.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Process {
+    pub pid: u32,
+    pub ppid: u32,
+    /// Start time in clock ticks since boot; with `pid` it names one process.
+    pub start_ticks: u64,
+    pub comm: String,
+    pub exe: String,
+    pub cmdline: Vec<String>,
+    pub pid_ns: u64,
+    pub mnt_ns: u64,
+    pub cgroup: String,
+    pub seen_ns: u64,
+    /// When the process was seen to exit (0 = not seen).
+    pub exit_ns: u64,
+}
+
+/// A thread's name.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Thread {
+    pub pid: u32,
+    pub tid: u32,
+    pub name: String,
+    pub seen_ns: u64,
+}
+
+/// An executable file mapping of a process.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Mapping {
+    pub pid: u32,
+    pub start: u64,
+    pub end: u64,
+    pub file_offset: u64,
+    pub path: String,
+    pub build_id: Vec<u8>,
+    pub dev_major: u32,
+    pub dev_minor: u32,
+    pub inode: u64,
+    /// Valid from this time on; replaces overlapping earlier mappings.
+    pub seen_ns: u64,
+    /// Start ticks of the owning process (see [`Process::start_ticks`]).
+    pub start_ticks: u64,
+}
+
+/// A deduplicated stack, leaf first.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stack {
+    pub id: StackId,
+    pub kernel: Vec<u64>,
+    pub user: Vec<u64>,
+    /// Registers at sample time, for unwinding copied stack bytes (may be empty).
+    pub user_regs: Vec<u64>,
+    /// Copied user stack bytes (may be empty).
+    pub user_stack: Vec<u8>,
+}
+
+/// One profile sample.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sample {
+    pub kind: SampleKind,
+    pub unit: ValueUnit,
+    pub time_ns: u64,
+    pub pid: u32,
+    pub tid: u32,
+    pub cpu: u16,
+    pub stack_id: StackId,
+    pub value: i64,
+    /// Unique within the capture. When the writer is given 0 the reader
+    /// assigns the sample's ordinal (1-based), which is stable for a file.
+    pub id: u64,
+}
+
+/// An allocation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Alloc {
+    pub time_ns: u64,
+    pub pid: u32,
+    pub tid: u32,
+    pub addr: u64,
+    pub size: u64,
+    pub stack_id: StackId,
+    /// How many allocations this one stands for (1 unless sampled).
+    pub weight: u64,
+}
+
+/// A free of an earlier allocation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Free {
+    pub time_ns: u64,
+    pub pid: u32,
+    pub tid: u32,
+    pub addr: u64,
+}
+
+/// Events that were dropped, by source and reason.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Lost {
+    pub source: String,
+    pub reason: String,
+    pub count: u64,
+}
+
+/// A named address range.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Symbol {
+    pub addr: u64,
+    pub size: u64,
+    pub name: String,
+}
+
+/// A raw ELF section kept for offline work.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Section {
+    pub name: String,
+    pub addr: u64,
+    pub data: Vec<u8>,
+}
+
+/// A PT_LOAD program header.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Segment {
+    pub file_offset: u64,
+    pub vaddr: u64,
+    pub file_size: u64,
+    pub executable: bool,
+}
+
+/// What a [`SymbolBlob`] holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum BlobContent {
+    /// Extracted symbols and sections.
+    #[default]
+    Symbols,
+    /// The whole ELF file in `elf`.
+    FullElf,
+}
+
+/// Off-box symbolization material for one ELF object.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SymbolBlob {
+    pub build_id: Vec<u8>,
+    pub path: String,
+    pub content: BlobContent,
+    pub symbols: Vec<Symbol>,
+    pub sections: Vec<Section>,
+    pub elf: Vec<u8>,
+    pub segments: Vec<Segment>,
+}
+
+/// Kernel symbols needed by the capture's kernel frames.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KernelSymbols {
+    pub symbols: Vec<Symbol>,
+    /// Module of each symbol (empty string = vmlinux), same length as `symbols`.
+    pub modules: Vec<String>,
+}
+
+/// Direction of a socket transfer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Direction {
+    #[default]
+    Read,
+    Write,
+}
+
+/// A socket read or write, for trace-id joins.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RequestEvent {
+    pub id: u64,
+    pub time_ns: u64,
+    pub pid: u32,
+    pub tid: u32,
+    pub fd: i32,
+    pub direction: Direction,
+    pub length: u64,
+    pub payload: Vec<u8>,
+}
+
+/// Everything one chunk carries. Readers handle the parts in field order:
+/// stacks before the samples that reference them.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Batch {
+    pub meta: Option<Meta>,
+    pub processes: Vec<Process>,
+    pub threads: Vec<Thread>,
+    pub mappings: Vec<Mapping>,
+    pub stacks: Vec<Stack>,
+    pub samples: Vec<Sample>,
+    pub allocs: Vec<Alloc>,
+    pub frees: Vec<Free>,
+    pub lost: Vec<Lost>,
+    pub symbols: Vec<SymbolBlob>,
+    pub kernel_symbols: Option<KernelSymbols>,
+    pub requests: Vec<RequestEvent>,
+}
+
+impl Batch {
+    /// Number of records of every kind in this batch.
+    pub fn record_count(&self) -> usize {
+        usize::from(self.meta.is_some())
+            + self.processes.len()
+            + self.threads.len()
+            + self.mappings.len()
+            + self.stacks.len()
+            + self.samples.len()
+            + self.allocs.len()
+            + self.frees.len()
+            + self.lost.len()
+            + self.symbols.len()
+            + usize::from(self.kernel_symbols.is_some())
+            + self.requests.len()
+    }
+
+    /// True when the batch holds no record.
+    pub fn is_empty(&self) -> bool {
+        self.record_count() == 0
+    }
+
+    /// Earliest and latest event time in the batch, if it has timed events.
+    pub fn time_range(&self) -> Option<(u64, u64)> {
+        let times = self
+            .samples
+            .iter()
+            .map(|s| s.time_ns)
+            .chain(self.allocs.iter().map(|a| a.time_ns))
+            .chain(self.frees.iter().map(|f| f.time_ns))
+            .chain(self.requests.iter().map(|r| r.time_ns));
+        times.fold(None, |acc, t| match acc {
+            None => Some((t, t)),
+            Some((lo, hi)) => Some((lo.min(t), hi.max(t))),
+        })
+    }
+}

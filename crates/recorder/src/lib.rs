@@ -1,0 +1,1 @@
+//! profrec's library.
