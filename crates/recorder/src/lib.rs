@@ -1,1 +1,113 @@
-//! profrec's library.
+//! profrec's library: eBPF recording into a profcap capture.
+//!
+//! [`record`] loads the BPF programs (see `bpf/`), follows the target
+//! processes, and streams raw samples, process facts and, at the end, the
+//! off-box symbolization material into a capture file. It does no
+//! symbolization and no aggregation beyond deduplicating stacks.
+
+pub mod bpf;
+pub mod elf;
+mod kallsyms;
+pub mod procfs;
+mod session;
+mod spawn;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use elf::EmbedMode;
+pub use session::{record, RecordSummary};
+
+/// What to record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// Start this command (argv) and record it until it exits.
+    Spawn(Vec<String>),
+    /// Attach to running processes.
+    Pids(Vec<u32>),
+    /// Every process on the machine.
+    All,
+}
+
+/// Settings of a recording.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct RecordOptions {
+    /// The capture file to write (created with mode 0600). No default.
+    pub output: PathBuf,
+    /// What to record. No default.
+    pub target: Target,
+    /// On-CPU sampling frequency per CPU in Hz. Default: 99.
+    pub freq: u64,
+    /// Stop after this long. Default: none (until the target exits or Ctrl-C).
+    pub duration: Option<Duration>,
+    /// Off-box material to embed. Default: [`EmbedMode::Symbols`].
+    pub embed: EmbedMode,
+    /// Record children of the targets too. Default: true.
+    pub follow_children: bool,
+    /// The recorder's own command line, stored in the capture. Default: empty.
+    pub command_line: Vec<String>,
+}
+
+impl RecordOptions {
+    /// Options with the defaults above.
+    pub fn new(output: PathBuf, target: Target) -> Self {
+        RecordOptions {
+            output,
+            target,
+            freq: 99,
+            duration: None,
+            embed: EmbedMode::Symbols,
+            follow_children: true,
+            command_line: Vec::new(),
+        }
+    }
+}
+
+/// Errors of recording.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// profrec lacks the privileges to load BPF programs.
+    #[error("profrec must run as root (or with CAP_BPF and CAP_PERFMON): {0}")]
+    NotPermitted(String),
+    /// A process to attach to does not exist.
+    #[error("no process with pid {pid}")]
+    NoSuchPid { pid: u32 },
+    /// A process exited while being read.
+    #[error("process {pid} exited")]
+    Gone { pid: u32 },
+    /// A /proc file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Proc {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// A file could not be opened, read or written.
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The command to record could not be started.
+    #[error("cannot start {command}: {source}")]
+    Spawn {
+        command: String,
+        source: std::io::Error,
+    },
+    /// A BPF step failed; `detail` holds libbpf's message.
+    #[error("BPF {what} failed: {detail}")]
+    Bpf { what: String, detail: String },
+    /// The sampling event could not be opened.
+    #[error("cannot open the cpu-clock perf event on CPU {cpu}: {source}")]
+    PerfEvent { cpu: u32, source: std::io::Error },
+    /// Writing the capture failed.
+    #[error("writing {path}: {source}")]
+    Capture {
+        path: PathBuf,
+        source: profcap_format::Error,
+    },
+}
+
+/// Result with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

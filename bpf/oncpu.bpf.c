@@ -1,0 +1,144 @@
+// SPDX-License-Identifier: GPL-2.0 OR MIT
+/* On-CPU sampling and process tracking for profrec.
+ *
+ * on_cpu_sample runs on every tick of the software cpu-clock perf event and
+ * sends the interrupted task's kernel and user stacks (frame-pointer unwound
+ * by the kernel) to user space through one ring buffer. Nothing is aggregated
+ * here: user space keeps every sample with its time, thread and CPU.
+ * The sched tracepoints keep the set of target processes current (children
+ * are followed) and tell user space when to re-read a process's mappings. */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
+#include "profrec.h"
+
+char LICENSE[] SEC("license") = "Dual MIT/GPL";
+
+/* Settings, written by profrec before load. */
+const volatile bool filter_pids = false;   /* false: every process (--all) */
+const volatile bool follow_children = true;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 16 << 20);
+} events SEC(".maps");
+
+/* Target processes (tgid -> 1), filled by profrec and by on_fork. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u32);
+	__type(value, __u8);
+} targets SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, DROP_REASONS);
+	__type(key, __u32);
+	__type(value, __u64);
+} drops SEC(".maps");
+
+static __always_inline void count_drop(__u32 reason)
+{
+	__u64 *n = bpf_map_lookup_elem(&drops, &reason);
+	if (n)
+		*n += 1;
+}
+
+static __always_inline bool is_target(__u32 tgid)
+{
+	if (!filter_pids)
+		return true;
+	return bpf_map_lookup_elem(&targets, &tgid) != NULL;
+}
+
+static __always_inline void fill_header(struct profrec_event_header *h, __u32 type, __u32 pid, __u32 tid)
+{
+	h->type = type;
+	h->pid = pid;
+	h->tid = tid;
+	h->cpu = bpf_get_smp_processor_id();
+	h->time_ns = bpf_ktime_get_ns();
+}
+
+SEC("perf_event")
+int on_cpu_sample(struct bpf_perf_event_data *ctx)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	__u32 tgid = id >> 32, tid = (__u32)id;
+
+	if (tid == 0) /* the idle task */
+		return 0;
+	if (!is_target(tgid))
+		return 0;
+	struct profrec_sample_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		count_drop(DROP_RINGBUF_FULL);
+		return 0;
+	}
+	fill_header(&e->h, EVENT_SAMPLE, tgid, tid);
+	bpf_get_current_comm(e->comm, sizeof(e->comm));
+	e->kstack_bytes = bpf_get_stack(ctx, e->kstack, sizeof(e->kstack), 0);
+	e->ustack_bytes = bpf_get_stack(ctx, e->ustack, sizeof(e->ustack), BPF_F_USER_STACK);
+	bpf_ringbuf_submit(e, 0);
+	return 0;
+}
+
+static __always_inline void send_proc_event(__u32 type, __u32 pid, __u32 ppid)
+{
+	struct profrec_proc_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		count_drop(DROP_RINGBUF_FULL);
+		return;
+	}
+	fill_header(&e->h, type, pid, pid);
+	e->ppid = ppid;
+	e->pad = 0;
+	bpf_get_current_comm(e->comm, sizeof(e->comm));
+	bpf_ringbuf_submit(e, 0);
+}
+
+SEC("tp_btf/sched_process_fork")
+int BPF_PROG(on_fork, struct task_struct *parent, struct task_struct *child)
+{
+	__u32 ptgid = BPF_CORE_READ(parent, tgid);
+	__u32 cpid = BPF_CORE_READ(child, pid), ctgid = BPF_CORE_READ(child, tgid);
+
+	if (cpid != ctgid) /* a new thread: its samples carry the tgid already */
+		return 0;
+	if (!is_target(ptgid))
+		return 0;
+	if (filter_pids) {
+		if (!follow_children)
+			return 0;
+		__u8 one = 1;
+		if (bpf_map_update_elem(&targets, &ctgid, &one, BPF_ANY))
+			count_drop(DROP_TARGETS_FULL);
+	}
+	send_proc_event(EVENT_FORK, ctgid, ptgid);
+	return 0;
+}
+
+SEC("tp_btf/sched_process_exec")
+int BPF_PROG(on_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
+{
+	__u32 tgid = BPF_CORE_READ(p, tgid);
+
+	if (is_target(tgid))
+		send_proc_event(EVENT_EXEC, tgid, 0);
+	return 0;
+}
+
+SEC("tp_btf/sched_process_exit")
+int BPF_PROG(on_exit, struct task_struct *p)
+{
+	__u32 pid = BPF_CORE_READ(p, pid), tgid = BPF_CORE_READ(p, tgid);
+
+	if (pid != tgid || !is_target(tgid)) /* only the group leader ends a process */
+		return 0;
+	send_proc_event(EVENT_EXIT, tgid, 0);
+	if (filter_pids)
+		bpf_map_delete_elem(&targets, &tgid);
+	return 0;
+}

@@ -1,0 +1,364 @@
+//! Loading the BPF programs and decoding their events.
+
+use std::mem::MaybeUninit;
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
+
+use libbpf_rs::skel::{OpenSkel, SkelBuilder};
+use libbpf_rs::{Link, MapCore, MapFlags};
+
+use crate::{Error, Result};
+
+#[allow(clippy::all, missing_debug_implementations, unsafe_op_in_unsafe_fn)]
+mod oncpu {
+    include!(concat!(env!("OUT_DIR"), "/oncpu.skel.rs"));
+}
+pub use oncpu::OncpuSkel;
+use oncpu::OncpuSkelBuilder;
+
+/// Mirrors `MAX_STACK_DEPTH` in bpf/profrec.h.
+pub const MAX_STACK_DEPTH: usize = 127;
+const EVENT_SAMPLE: u32 = 1;
+const EVENT_FORK: u32 = 2;
+const EVENT_EXEC: u32 = 3;
+const EVENT_EXIT: u32 = 4;
+/// Size of `struct profrec_event_header`.
+const HEADER_LEN: usize = 24;
+/// Offsets in `struct profrec_sample_event`.
+const SAMPLE_COMM: usize = HEADER_LEN;
+const SAMPLE_KLEN: usize = SAMPLE_COMM + 16;
+const SAMPLE_ULEN: usize = SAMPLE_KLEN + 4;
+const SAMPLE_KSTACK: usize = SAMPLE_ULEN + 4;
+const SAMPLE_USTACK: usize = SAMPLE_KSTACK + 8 * MAX_STACK_DEPTH;
+const SAMPLE_LEN: usize = SAMPLE_USTACK + 8 * MAX_STACK_DEPTH;
+/// Drop reasons, the index of the `drops` map (enum drop_reason).
+pub const DROP_REASONS: [&str; 2] = ["ring buffer full", "target table full"];
+
+/// An event from the BPF side, decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    Sample {
+        head: Header,
+        comm: String,
+        kernel: Vec<u64>,
+        user: Vec<u64>,
+    },
+    Fork {
+        head: Header,
+        ppid: u32,
+    },
+    Exec {
+        head: Header,
+        comm: String,
+    },
+    Exit {
+        head: Header,
+    },
+}
+
+/// Common fields of every event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    pub pid: u32,
+    pub tid: u32,
+    pub cpu: u32,
+    pub time_ns: u64,
+}
+
+fn u32_at(b: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_ne_bytes(b.get(at..at + 4)?.try_into().ok()?))
+}
+
+fn u64_at(b: &[u8], at: usize) -> Option<u64> {
+    Some(u64::from_ne_bytes(b.get(at..at + 8)?.try_into().ok()?))
+}
+
+fn comm_at(b: &[u8], at: usize) -> String {
+    let raw = b.get(at..at + 16).unwrap_or(&[]);
+    let end = raw.iter().position(|&c| c == 0).unwrap_or(raw.len());
+    String::from_utf8_lossy(&raw[..end]).into_owned()
+}
+
+/// Frames written by bpf_get_stack: `len` bytes (negative = error) at `at`.
+fn frames_at(b: &[u8], at: usize, len: i32) -> Vec<u64> {
+    let n = usize::try_from(len).unwrap_or(0) / 8;
+    (0..n.min(MAX_STACK_DEPTH))
+        .filter_map(|i| u64_at(b, at + 8 * i))
+        .collect()
+}
+
+impl Event {
+    /// Decodes one ring-buffer record; `None` if it is malformed.
+    pub fn parse(b: &[u8]) -> Option<Event> {
+        let head = Header {
+            pid: u32_at(b, 4)?,
+            tid: u32_at(b, 8)?,
+            cpu: u32_at(b, 12)?,
+            time_ns: u64_at(b, 16)?,
+        };
+        match u32_at(b, 0)? {
+            EVENT_SAMPLE if b.len() >= SAMPLE_LEN => {
+                let klen = u32_at(b, SAMPLE_KLEN)? as i32;
+                let ulen = u32_at(b, SAMPLE_ULEN)? as i32;
+                Some(Event::Sample {
+                    head,
+                    comm: comm_at(b, SAMPLE_COMM),
+                    kernel: frames_at(b, SAMPLE_KSTACK, klen),
+                    user: frames_at(b, SAMPLE_USTACK, ulen),
+                })
+            }
+            EVENT_FORK => Some(Event::Fork {
+                head,
+                ppid: u32_at(b, HEADER_LEN)?,
+            }),
+            EVENT_EXEC => Some(Event::Exec {
+                head,
+                comm: comm_at(b, HEADER_LEN + 8),
+            }),
+            EVENT_EXIT => Some(Event::Exit { head }),
+            _ => None,
+        }
+    }
+}
+
+/// Which processes the programs report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Targets {
+    /// Every process except the idle task.
+    All,
+    /// These processes, and their children when `follow` is set.
+    Pids { pids: Vec<u32>, follow: bool },
+}
+
+/// Loaded and attached programs. Dropping it detaches everything.
+pub struct Probes {
+    skel: OncpuSkel<'static>,
+    links: Vec<Link>,
+}
+
+impl std::fmt::Debug for Probes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Probes")
+            .field("links", &self.links.len())
+            .finish()
+    }
+}
+
+/// `struct perf_event_attr` up to PERF_ATTR_SIZE_VER5.
+#[repr(C)]
+#[derive(Default)]
+struct PerfEventAttr {
+    kind: u32,
+    size: u32,
+    config: u64,
+    sample_freq: u64,
+    sample_type: u64,
+    read_format: u64,
+    flags: u64,
+    wakeup_events: u32,
+    bp_type: u32,
+    config1: u64,
+    config2: u64,
+    branch_sample_type: u64,
+    sample_regs_user: u64,
+    sample_stack_user: u32,
+    clockid: i32,
+    sample_regs_intr: u64,
+    aux_watermark: u32,
+    sample_max_stack: u16,
+    reserved: u16,
+}
+
+const PERF_TYPE_SOFTWARE: u32 = 1;
+const PERF_COUNT_SW_CPU_CLOCK: u64 = 0;
+const FLAG_FREQ: u64 = 1 << 10;
+const PERF_FLAG_FD_CLOEXEC: libc::c_ulong = 1 << 3;
+
+/// Opens a cpu-clock sampling event on `cpu` for every task.
+fn open_cpu_clock(cpu: u32, freq: u64) -> std::io::Result<OwnedFd> {
+    let attr = PerfEventAttr {
+        kind: PERF_TYPE_SOFTWARE,
+        size: std::mem::size_of::<PerfEventAttr>() as u32,
+        config: PERF_COUNT_SW_CPU_CLOCK,
+        sample_freq: freq,
+        flags: FLAG_FREQ,
+        ..Default::default()
+    };
+    // SAFETY: attr is a valid, fully initialized perf_event_attr of the size it
+    // declares; pid -1 with a cpu means every task on that cpu.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_perf_event_open,
+            &attr as *const PerfEventAttr,
+            -1,
+            cpu,
+            -1,
+            PERF_FLAG_FD_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: the syscall returned a new file descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// CPUs that are online, from /sys/devices/system/cpu/online ("0-3,5").
+pub fn online_cpus() -> Vec<u32> {
+    let text = std::fs::read_to_string("/sys/devices/system/cpu/online").unwrap_or_default();
+    let mut cpus = Vec::new();
+    for part in text.trim().split(',').filter(|p| !p.is_empty()) {
+        let (lo, hi) = part.split_once('-').unwrap_or((part, part));
+        if let (Ok(lo), Ok(hi)) = (lo.parse::<u32>(), hi.parse::<u32>()) {
+            cpus.extend(lo..=hi);
+        }
+    }
+    if cpus.is_empty() {
+        cpus.push(0);
+    }
+    cpus
+}
+
+fn load_error(what: &str, e: libbpf_rs::Error) -> Error {
+    Error::Bpf {
+        what: what.to_owned(),
+        detail: format!("{e:#}"),
+    }
+}
+
+impl Probes {
+    /// Loads the programs, fills the target table and attaches: sampling at
+    /// `freq` Hz on every online CPU, and the process-tracking tracepoints.
+    pub fn load(targets: &Targets, freq: u64) -> Result<Probes> {
+        // The skeleton borrows its object storage for its whole life; Probes
+        // lives as long as the recording, so leaking one small allocation per
+        // recording is simpler than a self-referential struct.
+        let storage: &'static mut MaybeUninit<libbpf_rs::OpenObject> =
+            Box::leak(Box::new(MaybeUninit::uninit()));
+        let mut open = OncpuSkelBuilder::default()
+            .open(storage)
+            .map_err(|e| load_error("open", e))?;
+        let rodata = open
+            .maps
+            .rodata_data
+            .as_deref_mut()
+            .ok_or_else(|| Error::Bpf {
+                what: "open".into(),
+                detail: "skeleton has no .rodata".into(),
+            })?;
+        match targets {
+            Targets::All => rodata.filter_pids = false,
+            Targets::Pids { follow, .. } => {
+                rodata.filter_pids = true;
+                rodata.follow_children = *follow;
+            }
+        }
+        let skel = open
+            .load()
+            .map_err(|e| load_error("load (verifier log above)", e))?;
+        if let Targets::Pids { pids, .. } = targets {
+            for pid in pids {
+                skel.maps
+                    .targets
+                    .update(&pid.to_ne_bytes(), &[1], MapFlags::ANY)
+                    .map_err(|e| load_error("fill target table", e))?;
+            }
+        }
+        let mut links = Vec::new();
+        for (name, prog) in [
+            ("sched_process_fork", &skel.progs.on_fork),
+            ("sched_process_exec", &skel.progs.on_exec),
+            ("sched_process_exit", &skel.progs.on_exit),
+        ] {
+            links.push(
+                prog.attach()
+                    .map_err(|e| load_error(&format!("attach tp_btf/{name}"), e))?,
+            );
+        }
+        for cpu in online_cpus() {
+            let fd =
+                open_cpu_clock(cpu, freq).map_err(|source| Error::PerfEvent { cpu, source })?;
+            let link = skel
+                .progs
+                .on_cpu_sample
+                .attach_perf_event(fd.as_raw_fd())
+                .map_err(|e| load_error(&format!("attach cpu-clock on cpu {cpu}"), e))?;
+            // The link now owns the perf event and closes it when dropped.
+            let _ = fd.into_raw_fd();
+            links.push(link);
+        }
+        Ok(Probes { skel, links })
+    }
+
+    /// The ring buffer map the events arrive on.
+    pub fn events_map(&self) -> &libbpf_rs::MapMut<'static> {
+        &self.skel.maps.events
+    }
+
+    /// Adds a process to the target table (e.g. a spawned child).
+    pub fn add_target(&self, pid: u32) -> Result<()> {
+        self.skel
+            .maps
+            .targets
+            .update(&pid.to_ne_bytes(), &[1], MapFlags::ANY)
+            .map_err(|e| load_error("add target", e))
+    }
+
+    /// Kernel-side drop counters, summed over CPUs, by reason.
+    pub fn drops(&self) -> Vec<(&'static str, u64)> {
+        DROP_REASONS
+            .iter()
+            .enumerate()
+            .map(|(i, reason)| {
+                let key = (i as u32).to_ne_bytes();
+                let total = match self.skel.maps.drops.lookup_percpu(&key, MapFlags::ANY) {
+                    Ok(Some(per_cpu)) => per_cpu
+                        .iter()
+                        .filter_map(|v| Some(u64::from_ne_bytes(v.get(..8)?.try_into().ok()?)))
+                        .sum(),
+                    _ => 0,
+                };
+                (*reason, total)
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layout_matches_the_c_header() {
+        assert_eq!(std::mem::size_of::<PerfEventAttr>(), 112);
+        assert_eq!(SAMPLE_LEN, 24 + 16 + 8 + 2 * 8 * 127);
+    }
+
+    #[test]
+    fn parses_a_sample_and_rejects_short_records() {
+        let mut b = vec![0u8; SAMPLE_LEN];
+        b[0..4].copy_from_slice(&EVENT_SAMPLE.to_ne_bytes());
+        b[4..8].copy_from_slice(&7u32.to_ne_bytes());
+        b[8..12].copy_from_slice(&8u32.to_ne_bytes());
+        b[16..24].copy_from_slice(&99u64.to_ne_bytes());
+        b[SAMPLE_COMM..SAMPLE_COMM + 4].copy_from_slice(b"demo");
+        b[SAMPLE_KLEN..SAMPLE_KLEN + 4].copy_from_slice(&(-14i32).to_ne_bytes());
+        b[SAMPLE_ULEN..SAMPLE_ULEN + 4].copy_from_slice(&16i32.to_ne_bytes());
+        b[SAMPLE_USTACK..SAMPLE_USTACK + 8].copy_from_slice(&0x1234u64.to_ne_bytes());
+        b[SAMPLE_USTACK + 8..SAMPLE_USTACK + 16].copy_from_slice(&0x5678u64.to_ne_bytes());
+        let Some(Event::Sample {
+            head,
+            comm,
+            kernel,
+            user,
+        }) = Event::parse(&b)
+        else {
+            panic!("not a sample")
+        };
+        assert_eq!((head.pid, head.tid, head.time_ns), (7, 8, 99));
+        assert_eq!(comm, "demo");
+        assert!(kernel.is_empty(), "negative length means no kernel stack");
+        assert_eq!(user, vec![0x1234, 0x5678]);
+        assert_eq!(Event::parse(&b[..100]), None);
+        assert_eq!(Event::parse(&[]), None);
+    }
+}

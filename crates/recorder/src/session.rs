@@ -1,0 +1,584 @@
+//! One recording: events from the BPF ring buffer into the capture writer.
+
+use std::cell::RefCell;
+use std::collections::{BTreeSet, HashMap};
+use std::fs::{File, OpenOptions};
+use std::io::BufWriter;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use libbpf_rs::RingBufferBuilder;
+use profcap_format::{
+    CaptureWriter, Lost, Mapping, Meta, Sample, SampleKind, Thread, ValueUnit, WriteOptions,
+};
+
+use crate::bpf::{Event, Header, Probes, Targets};
+use crate::elf::{self, EmbedMode, MappedFile};
+use crate::procfs::{self, MapsEntry};
+use crate::spawn::{spawn_held, RunningChild};
+use crate::{kallsyms, Error, RecordOptions, Result, Target};
+
+/// What a finished recording wrote.
+#[derive(Debug, Clone, Default)]
+pub struct RecordSummary {
+    pub samples: u64,
+    pub stacks: u64,
+    pub processes: usize,
+    pub objects: usize,
+    pub lost: u64,
+    pub file_bytes: u64,
+    pub elapsed: Duration,
+    /// Exit code of the spawned command, if one was spawned and it ended.
+    pub child_exit: Option<i32>,
+}
+
+/// An ELF object seen in some process's mappings, by device and inode.
+#[derive(Debug)]
+struct Object {
+    path: String,
+    build_id: Vec<u8>,
+    /// Kept open from discovery so that material can be extracted at the end
+    /// even if the process has exited or the file was replaced.
+    file: Option<MappedFile>,
+    used: bool,
+}
+
+#[derive(Debug)]
+struct KnownMap {
+    start: u64,
+    end: u64,
+    object: usize,
+}
+
+/// What the recorder knows of one live process.
+#[derive(Debug, Default)]
+struct ProcState {
+    /// Start of the current address-space generation (fork or exec time; 0 =
+    /// before recording), written as `Mapping::seen_ns`.
+    generation_ns: u64,
+    start_ticks: u64,
+    maps: Vec<KnownMap>,
+}
+
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the valid timespec we pass.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    (ts.tv_sec as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(ts.tv_nsec as u64)
+}
+
+fn wall_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+struct Session {
+    writer: CaptureWriter<BufWriter<File>>,
+    path: PathBuf,
+    procs: HashMap<u32, ProcState>,
+    objects: Vec<Object>,
+    object_ids: HashMap<(u32, u32, u64, String), usize>,
+    thread_names: HashMap<u32, String>,
+    kernel_addrs: BTreeSet<u64>,
+    malformed_events: u64,
+    process_count: usize,
+}
+
+impl Session {
+    fn write<T>(&mut self, r: profcap_format::Result<T>) -> Result<T> {
+        r.map_err(|source| Error::Capture {
+            path: self.path.clone(),
+            source,
+        })
+    }
+
+    /// Reads a process's description and mappings for a new generation.
+    fn scan_process(&mut self, pid: u32, generation_ns: u64, seen_ns: u64) {
+        let mut process = match procfs::read_process(pid) {
+            Ok(p) => p,
+            Err(e) => {
+                log::debug!("pid {pid}: {e}");
+                return;
+            }
+        };
+        process.seen_ns = seen_ns;
+        let state = ProcState {
+            generation_ns,
+            start_ticks: process.start_ticks,
+            maps: Vec::new(),
+        };
+        self.procs.insert(pid, state);
+        self.process_count += 1;
+        if let Err(e) = self.writer.push_process(process) {
+            log::error!("{e}");
+        }
+        self.rescan_maps(pid);
+    }
+
+    /// Adds mappings of `pid` not yet known (new generation or dlopen).
+    fn rescan_maps(&mut self, pid: u32) {
+        let entries = match procfs::read_maps(pid) {
+            Ok(e) => e,
+            Err(e) => {
+                log::debug!("pid {pid}: {e}");
+                return;
+            }
+        };
+        for entry in entries {
+            let known = self.procs.get(&pid).is_some_and(|p| {
+                p.maps
+                    .iter()
+                    .any(|m| m.start == entry.start && m.end == entry.end)
+            });
+            if known {
+                continue;
+            }
+            let object = self.object_for(pid, &entry);
+            let Some(state) = self.procs.get_mut(&pid) else {
+                return;
+            };
+            state.maps.push(KnownMap {
+                start: entry.start,
+                end: entry.end,
+                object,
+            });
+            let mapping = Mapping {
+                pid,
+                start: entry.start,
+                end: entry.end,
+                file_offset: entry.offset,
+                path: entry.path.clone(),
+                build_id: self.objects[object].build_id.clone(),
+                dev_major: entry.dev_major,
+                dev_minor: entry.dev_minor,
+                inode: entry.inode,
+                seen_ns: state.generation_ns,
+                start_ticks: state.start_ticks,
+            };
+            if let Err(e) = self.writer.push_mapping(mapping) {
+                log::error!("{e}");
+            }
+        }
+        if let Some(state) = self.procs.get_mut(&pid) {
+            state.maps.sort_by_key(|m| m.start);
+        }
+    }
+
+    /// Finds or opens the object behind a mapping.
+    fn object_for(&mut self, pid: u32, entry: &MapsEntry) -> usize {
+        let key = (
+            entry.dev_major,
+            entry.dev_minor,
+            entry.inode,
+            entry.path.clone(),
+        );
+        if let Some(&id) = self.object_ids.get(&key) {
+            return id;
+        }
+        let (file, build_id) = if entry.path == "[vdso]" {
+            let id = elf::own_vdso()
+                .and_then(|v| elf::build_id(&v))
+                .unwrap_or_default();
+            (None, id)
+        } else {
+            // map_files works for deleted files and other mount namespaces.
+            let candidates = [
+                PathBuf::from(format!(
+                    "/proc/{pid}/map_files/{:x}-{:x}",
+                    entry.start, entry.end
+                )),
+                PathBuf::from(format!("/proc/{pid}/root{}", entry.path)),
+            ];
+            let file = candidates.iter().find_map(|p| MappedFile::open(p).ok());
+            if file.is_none() {
+                log::warn!(
+                    "pid {pid}: cannot open {}; its frames will stay unnamed",
+                    entry.path
+                );
+            }
+            let id = file
+                .as_ref()
+                .and_then(|f| elf::build_id(f.bytes()))
+                .unwrap_or_default();
+            (file, id)
+        };
+        self.objects.push(Object {
+            path: entry.path.clone(),
+            build_id,
+            file,
+            used: false,
+        });
+        self.object_ids.insert(key, self.objects.len() - 1);
+        self.objects.len() - 1
+    }
+
+    /// Marks the objects of a new stack as used, re-reading the maps once if
+    /// a frame lies outside every known mapping (a library loaded later).
+    fn note_new_stack(&mut self, pid: u32, kernel: &[u64], user: &[u64]) {
+        self.kernel_addrs.extend(kernel.iter().copied());
+        for pass in 0..2 {
+            let Some(state) = self.procs.get(&pid) else {
+                return;
+            };
+            let mut missing = false;
+            for &addr in user {
+                let i = state.maps.partition_point(|m| m.start <= addr);
+                match i.checked_sub(1).map(|i| &state.maps[i]) {
+                    Some(m) if addr < m.end => self.objects[m.object].used = true,
+                    _ => missing = true,
+                }
+            }
+            if !missing || pass == 1 {
+                return;
+            }
+            self.rescan_maps(pid);
+        }
+    }
+
+    fn on_sample(
+        &mut self,
+        head: Header,
+        comm: String,
+        kernel: &[u64],
+        user: &[u64],
+    ) -> Result<()> {
+        if self.thread_names.get(&head.tid) != Some(&comm) {
+            let thread = Thread {
+                pid: head.pid,
+                tid: head.tid,
+                name: comm.clone(),
+                seen_ns: head.time_ns,
+            };
+            let r = self.writer.push_thread(thread);
+            self.write(r)?;
+            self.thread_names.insert(head.tid, comm);
+        }
+        if !self.procs.contains_key(&head.pid) {
+            self.scan_process(head.pid, 0, head.time_ns);
+        }
+        let before = self.writer.stack_count();
+        let stack_id = self.writer.intern_stack(kernel, user);
+        if self.writer.stack_count() > before {
+            self.note_new_stack(head.pid, kernel, user);
+        }
+        let sample = Sample {
+            kind: SampleKind::Cpu,
+            unit: ValueUnit::Count,
+            time_ns: head.time_ns,
+            pid: head.pid,
+            tid: head.tid,
+            cpu: head.cpu as u16,
+            stack_id,
+            value: 1,
+            id: 0,
+        };
+        let r = self.writer.push_sample(sample);
+        self.write(r)
+    }
+
+    /// Handles one event; returns the pid of a process that exited.
+    fn on_event(&mut self, event: Event) -> Result<Option<u32>> {
+        match event {
+            Event::Sample {
+                head,
+                comm,
+                kernel,
+                user,
+            } => self.on_sample(head, comm, &kernel, &user)?,
+            Event::Fork { head, .. } => self.scan_process(head.pid, head.time_ns, head.time_ns),
+            Event::Exec { head, .. } => {
+                self.procs.remove(&head.pid);
+                self.scan_process(head.pid, head.time_ns, head.time_ns);
+            }
+            Event::Exit { head } => {
+                if let Some(state) = self.procs.remove(&head.pid) {
+                    let exited = profcap_format::Process {
+                        pid: head.pid,
+                        start_ticks: state.start_ticks,
+                        seen_ns: head.time_ns,
+                        exit_ns: head.time_ns,
+                        ..Default::default()
+                    };
+                    let r = self.writer.push_process(exited);
+                    self.write(r)?;
+                }
+                return Ok(Some(head.pid));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Writes the end-of-recording material: symbols, kernel symbols, drops.
+    fn finish_material(&mut self, embed: EmbedMode, probes: &Probes) -> Result<()> {
+        let used: Vec<usize> = (0..self.objects.len())
+            .filter(|&i| self.objects[i].used)
+            .collect();
+        log::info!("embedding material for {} objects", used.len());
+        let vdso = elf::own_vdso();
+        for i in used {
+            let o = &self.objects[i];
+            let data = match (&o.file, o.path.as_str()) {
+                (Some(f), _) => f.bytes(),
+                (None, "[vdso]") => vdso.as_deref().unwrap_or_default(),
+                (None, _) => continue,
+            };
+            // The vDSO exists on no disk, so its whole image goes in.
+            let mode = if o.path == "[vdso]" && embed == EmbedMode::None {
+                EmbedMode::Symbols
+            } else {
+                embed
+            };
+            let blob = elf::extract_blob(data, &o.path, &o.build_id, mode);
+            log::debug!("{}: {} symbols", o.path, blob.symbols.len());
+            let r = self.writer.push_symbols(blob);
+            self.write(r)?;
+        }
+        let kallsyms = std::fs::read_to_string("/proc/kallsyms").unwrap_or_default();
+        let r = self
+            .writer
+            .push_kernel_symbols(kallsyms::needed_symbols(&kallsyms, &self.kernel_addrs));
+        self.write(r)?;
+        for (reason, count) in probes.drops() {
+            if count > 0 {
+                let r = self.writer.push_lost(Lost {
+                    source: "cpu".into(),
+                    reason: reason.into(),
+                    count,
+                });
+                self.write(r)?;
+            }
+        }
+        if self.malformed_events > 0 {
+            let lost = Lost {
+                source: "bpf".into(),
+                reason: "malformed event".into(),
+                count: self.malformed_events,
+            };
+            let r = self.writer.push_lost(lost);
+            self.write(r)?;
+        }
+        Ok(())
+    }
+}
+
+fn open_output(path: &PathBuf) -> Result<File> {
+    OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|source| Error::Io {
+            path: path.clone(),
+            source,
+        })
+}
+
+fn check_privileges() -> Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Err(Error::NotPermitted("effective uid is not 0".into()));
+    }
+    Ok(())
+}
+
+fn base_meta(opts: &RecordOptions) -> Meta {
+    let (kernel_release, hostname) = procfs::uname();
+    Meta {
+        hostname,
+        kernel_release,
+        boot_id: procfs::boot_id(),
+        clock: "CLOCK_MONOTONIC".into(),
+        start_wall_ns: wall_ns(),
+        start_mono_ns: monotonic_ns(),
+        sample_freq_hz: u32::try_from(opts.freq).unwrap_or(u32::MAX),
+        events: vec!["cpu".into()],
+        recorder_version: concat!("profrec ", env!("CARGO_PKG_VERSION")).into(),
+        command_line: opts.command_line.clone(),
+        // SAFETY: sysconf has no preconditions.
+        page_size: u32::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096),
+        ..Meta::default()
+    }
+}
+
+/// Records until the target exits, the duration passes, or `stop` is set.
+pub fn record(opts: &RecordOptions, stop: Arc<AtomicBool>) -> Result<RecordSummary> {
+    check_privileges()?;
+    if let Target::Pids(pids) = &opts.target {
+        if let Some(&pid) = pids.iter().find(|&&p| !procfs::exists(p)) {
+            return Err(Error::NoSuchPid { pid });
+        }
+    }
+    let file = open_output(&opts.output)?;
+    let writer = CaptureWriter::new(
+        BufWriter::with_capacity(1 << 20, file),
+        WriteOptions::default(),
+    )
+    .map_err(|source| Error::Capture {
+        path: opts.output.clone(),
+        source,
+    })?;
+    let mut session = Session {
+        writer,
+        path: opts.output.clone(),
+        procs: HashMap::new(),
+        objects: Vec::new(),
+        object_ids: HashMap::new(),
+        thread_names: HashMap::new(),
+        kernel_addrs: BTreeSet::new(),
+        malformed_events: 0,
+        process_count: 0,
+    };
+    let mut meta = base_meta(opts);
+    let r = session.writer.push_meta(meta.clone());
+    session.write(r)?;
+
+    let (targets, held) = match &opts.target {
+        Target::All => (Targets::All, None),
+        Target::Pids(pids) => (
+            Targets::Pids {
+                pids: pids.clone(),
+                follow: opts.follow_children,
+            },
+            None,
+        ),
+        Target::Spawn(argv) => {
+            let held = spawn_held(argv)?;
+            (
+                Targets::Pids {
+                    pids: vec![held.pid()],
+                    follow: opts.follow_children,
+                },
+                Some(held),
+            )
+        }
+    };
+    let probes = match Probes::load(&targets, opts.freq) {
+        Ok(p) => p,
+        Err(e) => {
+            if let Some(h) = held {
+                h.abort();
+            }
+            return Err(e);
+        }
+    };
+    let started = Instant::now();
+    let now = monotonic_ns();
+    if let Targets::Pids { pids, .. } = &targets {
+        for &pid in pids {
+            session.scan_process(pid, if held.is_some() { now } else { 0 }, now);
+        }
+    }
+    let mut child: Option<RunningChild> = match held {
+        Some(h) => Some(h.release()?),
+        None => None,
+    };
+    let mut live: BTreeSet<u32> = match &targets {
+        Targets::Pids { pids, .. } => pids.iter().copied().collect(),
+        Targets::All => BTreeSet::new(),
+    };
+
+    let queue: Rc<RefCell<Vec<Option<Event>>>> = Rc::default();
+    let sink = Rc::clone(&queue);
+    let mut builder = RingBufferBuilder::new();
+    builder
+        .add(probes.events_map(), move |data: &[u8]| {
+            sink.borrow_mut().push(Event::parse(data));
+            0
+        })
+        .map_err(|e| Error::Bpf {
+            what: "ring buffer".into(),
+            detail: e.to_string(),
+        })?;
+    let ring = builder.build().map_err(|e| Error::Bpf {
+        what: "ring buffer".into(),
+        detail: e.to_string(),
+    })?;
+
+    let mut last_liveness_check = Instant::now();
+    let mut finished = false;
+    while !finished {
+        let r = ring.poll(Duration::from_millis(50));
+        if let Err(e) = r {
+            if !stop.load(Ordering::Relaxed) {
+                log::warn!("ring buffer poll: {e}");
+            }
+        }
+        let child_done = child.as_mut().is_some_and(|c| c.try_wait().is_some());
+        let out_of_time = opts.duration.is_some_and(|d| started.elapsed() >= d);
+        finished = stop.load(Ordering::Relaxed) || child_done || out_of_time;
+        if finished {
+            // Take what is still in the ring buffer, the target's exit included.
+            let _ = ring.consume();
+        }
+        let events: Vec<Option<Event>> = std::mem::take(&mut *queue.borrow_mut());
+        for event in events {
+            let Some(event) = event else {
+                session.malformed_events += 1;
+                continue;
+            };
+            if let Event::Fork { head, .. } = &event {
+                if matches!(targets, Targets::Pids { .. }) {
+                    live.insert(head.pid);
+                }
+            }
+            if let Some(pid) = session.on_event(event)? {
+                live.remove(&pid);
+            }
+        }
+        if matches!(opts.target, Target::Pids(_))
+            && last_liveness_check.elapsed() > Duration::from_secs(1)
+        {
+            // Exit events can be lost when the ring buffer is full; /proc is the truth.
+            live.retain(|&pid| procfs::exists(pid));
+            last_liveness_check = Instant::now();
+        }
+        if matches!(opts.target, Target::Pids(_)) && live.is_empty() {
+            log::info!("all target processes have exited");
+            finished = true;
+        }
+        let r = session.writer.maybe_flush();
+        session.write(r)?;
+    }
+    drop(ring);
+    session.finish_material(opts.embed, &probes)?;
+    meta.end_wall_ns = wall_ns();
+    meta.end_mono_ns = monotonic_ns();
+    let r = session.writer.push_meta(meta);
+    session.write(r)?;
+    let lost: u64 = probes.drops().iter().map(|(_, n)| n).sum::<u64>() + session.malformed_events;
+    drop(probes);
+    let objects = session.objects.iter().filter(|o| o.used).count();
+    let processes = session.process_count;
+    let path = session.path.clone();
+    let (out, stats) = session.writer.finish().map_err(|source| Error::Capture {
+        path: path.clone(),
+        source,
+    })?;
+    let file = out.into_inner().map_err(|e| Error::Io {
+        path: path.clone(),
+        source: e.into_error(),
+    })?;
+    file.sync_all()
+        .map_err(|source| Error::Io { path, source })?;
+    Ok(RecordSummary {
+        samples: stats.samples,
+        stacks: stats.stacks,
+        processes,
+        objects,
+        lost,
+        file_bytes: stats.file_bytes,
+        elapsed: started.elapsed(),
+        child_exit: child.and_then(|mut c| c.try_wait()),
+    })
+}
