@@ -1,1 +1,42 @@
-//! profanalyze's library.
+//! profanalyze's library: offline analysis of profcap captures.
+//!
+//! [`Material::load`] reads a capture's reference records, [`profile::build`]
+//! turns its samples into symbolized stacks, and the `export` and `diff`
+//! modules render them. Nothing here needs root or the recorded host.
+
+pub mod capture;
+pub mod diff;
+pub mod export;
+pub mod info;
+pub mod profile;
+pub mod symbolize;
+
+use std::path::PathBuf;
+
+pub use capture::Material;
+pub use profile::{build, Filter, Grouping, Profile, ProfileOptions};
+pub use symbolize::SymbolizeOptions;
+
+/// Errors of analysis.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The capture could not be read.
+    #[error("{path}: {source}")]
+    Capture {
+        path: PathBuf,
+        source: profcap_format::Error,
+    },
+    /// Nothing matched.
+    #[error("{0}")]
+    NoSamples(String),
+    /// A renderer failed.
+    #[error("rendering failed: {0}")]
+    Render(String),
+    /// Writing output failed.
+    #[error("writing output: {0}")]
+    Output(#[source] std::io::Error),
+}
+
+/// Result with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

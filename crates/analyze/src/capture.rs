@@ -1,0 +1,166 @@
+//! Reading a capture: the reference material (first pass) and a streaming
+//! walk over its samples (second pass).
+//!
+//! Two passes keep memory bounded by distinct stacks and processes, not by
+//! samples: mappings of a process may be written after its first samples, so
+//! a sample can only be placed once all of them are known.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use profcap_format::{
+    CaptureReader, KernelSymbols, Lost, Mapping, Meta, Process, ReadOptions, ReadStats, Sample,
+    Stack, SymbolBlob,
+};
+
+use crate::{Error, Result};
+
+/// Everything in a capture except its samples.
+#[derive(Debug, Default)]
+pub struct Material {
+    pub path: PathBuf,
+    pub meta: Meta,
+    /// Descriptions by pid, in file order (a later one updates an earlier one).
+    pub processes: HashMap<u32, Vec<Process>>,
+    /// Latest name of each thread.
+    pub threads: HashMap<u32, String>,
+    /// Mappings by pid, sorted by (generation, start).
+    pub mappings: HashMap<u32, Vec<Mapping>>,
+    pub stacks: HashMap<u64, Stack>,
+    /// Symbol blobs by build id; objects without one are keyed by path.
+    pub blobs: HashMap<Vec<u8>, SymbolBlob>,
+    pub kernel: KernelSymbols,
+    pub lost: Vec<Lost>,
+    /// Damage the reader worked around, as messages.
+    pub warnings: Vec<String>,
+    pub stats: ReadStats,
+    pub sample_count: u64,
+    /// Samples per kind name.
+    pub kind_counts: HashMap<&'static str, u64>,
+    pub first_ns: u64,
+    pub last_ns: u64,
+}
+
+/// Key of a blob: its build id, or its path for objects that have none.
+pub fn blob_key(build_id: &[u8], path: &str) -> Vec<u8> {
+    if build_id.is_empty() {
+        let mut k = b"path:".to_vec();
+        k.extend_from_slice(path.as_bytes());
+        k
+    } else {
+        build_id.to_vec()
+    }
+}
+
+fn open(path: &Path, strict: bool) -> Result<CaptureReader<std::fs::File>> {
+    CaptureReader::open(path, ReadOptions::strict(strict)).map_err(|source| Error::Capture {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+impl Material {
+    /// First pass: reads everything but keeps only counts of the samples.
+    pub fn load(path: &Path, strict: bool) -> Result<Material> {
+        let mut reader = open(path, strict)?;
+        let mut m = Material {
+            path: path.to_owned(),
+            first_ns: u64::MAX,
+            ..Material::default()
+        };
+        for batch in reader.by_ref() {
+            let batch = batch.map_err(|source| Error::Capture {
+                path: path.to_owned(),
+                source,
+            })?;
+            if let Some(meta) = batch.meta {
+                m.meta = meta;
+            }
+            for p in batch.processes {
+                m.processes.entry(p.pid).or_default().push(p);
+            }
+            for t in batch.threads {
+                m.threads.insert(t.tid, t.name);
+            }
+            for map in batch.mappings {
+                m.mappings.entry(map.pid).or_default().push(map);
+            }
+            for s in batch.stacks {
+                m.stacks.insert(s.id, s);
+            }
+            for s in &batch.samples {
+                m.sample_count += 1;
+                *m.kind_counts.entry(s.kind.name()).or_default() += 1;
+                m.first_ns = m.first_ns.min(s.time_ns);
+                m.last_ns = m.last_ns.max(s.time_ns);
+            }
+            for b in batch.symbols {
+                m.blobs.insert(blob_key(&b.build_id, &b.path), b);
+            }
+            if let Some(k) = batch.kernel_symbols {
+                m.kernel.symbols.extend(k.symbols);
+                m.kernel.modules.extend(k.modules);
+            }
+            m.lost.extend(batch.lost);
+        }
+        for maps in m.mappings.values_mut() {
+            maps.sort_by_key(|x| (x.seen_ns, x.start));
+        }
+        if m.sample_count == 0 {
+            m.first_ns = 0;
+        }
+        m.warnings = reader.warnings().iter().map(ToString::to_string).collect();
+        m.stats = reader.stats();
+        Ok(m)
+    }
+
+    /// Second pass: calls `f` for every sample in file order.
+    pub fn for_each_sample(&self, strict: bool, mut f: impl FnMut(&Sample)) -> Result<()> {
+        let reader = open(&self.path, strict)?;
+        for batch in reader {
+            let batch = batch.map_err(|source| Error::Capture {
+                path: self.path.clone(),
+                source,
+            })?;
+            batch.samples.iter().for_each(&mut f);
+        }
+        Ok(())
+    }
+
+    /// The mapping generation of `pid` in force at `time_ns`: the latest one
+    /// that started at or before it, else the earliest.
+    pub fn generation(&self, pid: u32, time_ns: u64) -> u64 {
+        let Some(maps) = self.mappings.get(&pid) else {
+            return 0;
+        };
+        let i = maps.partition_point(|m| m.seen_ns <= time_ns);
+        match i.checked_sub(1) {
+            Some(i) => maps[i].seen_ns,
+            None => maps.first().map_or(0, |m| m.seen_ns),
+        }
+    }
+
+    /// The mapping of `pid` in generation `gen` that contains `addr`.
+    pub fn mapping_at(&self, pid: u32, generation: u64, addr: u64) -> Option<&Mapping> {
+        let maps = self.mappings.get(&pid)?;
+        let lo = maps.partition_point(|m| m.seen_ns < generation);
+        let hi = maps.partition_point(|m| m.seen_ns <= generation);
+        let gen_maps = &maps[lo..hi];
+        let i = gen_maps.partition_point(|m| m.start <= addr);
+        gen_maps.get(i.checked_sub(1)?).filter(|m| addr < m.end)
+    }
+
+    /// The name a process is best known by: the latest non-empty comm.
+    pub fn process_name(&self, pid: u32) -> String {
+        self.processes
+            .get(&pid)
+            .and_then(|ps| ps.iter().rev().find(|p| !p.comm.is_empty()))
+            .map(|p| p.comm.clone())
+            .unwrap_or_else(|| "?".to_owned())
+    }
+
+    /// Sampling frequency, or 0 when unknown.
+    pub fn freq(&self) -> u32 {
+        self.meta.sample_freq_hz
+    }
+}

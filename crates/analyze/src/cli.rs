@@ -1,0 +1,455 @@
+//! Command line of profanalyze: parsing, and conversion into library options.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use profcap_analyze::diff::{diff_flame_graph, diff_table, regressions, write_table};
+use profcap_analyze::export::{
+    flame_graph, write_folded, write_pprof, write_top, FlameOptions, TopBy,
+};
+use profcap_analyze::info::{info, write_text};
+use profcap_analyze::{
+    build, Filter, Grouping, Material, Profile, ProfileOptions, SymbolizeOptions,
+};
+use profcap_format::SampleKind;
+
+/// Analyze profcap captures offline: flame graphs, folded stacks, top tables,
+/// pprof, and diffs of two captures. Works on any machine, without root and
+/// without access to the recorded host.
+///
+/// Examples:
+///   profanalyze info app.cap                     what the capture holds
+///   profanalyze flame app.cap -o app.svg         flame graph of on-CPU time
+///   profanalyze top app.cap --by module          time per library
+///   profanalyze folded app.cap | grep parse      folded stacks for other tools
+///   profanalyze pprof app.cap -o app.pb.gz       for `go tool pprof`
+///   profanalyze diff before.cap after.cap -o d.svg --fail-if-regressed 5
+#[derive(Debug, Parser)]
+#[command(name = "profanalyze", version, verbatim_doc_comment)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+
+    /// More log output (-v: info, -vv: debug).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+
+    /// Only errors.
+    #[arg(short, long, global = true)]
+    quiet: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Summarize a capture: duration, record counts, processes, lost events, sizes.
+    Info {
+        /// The capture file.
+        capture: PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Fail on a damaged capture instead of skipping damaged chunks.
+        #[arg(long)]
+        strict: bool,
+    },
+    /// Render a flame graph (SVG).
+    Flame {
+        #[command(flatten)]
+        input: Input,
+        /// Output file. Default: the capture's name with .svg.
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+        /// Title. Default: what was recorded, with totals.
+        #[arg(long)]
+        title: Option<String>,
+        /// Icicle graph: roots at the top.
+        #[arg(long)]
+        inverted: bool,
+    },
+    /// Print folded stacks (`frame;frame;… value`), the input of many tools.
+    Folded {
+        #[command(flatten)]
+        input: Input,
+        /// Output file. Default: standard output.
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+    /// Print the functions (or modules) with the most self and total value.
+    Top {
+        #[command(flatten)]
+        input: Input,
+        /// Rows: functions or modules (libraries, executables, kernel).
+        #[arg(long, value_enum, default_value_t = By::Function)]
+        by: By,
+        /// How many rows.
+        #[arg(short = 'n', long, default_value_t = 25)]
+        limit: usize,
+    },
+    /// Write a gzipped pprof profile (profile.proto) for `go tool pprof`.
+    Pprof {
+        #[command(flatten)]
+        input: Input,
+        /// Output file. Default: the capture's name with .pb.gz.
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+    /// Compare two captures: a differential flame graph and the functions
+    /// whose share changed most.
+    Diff {
+        /// The baseline capture.
+        before: PathBuf,
+        /// The capture to compare with it.
+        after: PathBuf,
+        #[command(flatten)]
+        opts: Common,
+        /// Write the differential flame graph here (red: grew, blue: shrank).
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+        /// Rows of the table.
+        #[arg(short = 'n', long, default_value_t = 20)]
+        limit: usize,
+        /// Exit with status 1 if a function's total (inclusive) share grew by
+        /// more than this many percentage points.
+        #[arg(long, value_name = "POINTS")]
+        fail_if_regressed: Option<f64>,
+        /// With --fail-if-regressed: only functions matching this regex count.
+        #[arg(long, value_name = "REGEX")]
+        function: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum By {
+    Function,
+    Module,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Kind {
+    Cpu,
+    Offcpu,
+    Alloc,
+    Inuse,
+}
+
+/// The capture and the options every profile command shares.
+#[derive(Debug, Args)]
+struct Input {
+    /// The capture file.
+    capture: PathBuf,
+    #[command(flatten)]
+    opts: Common,
+}
+
+#[derive(Debug, Args)]
+struct Common {
+    /// Sample kind. Default: cpu if recorded, else what the capture has.
+    #[arg(long, value_enum)]
+    kind: Option<Kind>,
+    /// Only these processes (comma-separated pids).
+    #[arg(long, value_delimiter = ',', value_name = "PID")]
+    pid: Vec<u32>,
+    /// Only these threads (comma-separated tids).
+    #[arg(long, value_delimiter = ',', value_name = "TID")]
+    tid: Vec<u32>,
+    /// Only processes or threads with this name (repeatable).
+    #[arg(long, value_name = "NAME")]
+    comm: Vec<String>,
+    /// Start this many seconds after the first sample.
+    #[arg(long, value_name = "SECONDS")]
+    from: Option<f64>,
+    /// End this many seconds after the first sample.
+    #[arg(long, value_name = "SECONDS")]
+    to: Option<f64>,
+    /// Leave out kernel frames.
+    #[arg(long)]
+    no_kernel: bool,
+    /// Add a root frame per process.
+    #[arg(long)]
+    per_process: bool,
+    /// Add a root frame per thread (below the process frame with --per-process).
+    #[arg(long)]
+    per_thread: bool,
+    /// Directory with debug files (`.build-id/ab/cdef….debug` or the recorded
+    /// paths below it); repeatable.
+    #[arg(long, value_name = "DIR")]
+    debug_dir: Vec<PathBuf>,
+    /// Look binaries up under this root instead of /.
+    #[arg(long, value_name = "DIR")]
+    sysroot: Option<PathBuf>,
+    /// Never read binaries on this machine; use only the capture's material.
+    #[arg(long)]
+    no_local_files: bool,
+    /// Append file:line to function names where debug info has them.
+    #[arg(long)]
+    lines: bool,
+    /// Fold inlined functions into their callers.
+    #[arg(long)]
+    no_inline: bool,
+    /// Fail on a damaged capture instead of skipping damaged chunks.
+    #[arg(long)]
+    strict: bool,
+}
+
+impl Common {
+    fn profile_options(&self) -> Result<ProfileOptions> {
+        if let (Some(from), Some(to)) = (self.from, self.to) {
+            if from > to {
+                bail!("--from ({from}) is after --to ({to})");
+            }
+        }
+        let mut filter = Filter::default();
+        filter.pids = self.pid.clone();
+        filter.tids = self.tid.clone();
+        filter.comms = self.comm.clone();
+        filter.kind = self.kind.map(|k| match k {
+            Kind::Cpu => SampleKind::Cpu,
+            Kind::Offcpu => SampleKind::OffCpu,
+            Kind::Alloc => SampleKind::Alloc,
+            Kind::Inuse => SampleKind::Inuse,
+        });
+        filter.from_s = self.from;
+        filter.to_s = self.to;
+        filter.no_kernel = self.no_kernel;
+        let mut grouping = Grouping::default();
+        grouping.process = self.per_process;
+        grouping.thread = self.per_thread;
+        let mut symbolize = SymbolizeOptions::default();
+        symbolize.debug_dirs = self.debug_dir.clone();
+        symbolize.sysroot = self.sysroot.clone();
+        symbolize.local_files = !self.no_local_files;
+        symbolize.lines = self.lines;
+        symbolize.inlines = !self.no_inline;
+        let mut opts = ProfileOptions::default();
+        opts.filter = filter;
+        opts.grouping = grouping;
+        opts.symbolize = symbolize;
+        opts.strict = self.strict;
+        Ok(opts)
+    }
+}
+
+fn load(path: &Path, strict: bool) -> Result<Material> {
+    let m = Material::load(path, strict).with_context(|| format!("reading {}", path.display()))?;
+    for w in &m.warnings {
+        log::warn!("{}: {w}", path.display());
+    }
+    Ok(m)
+}
+
+/// Builds the profile and reports objects that could not be symbolized.
+fn profile(m: &Material, opts: &Common) -> Result<Profile> {
+    let p = build(m, &opts.profile_options()?)
+        .with_context(|| format!("analyzing {}", m.path.display()))?;
+    if !p.missing.is_empty() {
+        log::warn!(
+            "no symbols for {} object(s); their frames show as module+offset. Supply the binaries \
+             with --debug-dir DIR or --sysroot DIR, or record with --embed full:",
+            p.missing.len()
+        );
+        for o in &p.missing {
+            log::warn!("  {o}");
+        }
+    }
+    Ok(p)
+}
+
+fn create(path: &Path) -> Result<BufWriter<File>> {
+    Ok(BufWriter::new(
+        File::create(path).with_context(|| format!("creating {}", path.display()))?,
+    ))
+}
+
+fn writer(path: Option<&Path>) -> Result<Box<dyn Write>> {
+    Ok(match path {
+        Some(p) => Box::new(create(p)?),
+        None => Box::new(BufWriter::new(std::io::stdout().lock())),
+    })
+}
+
+fn duration_ns(m: &Material) -> u64 {
+    m.meta.end_mono_ns.saturating_sub(m.meta.start_mono_ns)
+}
+
+impl Cli {
+    /// Sets up logging per -v/-q (and PROFCAP_LOG).
+    pub fn init_logging(&self) {
+        let level = match (self.quiet, self.verbose) {
+            (true, _) => log::LevelFilter::Error,
+            (false, 0) => log::LevelFilter::Warn,
+            (false, 1) => log::LevelFilter::Info,
+            _ => log::LevelFilter::Debug,
+        };
+        env_logger::Builder::new()
+            .filter_level(level)
+            .parse_env("PROFCAP_LOG")
+            .format_timestamp(None)
+            .init();
+    }
+
+    /// Runs the command.
+    pub fn run(self) -> Result<ExitCode> {
+        match self.command {
+            Command::Info {
+                capture,
+                json,
+                strict,
+            } => {
+                let m = load(&capture, strict)?;
+                let i = info(
+                    &m,
+                    (profcap_format::VERSION_MAJOR, profcap_format::VERSION_MINOR),
+                );
+                let mut out = writer(None)?;
+                if json {
+                    serde_json::to_writer_pretty(&mut out, &i)?;
+                    writeln!(out)?;
+                } else {
+                    write_text(&i, &mut out)?;
+                }
+                out.flush()?;
+            }
+            Command::Flame {
+                input,
+                output,
+                title,
+                inverted,
+            } => {
+                let m = load(&input.capture, input.opts.strict)?;
+                let p = profile(&m, &input.opts)?;
+                let output = output.unwrap_or_else(|| input.capture.with_extension("svg"));
+                let mut fo = FlameOptions::default();
+                fo.title = title;
+                fo.inverted = inverted;
+                let mut out = create(&output)?;
+                flame_graph(&p, &fo, &mut out)?;
+                out.flush()?;
+                if !self.quiet {
+                    eprintln!(
+                        "profanalyze: wrote {} ({} samples)",
+                        output.display(),
+                        p.samples
+                    );
+                }
+            }
+            Command::Folded { input, output } => {
+                let m = load(&input.capture, input.opts.strict)?;
+                let p = profile(&m, &input.opts)?;
+                let mut out = writer(output.as_deref())?;
+                write_folded(&p, &mut out)?;
+                out.flush()?;
+            }
+            Command::Top { input, by, limit } => {
+                let m = load(&input.capture, input.opts.strict)?;
+                let p = profile(&m, &input.opts)?;
+                let by = match by {
+                    By::Function => TopBy::Function,
+                    By::Module => TopBy::Module,
+                };
+                let mut out = writer(None)?;
+                write_top(&p, by, limit, &mut out)?;
+                out.flush()?;
+            }
+            Command::Pprof { input, output } => {
+                let m = load(&input.capture, input.opts.strict)?;
+                let p = profile(&m, &input.opts)?;
+                let output = output.unwrap_or_else(|| input.capture.with_extension("pb.gz"));
+                let mut out = create(&output)?;
+                write_pprof(&p, duration_ns(&m), &mut out)?;
+                out.flush()?;
+                if !self.quiet {
+                    eprintln!("profanalyze: wrote {}", output.display());
+                }
+            }
+            Command::Diff {
+                before,
+                after,
+                opts,
+                output,
+                limit,
+                fail_if_regressed,
+                function,
+            } => {
+                return run_diff(
+                    &before,
+                    &after,
+                    &opts,
+                    output.as_deref(),
+                    limit,
+                    fail_if_regressed,
+                    function,
+                );
+            }
+        }
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
+fn run_diff(
+    before: &Path,
+    after: &Path,
+    opts: &Common,
+    output: Option<&Path>,
+    limit: usize,
+    fail_if_regressed: Option<f64>,
+    function: Option<String>,
+) -> Result<ExitCode> {
+    let filter = function
+        .as_deref()
+        .map(regex::Regex::new)
+        .transpose()
+        .context("--function is not a valid regular expression")?;
+    let (ma, mb) = (load(before, opts.strict)?, load(after, opts.strict)?);
+    let (a, b) = (profile(&ma, opts)?, profile(&mb, opts)?);
+    if let Some(path) = output {
+        let title = format!("{} → {}", before.display(), after.display());
+        let mut out = create(path)?;
+        diff_flame_graph(&a, &b, &title, &mut out)?;
+        out.flush()?;
+        eprintln!("profanalyze: wrote {}", path.display());
+    }
+    let rows = diff_table(&a, &b);
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "A = {} ({} samples), B = {} ({} samples); shares of each total",
+        before.display(),
+        a.samples,
+        after.display(),
+        b.samples
+    )?;
+    write_table(&rows, limit, &mut out)?;
+    if let Some(points) = fail_if_regressed {
+        let bad = regressions(&rows, points, filter.as_ref());
+        if !bad.is_empty() {
+            for r in &bad {
+                writeln!(
+                    out,
+                    "REGRESSED: {} total share {:.2}% -> {:.2}% (+{:.2} points > {points})",
+                    r.name,
+                    r.total_a,
+                    r.total_b,
+                    r.total_delta()
+                )?;
+            }
+            return Ok(ExitCode::from(1));
+        }
+        writeln!(out, "no function regressed by more than {points} points")?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,222 @@
+//! `profanalyze info`: what a capture holds.
+
+use std::io::Write;
+
+use serde::Serialize;
+
+use crate::capture::Material;
+use crate::profile::format_bytes;
+use crate::symbolize::hex;
+
+/// A summary of a capture, printable as text or JSON.
+#[derive(Debug, Clone, Serialize)]
+pub struct Info {
+    pub path: String,
+    pub format_version: String,
+    pub hostname: String,
+    pub kernel_release: String,
+    pub recorder: String,
+    pub command_line: Vec<String>,
+    pub events: Vec<String>,
+    pub sample_freq_hz: u32,
+    pub duration_s: f64,
+    pub samples: u64,
+    pub samples_by_kind: std::collections::BTreeMap<String, u64>,
+    pub stacks: usize,
+    pub processes: Vec<ProcessInfo>,
+    pub threads: usize,
+    pub mappings: usize,
+    pub symbol_blobs: Vec<BlobInfo>,
+    pub kernel_symbols: usize,
+    pub lost: Vec<LostInfo>,
+    pub chunks: u64,
+    pub file_bytes: u64,
+    pub compressed_bytes: u64,
+    pub uncompressed_bytes: u64,
+    pub compression_ratio: f64,
+    pub bytes_per_sample: f64,
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ProcessInfo {
+    pub pid: u32,
+    pub comm: String,
+    pub exe: String,
+    pub exited: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BlobInfo {
+    pub path: String,
+    pub build_id: String,
+    pub symbols: usize,
+    pub full_elf: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LostInfo {
+    pub source: String,
+    pub reason: String,
+    pub count: u64,
+}
+
+/// Summarizes a loaded capture.
+pub fn info(m: &Material, format_version: (u16, u16)) -> Info {
+    let mut processes: Vec<ProcessInfo> = m
+        .processes
+        .iter()
+        .map(|(&pid, ps)| ProcessInfo {
+            pid,
+            comm: m.process_name(pid),
+            exe: ps
+                .iter()
+                .rev()
+                .find(|p| !p.exe.is_empty())
+                .map(|p| p.exe.clone())
+                .unwrap_or_default(),
+            exited: ps.iter().any(|p| p.exit_ns != 0),
+        })
+        .collect();
+    processes.sort_by_key(|p| p.pid);
+    let mut symbol_blobs: Vec<BlobInfo> = m
+        .blobs
+        .values()
+        .map(|b| BlobInfo {
+            path: b.path.clone(),
+            build_id: hex(&b.build_id),
+            symbols: b.symbols.len(),
+            full_elf: !b.elf.is_empty(),
+        })
+        .collect();
+    symbol_blobs.sort_by(|a, b| a.path.cmp(&b.path));
+    let duration_ns = if m.meta.end_mono_ns > m.meta.start_mono_ns {
+        m.meta.end_mono_ns - m.meta.start_mono_ns
+    } else {
+        m.last_ns.saturating_sub(m.first_ns)
+    };
+    let s = m.stats;
+    Info {
+        path: m.path.display().to_string(),
+        format_version: format!("{}.{}", format_version.0, format_version.1),
+        hostname: m.meta.hostname.clone(),
+        kernel_release: m.meta.kernel_release.clone(),
+        recorder: m.meta.recorder_version.clone(),
+        command_line: m.meta.command_line.clone(),
+        events: m.meta.events.clone(),
+        sample_freq_hz: m.meta.sample_freq_hz,
+        duration_s: duration_ns as f64 / 1e9,
+        samples: m.sample_count,
+        samples_by_kind: m
+            .kind_counts
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), *v))
+            .collect(),
+        stacks: m.stacks.len(),
+        processes,
+        threads: m.threads.len(),
+        mappings: m.mappings.values().map(Vec::len).sum(),
+        symbol_blobs,
+        kernel_symbols: m.kernel.symbols.len(),
+        lost: m
+            .lost
+            .iter()
+            .map(|l| LostInfo {
+                source: l.source.clone(),
+                reason: l.reason.clone(),
+                count: l.count,
+            })
+            .collect(),
+        chunks: s.chunks,
+        file_bytes: s.file_bytes,
+        compressed_bytes: s.stored_bytes,
+        uncompressed_bytes: s.raw_bytes,
+        compression_ratio: if s.stored_bytes == 0 {
+            0.0
+        } else {
+            s.raw_bytes as f64 / s.stored_bytes as f64
+        },
+        bytes_per_sample: if m.sample_count == 0 {
+            0.0
+        } else {
+            s.file_bytes as f64 / m.sample_count as f64
+        },
+        warnings: m.warnings.clone(),
+    }
+}
+
+/// Writes the summary for people.
+pub fn write_text(i: &Info, out: &mut impl Write) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "capture:      {} (format {})",
+        i.path, i.format_version
+    )?;
+    writeln!(
+        out,
+        "recorded on:  {} (kernel {}) by {}",
+        i.hostname, i.kernel_release, i.recorder
+    )?;
+    writeln!(out, "command:      {}", i.command_line.join(" "))?;
+    writeln!(
+        out,
+        "events:       {} at {} Hz",
+        i.events.join(", "),
+        i.sample_freq_hz
+    )?;
+    writeln!(out, "duration:     {:.3} s", i.duration_s)?;
+    let kinds: Vec<String> = i
+        .samples_by_kind
+        .iter()
+        .map(|(k, v)| format!("{k} {v}"))
+        .collect();
+    writeln!(out, "samples:      {} ({})", i.samples, kinds.join(", "))?;
+    writeln!(out, "stacks:       {} distinct", i.stacks)?;
+    writeln!(
+        out,
+        "processes:    {}   threads: {}   mappings: {}",
+        i.processes.len(),
+        i.threads,
+        i.mappings
+    )?;
+    for p in i.processes.iter().take(20) {
+        let state = if p.exited { "exited" } else { "running at end" };
+        writeln!(out, "  {:>7}  {:<16} {}  ({state})", p.pid, p.comm, p.exe)?;
+    }
+    if i.processes.len() > 20 {
+        writeln!(out, "  … {} more", i.processes.len() - 20)?;
+    }
+    writeln!(
+        out,
+        "symbols:      {} objects embedded, {} kernel symbols",
+        i.symbol_blobs.len(),
+        i.kernel_symbols
+    )?;
+    for b in &i.symbol_blobs {
+        let what = if b.full_elf {
+            "full ELF".to_owned()
+        } else {
+            format!("{} symbols", b.symbols)
+        };
+        writeln!(out, "  {}  {}  ({what})", b.build_id, b.path)?;
+    }
+    let lost: u64 = i.lost.iter().map(|l| l.count).sum();
+    writeln!(out, "lost events:  {lost}")?;
+    for l in &i.lost {
+        writeln!(out, "  {} {}: {}", l.source, l.reason, l.count)?;
+    }
+    writeln!(
+        out,
+        "size:         {} in {} chunks; {} compressed from {} (ratio {:.1}); {:.1} bytes/sample",
+        format_bytes(i.file_bytes as i64),
+        i.chunks,
+        format_bytes(i.compressed_bytes as i64),
+        format_bytes(i.uncompressed_bytes as i64),
+        i.compression_ratio,
+        i.bytes_per_sample
+    )?;
+    for w in &i.warnings {
+        writeln!(out, "warning:      {w}")?;
+    }
+    Ok(())
+}

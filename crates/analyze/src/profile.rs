@@ -1,0 +1,242 @@
+//! From samples to symbolized, aggregated stacks.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+use profcap_format::{Sample, SampleKind, ValueUnit};
+
+use crate::capture::Material;
+use crate::symbolize::{Frame, FrameKind, SymbolizeOptions, Symbolizer};
+use crate::{Error, Result};
+
+/// Which samples to keep. Every field's default keeps everything.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct Filter {
+    /// Keep these processes only. Default: all.
+    pub pids: Vec<u32>,
+    /// Keep these threads only. Default: all.
+    pub tids: Vec<u32>,
+    /// Keep processes or threads with these names only. Default: all.
+    pub comms: Vec<String>,
+    /// Sample kind. Default: on-CPU if the capture has any, else the first kind found.
+    pub kind: Option<SampleKind>,
+    /// Seconds after the first sample to start at. Default: the beginning.
+    pub from_s: Option<f64>,
+    /// Seconds after the first sample to end at. Default: the end.
+    pub to_s: Option<f64>,
+    /// Leave out kernel frames. Default: false (kernel frames are shown).
+    pub no_kernel: bool,
+}
+
+/// Extra root frames. Default: none.
+#[derive(Debug, Clone, Copy, Default)]
+#[non_exhaustive]
+pub struct Grouping {
+    /// A root frame per process (`name (pid)`).
+    pub process: bool,
+    /// A root frame per thread (`name (tid)`), below the process one.
+    pub thread: bool,
+}
+
+/// How to build a profile.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct ProfileOptions {
+    pub filter: Filter,
+    pub grouping: Grouping,
+    pub symbolize: SymbolizeOptions,
+    /// Fail on a damaged capture instead of skipping damaged chunks. Default: false.
+    pub strict: bool,
+}
+
+/// Symbolized stacks with their summed values.
+#[derive(Debug, Clone)]
+pub struct Profile {
+    pub kind: SampleKind,
+    pub unit: ValueUnit,
+    /// Stacks root first, each with its value; sorted, no duplicates.
+    pub stacks: Vec<(Vec<Frame>, i64)>,
+    /// Samples that passed the filter.
+    pub samples: u64,
+    /// Sum of the values.
+    pub total: i64,
+    /// On-CPU sampling frequency (0 if unknown).
+    pub freq: u32,
+    /// Objects that could not be symbolized, as "path (build id)".
+    pub missing: BTreeSet<String>,
+}
+
+impl Profile {
+    /// Nanoseconds one unit of value stands for (time kinds), or `None`.
+    pub fn ns_per_unit(&self) -> Option<f64> {
+        match (self.kind, self.unit) {
+            (_, ValueUnit::Nanoseconds) => Some(1.0),
+            (SampleKind::Cpu, ValueUnit::Count) if self.freq > 0 => {
+                Some(1e9 / f64::from(self.freq))
+            }
+            _ => None,
+        }
+    }
+
+    /// A human form of a value: time for time kinds, bytes for memory.
+    pub fn format_value(&self, v: i64) -> String {
+        match (self.ns_per_unit(), self.unit) {
+            (Some(ns), _) => format_ns(v as f64 * ns),
+            (None, ValueUnit::Bytes) => format_bytes(v),
+            _ => format!("{v}"),
+        }
+    }
+}
+
+/// "1.23 s", "45.6 ms", "789 µs".
+pub fn format_ns(ns: f64) -> String {
+    let a = ns.abs();
+    if a >= 1e9 {
+        format!("{:.2} s", ns / 1e9)
+    } else if a >= 1e6 {
+        format!("{:.1} ms", ns / 1e6)
+    } else if a >= 1e3 {
+        format!("{:.0} µs", ns / 1e3)
+    } else {
+        format!("{ns:.0} ns")
+    }
+}
+
+/// "12.3 MiB" etc.
+pub fn format_bytes(b: i64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = b as f64;
+    let mut u = 0;
+    while v.abs() >= 1024.0 && u + 1 < units.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{b} B")
+    } else {
+        format!("{v:.1} {}", units[u])
+    }
+}
+
+/// The kind to show when none was asked for.
+pub fn default_kind(m: &Material) -> SampleKind {
+    if m.kind_counts.contains_key("cpu") || m.kind_counts.is_empty() {
+        return SampleKind::Cpu;
+    }
+    [SampleKind::OffCpu, SampleKind::Alloc, SampleKind::Inuse]
+        .into_iter()
+        .find(|k| m.kind_counts.contains_key(k.name()))
+        .unwrap_or(SampleKind::Cpu)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct Key {
+    pid: u32,
+    tid: u32,
+    generation: u64,
+    stack_id: u64,
+}
+
+fn name_matches(m: &Material, f: &Filter, s: &Sample) -> bool {
+    if f.comms.is_empty() {
+        return true;
+    }
+    let pname = m.process_name(s.pid);
+    let tname = m.threads.get(&s.tid).map(String::as_str).unwrap_or("");
+    f.comms.iter().any(|c| *c == pname || c == tname)
+}
+
+fn keep(m: &Material, f: &Filter, kind: SampleKind, s: &Sample) -> bool {
+    let rel_s = s.time_ns.saturating_sub(m.first_ns) as f64 / 1e9;
+    s.kind == kind
+        && (f.pids.is_empty() || f.pids.contains(&s.pid))
+        && (f.tids.is_empty() || f.tids.contains(&s.tid))
+        && f.from_s.is_none_or(|from| rel_s >= from)
+        && f.to_s.is_none_or(|to| rel_s <= to)
+        && name_matches(m, f, s)
+}
+
+/// Builds the profile of one kind from a loaded capture.
+pub fn build(m: &Material, opts: &ProfileOptions) -> Result<Profile> {
+    let kind = opts.filter.kind.unwrap_or_else(|| default_kind(m));
+    let mut agg: HashMap<Key, i64> = HashMap::new();
+    let (mut samples, mut total, mut unit) = (0u64, 0i64, None);
+    m.for_each_sample(opts.strict, |s| {
+        if !keep(m, &opts.filter, kind, s) {
+            return;
+        }
+        unit.get_or_insert(s.unit);
+        samples += 1;
+        total = total.saturating_add(s.value);
+        let key = Key {
+            pid: s.pid,
+            tid: if opts.grouping.thread { s.tid } else { 0 },
+            generation: m.generation(s.pid, s.time_ns),
+            stack_id: s.stack_id,
+        };
+        *agg.entry(key).or_default() += s.value;
+    })?;
+    if samples == 0 && m.sample_count > 0 && !m.kind_counts.contains_key(kind.name()) {
+        let kinds: Vec<_> = m.kind_counts.keys().copied().collect();
+        return Err(Error::NoSamples(format!(
+            "the capture has no {} samples (it has: {})",
+            kind.name(),
+            kinds.join(", ")
+        )));
+    }
+    let mut sym = Symbolizer::new(m, opts.symbolize.clone());
+    let mut merged: BTreeMap<Vec<Frame>, i64> = BTreeMap::new();
+    let mut keys: Vec<_> = agg.into_iter().collect();
+    keys.sort_by_key(|(k, _)| (k.pid, k.tid, k.generation, k.stack_id));
+    for (key, value) in keys {
+        let mut frames = root_frames(m, opts.grouping, key);
+        frames.extend(sym.stack_frames(
+            key.pid,
+            key.generation,
+            key.stack_id,
+            !opts.filter.no_kernel,
+        ));
+        *merged.entry(frames).or_default() += value;
+    }
+    Ok(Profile {
+        kind,
+        unit: unit.unwrap_or(match kind {
+            SampleKind::OffCpu => ValueUnit::Nanoseconds,
+            SampleKind::Alloc | SampleKind::Inuse => ValueUnit::Bytes,
+            _ => ValueUnit::Count,
+        }),
+        stacks: merged.into_iter().collect(),
+        samples,
+        total,
+        freq: m.freq(),
+        missing: sym.missing,
+    })
+}
+
+fn root_frames(m: &Material, g: Grouping, key: Key) -> Vec<Frame> {
+    let module: Arc<str> = Arc::from("");
+    let mut out = Vec::new();
+    if g.process {
+        let name = format!("{} ({})", m.process_name(key.pid), key.pid);
+        out.push(Frame {
+            name: Arc::from(name),
+            module: Arc::clone(&module),
+            kind: FrameKind::User,
+        });
+    }
+    if g.thread {
+        let tname = m
+            .threads
+            .get(&key.tid)
+            .cloned()
+            .unwrap_or_else(|| "?".into());
+        let name = format!("{tname} ({})", key.tid);
+        out.push(Frame {
+            name: Arc::from(name),
+            module,
+            kind: FrameKind::User,
+        });
+    }
+    out
+}

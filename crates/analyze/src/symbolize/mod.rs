@@ -1,0 +1,215 @@
+//! Offline symbolization of captured addresses.
+//!
+//! For each object (by build id) the sources are, in order: the capture's
+//! embedded full ELF, a file found in `--debug-dir` (build-id layout or plain
+//! path), under `--sysroot`, or at its recorded path, each used only when its
+//! build id matches the recorded one; DWARF from those gives inlined frames
+//! and file:line. The capture's embedded symbol table names what DWARF does
+//! not. Anything unresolved is shown as `module+0xOFFSET`, never dropped.
+
+mod demangle;
+mod object_syms;
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+pub use demangle::demangle;
+use object_syms::ObjectSyms;
+
+use crate::capture::{blob_key, Material};
+
+/// Where to look for binaries and how much to resolve.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct SymbolizeOptions {
+    /// Directories with debug files: `DIR/.build-id/ab/cdef….debug` or
+    /// `DIR/<recorded path>`. Default: none.
+    pub debug_dirs: Vec<PathBuf>,
+    /// A root under which recorded paths are looked up. Default: none.
+    pub sysroot: Option<PathBuf>,
+    /// Also try the recorded path on this machine (only with a matching build
+    /// id). Default: true.
+    pub local_files: bool,
+    /// Append `file:line` to frame names where DWARF knows it. Default: false.
+    pub lines: bool,
+    /// Show inlined functions as frames of their own. Default: true.
+    pub inlines: bool,
+}
+
+impl Default for SymbolizeOptions {
+    fn default() -> Self {
+        SymbolizeOptions {
+            debug_dirs: Vec::new(),
+            sysroot: None,
+            local_files: true,
+            lines: false,
+            inlines: true,
+        }
+    }
+}
+
+/// What kind of code a frame is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum FrameKind {
+    User,
+    /// A function inlined into the frame below it.
+    Inlined,
+    Kernel,
+}
+
+/// One symbolized frame.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Frame {
+    pub name: Arc<str>,
+    /// File name of the object (`libc.so.6`, `[kernel]`).
+    pub module: Arc<str>,
+    pub kind: FrameKind,
+}
+
+/// Resolves addresses to frames, caching per object and address.
+#[derive(Debug)]
+pub struct Symbolizer<'a> {
+    material: &'a Material,
+    opts: SymbolizeOptions,
+    objects: HashMap<Vec<u8>, Option<ObjectSyms>>,
+    cache: HashMap<(Vec<u8>, u64, bool), Arc<[Frame]>>,
+    kernel: Vec<(u64, u64, Arc<str>)>,
+    kernel_module: Arc<str>,
+    unknown: Arc<str>,
+    /// Objects that had no usable symbol source, as "path (build id)".
+    pub missing: BTreeSet<String>,
+}
+
+/// Hex form of a build id.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn basename(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or(path)
+}
+
+impl<'a> Symbolizer<'a> {
+    /// A symbolizer for the addresses of `material`.
+    pub fn new(material: &'a Material, opts: SymbolizeOptions) -> Self {
+        let mut kernel: Vec<(u64, u64, Arc<str>)> = material
+            .kernel
+            .symbols
+            .iter()
+            .map(|s| (s.addr, s.size, Arc::from(s.name.as_str())))
+            .collect();
+        kernel.sort_by_key(|k| k.0);
+        Symbolizer {
+            material,
+            opts,
+            objects: HashMap::new(),
+            cache: HashMap::new(),
+            kernel,
+            kernel_module: Arc::from("[kernel]"),
+            unknown: Arc::from("[unknown]"),
+            missing: BTreeSet::new(),
+        }
+    }
+
+    /// The frames of a kernel address.
+    pub fn kernel_frame(&self, addr: u64) -> Frame {
+        let i = self.kernel.partition_point(|k| k.0 <= addr);
+        let name = i
+            .checked_sub(1)
+            .map(|i| &self.kernel[i])
+            .filter(|(start, size, _)| *size == 0 || addr < start + size)
+            .map_or_else(
+                || Arc::from(format!("[kernel]+0x{addr:x}")),
+                |k| Arc::clone(&k.2),
+            );
+        Frame {
+            name,
+            module: Arc::clone(&self.kernel_module),
+            kind: FrameKind::Kernel,
+        }
+    }
+
+    /// The frames of a user address of `pid` (innermost inlined first).
+    /// `leaf` is true for the sampled instruction itself; other frames are
+    /// return addresses and are looked up one byte earlier, at the call.
+    pub fn user_frames(
+        &mut self,
+        pid: u32,
+        generation: u64,
+        addr: u64,
+        leaf: bool,
+    ) -> Arc<[Frame]> {
+        let Some(mapping) = self.material.mapping_at(pid, generation, addr) else {
+            let frame = Frame {
+                name: Arc::clone(&self.unknown),
+                module: Arc::clone(&self.unknown),
+                kind: FrameKind::User,
+            };
+            return Arc::from(vec![frame]);
+        };
+        let key = blob_key(&mapping.build_id, &mapping.path);
+        let file_offset = addr - mapping.start + mapping.file_offset;
+        let cache_key = (key, file_offset, leaf);
+        if let Some(frames) = self.cache.get(&cache_key) {
+            return Arc::clone(frames);
+        }
+        let (key, _, _) = &cache_key;
+        if !self.objects.contains_key(key) {
+            let syms = ObjectSyms::load(self.material, mapping, &self.opts);
+            if syms.is_none() {
+                self.missing.insert(format!(
+                    "{} (build id {})",
+                    mapping.path,
+                    hex(&mapping.build_id)
+                ));
+            }
+            self.objects.insert(key.clone(), syms);
+        }
+        let module: Arc<str> = Arc::from(basename(&mapping.path));
+        let frames = match self.objects.get(key).and_then(Option::as_ref) {
+            Some(obj) => obj.frames(file_offset, leaf, &module, &self.opts),
+            None => Vec::new(),
+        };
+        let frames: Arc<[Frame]> = if frames.is_empty() {
+            let name = Arc::from(format!("{module}+0x{file_offset:x}"));
+            Arc::from(vec![Frame {
+                name,
+                module,
+                kind: FrameKind::User,
+            }])
+        } else {
+            Arc::from(frames)
+        };
+        self.cache.insert(cache_key, Arc::clone(&frames));
+        frames
+    }
+
+    /// All frames of a stack, root first (outermost user frame first, then
+    /// down to the innermost kernel frame), as a flame graph wants them.
+    pub fn stack_frames(
+        &mut self,
+        pid: u32,
+        generation: u64,
+        stack_id: u64,
+        kernel: bool,
+    ) -> Vec<Frame> {
+        let material = self.material;
+        let Some(stack) = material.stacks.get(&stack_id) else {
+            return vec![Frame {
+                name: Arc::from("[missing stack]"),
+                module: Arc::clone(&self.unknown),
+                kind: FrameKind::User,
+            }];
+        };
+        let mut out = Vec::with_capacity(stack.user.len() + stack.kernel.len());
+        for (i, &addr) in stack.user.iter().enumerate().rev() {
+            let frames = self.user_frames(pid, generation, addr, i == 0);
+            out.extend(frames.iter().rev().cloned());
+        }
+        if kernel {
+            out.extend(stack.kernel.iter().rev().map(|&a| self.kernel_frame(a)));
+        }
+        out
+    }
+}
