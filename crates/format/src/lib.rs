@@ -9,12 +9,14 @@
 
 mod container;
 mod decode;
+#[cfg(feature = "elf")]
+pub mod elf;
 mod encode;
 mod reader;
 mod records;
 mod writer;
 
-#[allow(clippy::all, unused_imports, dead_code, missing_debug_implementations, unsafe_op_in_unsafe_fn)]
+#[allow(clippy::all, clippy::unwrap_used, unused_imports, dead_code, missing_debug_implementations, unsafe_op_in_unsafe_fn)]
 #[rustfmt::skip]
 mod generated {
     include!("generated/capture_generated.rs");

@@ -1,5 +1,7 @@
 //! Round-trip, truncation and corruption tests of the capture container.
 
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
 use std::io::Cursor;
 use std::time::Duration;
 

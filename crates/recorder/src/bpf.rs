@@ -8,7 +8,12 @@ use libbpf_rs::{Link, MapCore, MapFlags};
 
 use crate::{Error, Result};
 
-#[allow(clippy::all, missing_debug_implementations, unsafe_op_in_unsafe_fn)]
+#[allow(
+    clippy::all,
+    clippy::unwrap_used,
+    missing_debug_implementations,
+    unsafe_op_in_unsafe_fn
+)]
 mod oncpu {
     include!(concat!(env!("OUT_DIR"), "/oncpu.skel.rs"));
 }

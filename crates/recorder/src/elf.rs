@@ -1,29 +1,13 @@
-//! Build ids and off-box symbolization material from ELF objects.
-//!
-//! The recorder does not symbolize. It only copies, once per build id, what the
-//! analyzer needs: symbol tables, PT_LOAD segments and the unwind sections.
+//! Access to the ELF objects of target processes. The extraction of what to
+//! embed lives in `profcap_format::elf`; the recorder never symbolizes.
 
-use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::Path;
 
 use memmap2::Mmap;
-use object::{Object, ObjectSection, ObjectSegment, ObjectSymbol, SectionKind, SymbolKind};
-use profcap_format::{BlobContent, Section, Segment, Symbol, SymbolBlob};
+pub use profcap_format::elf::{build_id, extract_blob, EmbedMode};
 
 use crate::{Error, Result};
-
-/// What to embed for each object that appears in samples.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum EmbedMode {
-    /// Symbol tables, segments and unwind sections (the default).
-    #[default]
-    Symbols,
-    /// The whole file, debug info included.
-    Full,
-    /// Nothing: the analyzer finds binaries by build id.
-    None,
-}
 
 /// A file mapped read-only into memory.
 #[derive(Debug)]
@@ -53,82 +37,6 @@ impl MappedFile {
     pub fn bytes(&self) -> &[u8] {
         &self.map
     }
-}
-
-/// The GNU build id of an ELF image, if it has one.
-pub fn build_id(data: &[u8]) -> Option<Vec<u8>> {
-    let obj = object::File::parse(data).ok()?;
-    obj.build_id().ok().flatten().map(<[u8]>::to_vec)
-}
-
-/// Extracts symbolization material from an ELF image.
-pub fn extract_blob(data: &[u8], path: &str, build_id: &[u8], mode: EmbedMode) -> SymbolBlob {
-    let mut blob = SymbolBlob {
-        build_id: build_id.to_vec(),
-        path: path.to_owned(),
-        ..Default::default()
-    };
-    let Ok(obj) = object::File::parse(data) else {
-        log::warn!("{path}: not a readable ELF file; its frames will show as offsets");
-        return blob;
-    };
-    blob.segments = obj
-        .segments()
-        .filter_map(|seg| {
-            let (file_offset, file_size) = seg.file_range();
-            let executable =
-                matches!(seg.flags(), object::SegmentFlags::Elf { p_flags } if p_flags & 1 != 0);
-            (file_size > 0).then_some(Segment {
-                file_offset,
-                vaddr: seg.address(),
-                file_size,
-                executable,
-            })
-        })
-        .collect();
-    match mode {
-        EmbedMode::None => {}
-        EmbedMode::Full => {
-            blob.content = BlobContent::FullElf;
-            blob.elf = data.to_vec();
-        }
-        EmbedMode::Symbols => {
-            blob.symbols = function_symbols(&obj);
-            blob.sections = obj
-                .sections()
-                .filter(|s| matches!(s.name(), Ok(".eh_frame" | ".eh_frame_hdr")))
-                .filter(|s| s.kind() != SectionKind::UninitializedData)
-                .filter_map(|s| {
-                    Some(Section {
-                        name: s.name().ok()?.to_owned(),
-                        addr: s.address(),
-                        data: s.data().ok()?.to_vec(),
-                    })
-                })
-                .collect();
-        }
-    }
-    blob
-}
-
-/// Function symbols from .symtab and .dynsym, deduplicated and sorted.
-fn function_symbols(obj: &object::File<'_>) -> Vec<Symbol> {
-    let mut by_addr: BTreeMap<(u64, String), u64> = BTreeMap::new();
-    for sym in obj.symbols().chain(obj.dynamic_symbols()) {
-        if sym.kind() != SymbolKind::Text || sym.address() == 0 || sym.is_undefined() {
-            continue;
-        }
-        let Ok(name) = sym.name() else { continue };
-        if name.is_empty() {
-            continue;
-        }
-        let size = by_addr.entry((sym.address(), name.to_owned())).or_insert(0);
-        *size = (*size).max(sym.size());
-    }
-    by_addr
-        .into_iter()
-        .map(|((addr, name), size)| Symbol { addr, size, name })
-        .collect()
 }
 
 /// The vDSO image of this process: the kernel maps the same one into every

@@ -123,8 +123,10 @@ pub fn diff_flame_graph(a: &Profile, b: &Profile, title: &str, out: impl Write) 
     let fa = folded_lines(a, |v| v).join("\n");
     let fb = folded_lines(b, |v| v).join("\n");
     let mut diffed = Vec::new();
-    let mut dopts = differential::Options::default();
-    dopts.normalize = true;
+    let dopts = differential::Options {
+        normalize: true,
+        ..Default::default()
+    };
     differential::from_readers(dopts, fa.as_bytes(), fb.as_bytes(), &mut diffed)
         .map_err(|e| Error::Render(e.to_string()))?;
     if diffed.is_empty() {

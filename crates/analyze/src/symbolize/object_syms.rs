@@ -3,8 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use object::{Object, ObjectSegment, ObjectSymbol, SymbolKind};
-use profcap_format::{BlobContent, Mapping, Segment, Symbol};
+use profcap_format::{elf, BlobContent, Mapping, Segment, Symbol};
 
 use super::{demangle, hex, Frame, FrameKind, SymbolizeOptions};
 use crate::capture::{blob_key, Material};
@@ -28,48 +27,11 @@ impl std::fmt::Debug for ObjectSyms {
     }
 }
 
-fn read_build_id(data: &[u8]) -> Option<Vec<u8>> {
-    object::File::parse(data)
-        .ok()?
-        .build_id()
-        .ok()
-        .flatten()
-        .map(<[u8]>::to_vec)
-}
-
-/// Symbols and segments of a local ELF file.
-fn local_tables(data: &[u8]) -> Option<(Vec<Symbol>, Vec<Segment>)> {
-    let obj = object::File::parse(data).ok()?;
-    let mut symbols: Vec<Symbol> = obj
-        .symbols()
-        .chain(obj.dynamic_symbols())
-        .filter(|s| s.kind() == SymbolKind::Text && s.address() != 0 && !s.is_undefined())
-        .filter_map(|s| {
-            Some(Symbol {
-                addr: s.address(),
-                size: s.size(),
-                name: s.name().ok()?.to_owned(),
-            })
-        })
-        .filter(|s| !s.name.is_empty())
-        .collect();
-    symbols.sort_by(|a, b| (a.addr, &a.name).cmp(&(b.addr, &b.name)));
-    symbols.dedup_by(|a, b| a.addr == b.addr);
-    let segments = obj
-        .segments()
-        .filter_map(|seg| {
-            let (file_offset, file_size) = seg.file_range();
-            let executable =
-                matches!(seg.flags(), object::SegmentFlags::Elf { p_flags } if p_flags & 1 != 0);
-            (file_size > 0).then_some(Segment {
-                file_offset,
-                vaddr: seg.address(),
-                file_size,
-                executable,
-            })
-        })
-        .collect();
-    Some((symbols, segments))
+/// Symbols and segments of a local ELF file, extracted exactly as the
+/// recorder extracts them for embedding.
+fn local_tables(data: &[u8]) -> (Vec<Symbol>, Vec<Segment>) {
+    let blob = elf::extract_blob(data, "", &[], elf::EmbedMode::Symbols);
+    (blob.symbols, blob.segments)
 }
 
 /// Candidate files for an object, best first.
@@ -99,7 +61,7 @@ fn candidates(mapping: &Mapping, opts: &SymbolizeOptions) -> Vec<PathBuf> {
 /// Maps `path` if it exists and its build id matches the recorded one.
 fn matching_file(path: &Path, build_id: &[u8]) -> Option<Vec<u8>> {
     let data = std::fs::read(path).ok()?;
-    let id = read_build_id(&data).unwrap_or_default();
+    let id = elf::build_id(&data).unwrap_or_default();
     if id != build_id {
         log::debug!(
             "{}: build id {} differs from recorded {}; not used",
@@ -142,9 +104,7 @@ impl ObjectSyms {
                     if std::io::Write::write_all(&mut tmp, &b.elf).is_ok() {
                         syms.dwarf = loader(tmp.path());
                         if syms.symbols.is_empty() {
-                            if let Some((s, _)) = local_tables(&b.elf) {
-                                syms.symbols = s;
-                            }
+                            syms.symbols = local_tables(&b.elf).0;
                         }
                         syms._temp = Some(tmp);
                     }
@@ -156,13 +116,12 @@ impl ObjectSyms {
                 let Some(data) = matching_file(&path, &mapping.build_id) else {
                     continue;
                 };
-                if let Some((symbols, segments)) = local_tables(&data) {
-                    if syms.symbols.is_empty() {
-                        syms.symbols = symbols;
-                    }
-                    if syms.segments.is_empty() {
-                        syms.segments = segments;
-                    }
+                let (symbols, segments) = local_tables(&data);
+                if syms.symbols.is_empty() {
+                    syms.symbols = symbols;
+                }
+                if syms.segments.is_empty() {
+                    syms.segments = segments;
                 }
                 syms.dwarf = loader(&path);
                 break;

@@ -1,0 +1,142 @@
+//! Golden tests: every `fixtures/<case>/capture.cap` is analyzed and the
+//! outputs are compared with `fixtures/<case>/expected/`. After an intended
+//! change of output, rewrite the expected files with
+//! `PROFCAP_BLESS=1 cargo test -p profcap-analyze --test golden`.
+
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
+use std::path::{Path, PathBuf};
+
+use profcap_analyze::export::{flame_graph, write_folded, write_top, FlameOptions, TopBy};
+use profcap_analyze::info::{info, write_text};
+use profcap_analyze::{build, Material, ProfileOptions};
+
+const CASES: &[&str] = &["cpu_split", "threads", "spawner", "rust_split"];
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures")
+}
+
+/// Options independent of this machine: only the capture's own material.
+fn offline() -> ProfileOptions {
+    let mut o = ProfileOptions::default();
+    o.symbolize.local_files = false;
+    o.strict = true;
+    o
+}
+
+fn check(case: &str, name: &str, actual: &[u8]) {
+    let path = fixtures().join(case).join("expected").join(name);
+    if std::env::var_os("PROFCAP_BLESS").is_some() {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, actual).unwrap();
+        return;
+    }
+    let expected = std::fs::read(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e}; run with PROFCAP_BLESS=1 to create it",
+            path.display()
+        )
+    });
+    if expected != actual {
+        let got = path.with_extension("actual");
+        std::fs::write(&got, actual).unwrap();
+        panic!(
+            "{} differs from the analyzer's output (written to {}); if the change is intended, \
+             rerun with PROFCAP_BLESS=1",
+            path.display(),
+            got.display()
+        );
+    }
+}
+
+fn outputs(case: &str) {
+    let cap = fixtures().join(case).join("capture.cap");
+    let m = Material::load(&cap, true).unwrap();
+    let p = build(&m, &offline()).unwrap();
+
+    let mut folded = Vec::new();
+    write_folded(&p, &mut folded).unwrap();
+    check(case, "folded.txt", &folded);
+
+    let mut top = Vec::new();
+    write_top(&p, TopBy::Function, 30, &mut top).unwrap();
+    write_top(&p, TopBy::Module, 10, &mut top).unwrap();
+    check(case, "top.txt", &top);
+
+    let mut svg = Vec::new();
+    flame_graph(&p, &FlameOptions::default(), &mut svg).unwrap();
+    check(case, "flame.svg", &svg);
+
+    // info without the absolute path, which differs between checkouts
+    let mut i = info(&m, (1, 0));
+    i.path = format!("fixtures/{case}/capture.cap");
+    let mut text = Vec::new();
+    write_text(&i, &mut text).unwrap();
+    check(case, "info.txt", &text);
+}
+
+#[test]
+fn golden_cpu_split() {
+    outputs("cpu_split");
+}
+
+#[test]
+fn golden_threads() {
+    outputs("threads");
+}
+
+#[test]
+fn golden_spawner() {
+    outputs("spawner");
+}
+
+#[test]
+fn golden_rust_split() {
+    outputs("rust_split");
+}
+
+#[test]
+fn every_fixture_has_a_readme_and_a_golden_test() {
+    for entry in std::fs::read_dir(fixtures()).unwrap() {
+        let dir = entry.unwrap().path();
+        if dir.join("capture.cap").exists() {
+            let name = dir.file_name().unwrap().to_str().unwrap().to_owned();
+            assert!(
+                CASES.contains(&name.as_str()),
+                "fixture {name} has no golden test"
+            );
+            assert!(
+                dir.join("README.md").exists(),
+                "fixture {name} has no README.md"
+            );
+        }
+    }
+}
+
+#[test]
+fn fixture_cpu_split_shows_the_programs_schedule() {
+    // Not golden: the meaning behind the golden files, checked directly.
+    let cap = fixtures().join("cpu_split/capture.cap");
+    let m = Material::load(&cap, true).unwrap();
+    let p = build(&m, &offline()).unwrap();
+    let rows = profcap_analyze::export::top_table(&p, TopBy::Function);
+    let share = |n: &str| {
+        100.0 * rows.iter().find(|r| &*r.name == n).map_or(0, |r| r.total) as f64 / p.total as f64
+    };
+    assert!(
+        (share("work_a") - 60.0).abs() < 5.0,
+        "work_a {}",
+        share("work_a")
+    );
+    assert!(
+        (share("work_b") - 30.0).abs() < 5.0,
+        "work_b {}",
+        share("work_b")
+    );
+    assert!(
+        (share("work_c") - 10.0).abs() < 4.0,
+        "work_c {}",
+        share("work_c")
+    );
+}
