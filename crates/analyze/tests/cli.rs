@@ -1,0 +1,315 @@
+//! The profanalyze binary: commands, outputs and every kind of bad input.
+
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn fixture(case: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../fixtures")
+        .join(case)
+        .join("capture.cap")
+}
+
+fn run(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_profanalyze"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn info_as_text_and_json() {
+    let cap = fixture("cpu_split");
+    let reader = profcap_format::CaptureReader::open(&cap, Default::default()).unwrap();
+    let n: usize = reader.map(|b| b.unwrap().samples.len()).sum();
+    let o = run(&["info", cap.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains(&format!("samples:      {n} (cpu {n})")),
+        "{}",
+        stdout(&o)
+    );
+    let o = run(&["info", "--json", cap.to_str().unwrap()]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["samples"], n);
+    assert_eq!(v["sample_freq_hz"], 499);
+    assert!(v["bytes_per_sample"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn flame_folded_top_and_pprof_write_what_they_say() {
+    let dir = tempfile::tempdir().unwrap();
+    let cap = fixture("threads");
+    let svg = dir.path().join("t.svg");
+    let o = run(&[
+        "flame",
+        cap.to_str().unwrap(),
+        "-o",
+        svg.to_str().unwrap(),
+        "--no-local-files",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = std::fs::read_to_string(&svg).unwrap();
+    assert!(
+        text.starts_with("<?xml") && text.contains("alpha_work") && text.contains("On-CPU time")
+    );
+
+    let o = run(&[
+        "folded",
+        cap.to_str().unwrap(),
+        "--per-thread",
+        "--no-local-files",
+        "--comm",
+        "alpha",
+    ]);
+    let folded = stdout(&o);
+    assert!(
+        !folded.is_empty() && folded.lines().all(|l| l.starts_with("alpha (")),
+        "{folded}"
+    );
+
+    let o = run(&[
+        "top",
+        cap.to_str().unwrap(),
+        "--by",
+        "module",
+        "--no-local-files",
+    ]);
+    assert!(stdout(&o).contains("threads"), "{}", stdout(&o));
+
+    let pb = dir.path().join("t.pb.gz");
+    let o = run(&[
+        "pprof",
+        cap.to_str().unwrap(),
+        "-o",
+        pb.to_str().unwrap(),
+        "--no-local-files",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let bytes = std::fs::read(&pb).unwrap();
+    assert_eq!(&bytes[..2], &[0x1f, 0x8b], "gzip magic");
+}
+
+#[test]
+fn pprof_output_is_read_by_go_tool_pprof() {
+    let Ok(go) = which("go") else {
+        panic!("`go` is needed to check pprof output (scripts/install-deps.sh installs golang-go)");
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let pb = dir.path().join("c.pb.gz");
+    let cap = fixture("cpu_split");
+    let o = run(&[
+        "pprof",
+        cap.to_str().unwrap(),
+        "-o",
+        pb.to_str().unwrap(),
+        "--no-local-files",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = Command::new(go)
+        .args([
+            "tool",
+            "pprof",
+            "-top",
+            "-nodecount=40",
+            pb.to_str().unwrap(),
+        ])
+        .env("HOME", dir.path())
+        .env("GOCACHE", dir.path().join("cache"))
+        .output()
+        .unwrap();
+    let out = stdout(&o);
+    assert!(o.status.success(), "go tool pprof failed: {}", stderr(&o));
+    assert!(out.contains("work_a") && out.contains("spin"), "{out}");
+}
+
+fn which(name: &str) -> Result<PathBuf, ()> {
+    let path = std::env::var_os("PATH").ok_or(())?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+        .ok_or(())
+}
+
+#[test]
+fn diff_reports_and_gates_regressions() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (fixture("cpu_split"), fixture("rust_split"));
+    let svg = dir.path().join("d.svg");
+    let o = run(&[
+        "diff",
+        a.to_str().unwrap(),
+        b.to_str().unwrap(),
+        "-o",
+        svg.to_str().unwrap(),
+        "--no-local-files",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(std::fs::read_to_string(&svg).unwrap().contains("<svg"));
+    assert!(stdout(&o).contains("rust_split::spin"), "{}", stdout(&o));
+    // Comparing a capture with itself never regresses.
+    let o = run(&[
+        "diff",
+        a.to_str().unwrap(),
+        a.to_str().unwrap(),
+        "--fail-if-regressed",
+        "0.01",
+        "--no-local-files",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    // rust_split::spin goes from 0% to ~97%: a regression for any threshold below that.
+    let o = run(&[
+        "diff",
+        a.to_str().unwrap(),
+        b.to_str().unwrap(),
+        "--fail-if-regressed",
+        "50",
+        "--function",
+        "^rust_split::",
+        "--no-local-files",
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("REGRESSED: rust_split::spin"),
+        "{}",
+        stdout(&o)
+    );
+    let o = run(&[
+        "diff",
+        a.to_str().unwrap(),
+        b.to_str().unwrap(),
+        "--fail-if-regressed",
+        "50",
+        "--function",
+        "^nothing$",
+    ]);
+    assert_eq!(o.status.code(), Some(0));
+}
+
+#[test]
+fn missing_file_is_a_clear_error() {
+    let o = run(&["info", "/nonexistent/x.cap"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("cannot open capture /nonexistent/x.cap"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn not_a_capture_and_newer_versions_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let junk = dir.path().join("junk.cap");
+    std::fs::write(&junk, b"this is not a capture at all").unwrap();
+    let o = run(&["top", junk.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("not a profcap capture"),
+        "{}",
+        stderr(&o)
+    );
+
+    let mut bytes = std::fs::read(fixture("cpu_split")).unwrap();
+    bytes[8] = 9; // major version 9
+    let newer = dir.path().join("newer.cap");
+    std::fs::write(&newer, &bytes).unwrap();
+    let o = run(&["info", newer.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("version 9.0 is newer") && stderr(&o).contains("upgrade"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn truncated_capture_is_analyzed_up_to_the_cut_with_a_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = std::fs::read(fixture("cpu_split")).unwrap();
+    let cut = dir.path().join("cut.cap");
+    std::fs::write(&cut, &bytes[..bytes.len() * 2 / 3]).unwrap();
+    let o = run(&["top", cut.to_str().unwrap(), "--no-local-files"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("truncated"), "{}", stderr(&o));
+    assert!(stdout(&o).contains("samples"), "{}", stdout(&o));
+    let o = run(&["top", cut.to_str().unwrap(), "--strict"]);
+    assert_eq!(o.status.code(), Some(2), "--strict refuses a damaged file");
+}
+
+#[test]
+fn missing_binaries_are_named_with_the_way_to_supply_them() {
+    // A capture recorded with --embed none: rewrite the fixture without its symbol blobs.
+    use profcap_format::{CaptureReader, CaptureWriter, ReadOptions, WriteOptions};
+    let dir = tempfile::tempdir().unwrap();
+    let stripped = dir.path().join("nosyms.cap");
+    let reader = CaptureReader::open(fixture("cpu_split"), ReadOptions::default()).unwrap();
+    let mut w = CaptureWriter::new(
+        std::fs::File::create(&stripped).unwrap(),
+        WriteOptions::default(),
+    )
+    .unwrap();
+    for batch in reader {
+        let mut batch = batch.unwrap();
+        batch.symbols.clear();
+        for s in batch.stacks {
+            assert_eq!(
+                w.intern_stack(&s.kernel, &s.user),
+                s.id,
+                "ids are given in file order"
+            );
+        }
+        batch.meta.into_iter().for_each(|m| w.push_meta(m).unwrap());
+        batch
+            .processes
+            .into_iter()
+            .for_each(|p| w.push_process(p).unwrap());
+        batch
+            .threads
+            .into_iter()
+            .for_each(|t| w.push_thread(t).unwrap());
+        batch
+            .mappings
+            .into_iter()
+            .for_each(|m| w.push_mapping(m).unwrap());
+        batch
+            .samples
+            .into_iter()
+            .for_each(|s| w.push_sample(s).unwrap());
+        batch
+            .kernel_symbols
+            .into_iter()
+            .for_each(|k| w.push_kernel_symbols(k).unwrap());
+    }
+    w.finish().unwrap();
+    let o = run(&["top", stripped.to_str().unwrap(), "--no-local-files"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("no symbols for") && err.contains("--debug-dir") && err.contains("cpu_split"),
+        "{err}"
+    );
+    assert!(
+        stdout(&o).contains("cpu_split+0x"),
+        "frames shown as module+offset: {}",
+        stdout(&o)
+    );
+}
+
+#[test]
+fn help_teaches_with_examples() {
+    let o = run(&["--help"]);
+    assert!(stdout(&o).contains("Examples:") && stdout(&o).contains("profanalyze diff"));
+    let o = run(&["flame", "--help"]);
+    assert!(stdout(&o).contains("--debug-dir"));
+}

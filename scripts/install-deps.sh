@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Installs what building and testing profcap needs on Debian 12, as root.
+# Idempotent: packages already present are left alone.
+set -euo pipefail
+packages=(clang llvm libelf-dev zlib1g-dev pkg-config gcc make binutils linux-perf golang-go python3-pip)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+if ! command -v cargo >/dev/null 2>&1; then
+  if [ -x "$HOME/.cargo/bin/cargo" ]; then
+    echo "note: add \$HOME/.cargo/bin to PATH" >&2
+  else
+    echo "error: no Rust toolchain: install one with rustup (https://rustup.rs), Rust >= 1.82" >&2
+    exit 1
+  fi
+fi
