@@ -18,6 +18,11 @@ char LICENSE[] SEC("license") = "Dual MIT/GPL";
 /* Settings, written by profrec before load. */
 const volatile bool filter_pids = false;   /* false: every process (--all) */
 const volatile bool follow_children = true;
+/* Samples do not wake profrec up (a wakeup per sample would preempt the very
+ * workload being measured); it reads them on a timer, and is woken only when
+ * this much is pending. Process events always wake it: it must read /proc
+ * while the process still exists. */
+const volatile __u64 wakeup_bytes = 1 << 20;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -81,7 +86,8 @@ int on_cpu_sample(struct bpf_perf_event_data *ctx)
 	bpf_get_current_comm(e->comm, sizeof(e->comm));
 	e->kstack_bytes = bpf_get_stack(ctx, e->kstack, sizeof(e->kstack), 0);
 	e->ustack_bytes = bpf_get_stack(ctx, e->ustack, sizeof(e->ustack), BPF_F_USER_STACK);
-	bpf_ringbuf_submit(e, 0);
+	__u64 pending = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
+	bpf_ringbuf_submit(e, pending >= wakeup_bytes ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP);
 	return 0;
 }
 
@@ -96,7 +102,7 @@ static __always_inline void send_proc_event(__u32 type, __u32 pid, __u32 ppid)
 	e->ppid = ppid;
 	e->pad = 0;
 	bpf_get_current_comm(e->comm, sizeof(e->comm));
-	bpf_ringbuf_submit(e, 0);
+	bpf_ringbuf_submit(e, BPF_RB_FORCE_WAKEUP);
 }
 
 SEC("tp_btf/sched_process_fork")

@@ -143,7 +143,7 @@ fn main() -> anyhow::Result<()> {
         record(&opts, stop).with_context(|| format!("recording into {}", opts.output.display()))?;
     if !cli.quiet {
         eprintln!(
-            "profrec: wrote {} ({} samples, {} stacks, {} processes, {} objects embedded, {} lost) in {:.1}s",
+            "profrec: wrote {} ({} samples, {} stacks, {} processes, {} objects embedded, {} lost) in {:.1}s, using {:.3}s CPU",
             opts.output.display(),
             summary.samples,
             summary.stacks,
@@ -151,6 +151,7 @@ fn main() -> anyhow::Result<()> {
             summary.objects,
             summary.lost,
             summary.elapsed.as_secs_f64(),
+            summary.cpu_time.as_secs_f64(),
         );
     }
     if let Some(code) = summary.child_exit.filter(|&c| c != 0) {

@@ -32,6 +32,9 @@ pub struct RecordSummary {
     pub lost: u64,
     pub file_bytes: u64,
     pub elapsed: Duration,
+    /// CPU time profrec itself used (user + system), BPF programs excluded:
+    /// those run in the context of the sampled tasks.
+    pub cpu_time: Duration,
     /// Exit code of the spawned command, if one was spawned and it ended.
     pub child_exit: Option<i32>,
 }
@@ -64,6 +67,17 @@ struct ProcState {
     maps: Vec<KnownMap>,
 }
 
+/// How often samples are collected from the ring buffer.
+const POLL_INTERVAL: Duration = Duration::from_millis(100);
+/// After an exec, the dynamic loader maps the libraries within milliseconds;
+/// the maps are read again at these delays, so even a process that lives
+/// 50 ms is known completely before it exits.
+const EXEC_RESCANS: [Duration; 3] = [
+    Duration::from_millis(2),
+    Duration::from_millis(10),
+    Duration::from_millis(40),
+];
+
 fn monotonic_ns() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
@@ -74,6 +88,16 @@ fn monotonic_ns() -> u64 {
     (ts.tv_sec as u64)
         .saturating_mul(1_000_000_000)
         .saturating_add(ts.tv_nsec as u64)
+}
+
+fn own_cpu_time() -> Duration {
+    // SAFETY: getrusage writes into the zeroed rusage we pass.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: as above; RUSAGE_SELF is always valid.
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+    let tv =
+        |t: libc::timeval| Duration::new(t.tv_sec as u64, (t.tv_usec as u32).saturating_mul(1000));
+    tv(ru.ru_utime) + tv(ru.ru_stime)
 }
 
 fn wall_ns() -> u64 {
@@ -91,7 +115,10 @@ struct Session {
     thread_names: HashMap<u32, String>,
     kernel_addrs: BTreeSet<u64>,
     malformed_events: u64,
-    process_count: usize,
+    /// Pending map re-reads after an exec: (when, pid).
+    rescans: Vec<(Instant, u32)>,
+    /// Distinct pids described in the capture.
+    seen_pids: std::collections::HashSet<u32>,
 }
 
 impl Session {
@@ -118,11 +145,32 @@ impl Session {
             maps: Vec::new(),
         };
         self.procs.insert(pid, state);
-        self.process_count += 1;
+        self.seen_pids.insert(pid);
         if let Err(e) = self.writer.push_process(process) {
             log::error!("{e}");
         }
         self.rescan_maps(pid);
+    }
+
+    /// Time until the next pending re-read of a process's maps.
+    fn next_rescan_in(&self) -> Option<Duration> {
+        let now = Instant::now();
+        self.rescans
+            .iter()
+            .map(|(at, _)| at.saturating_duration_since(now))
+            .min()
+    }
+
+    /// Re-reads the maps of processes whose delayed re-read is due.
+    fn due_rescans(&mut self) {
+        let now = Instant::now();
+        let (due, later): (Vec<_>, Vec<_>) = self.rescans.drain(..).partition(|(at, _)| *at <= now);
+        self.rescans = later;
+        for (_, pid) in due {
+            if self.procs.contains_key(&pid) {
+                self.rescan_maps(pid);
+            }
+        }
     }
 
     /// Adds mappings of `pid` not yet known (new generation or dlopen).
@@ -299,6 +347,9 @@ impl Session {
             Event::Exec { head, .. } => {
                 self.procs.remove(&head.pid);
                 self.scan_process(head.pid, head.time_ns, head.time_ns);
+                let now = Instant::now();
+                self.rescans
+                    .extend(EXEC_RESCANS.iter().map(|d| (now + *d, head.pid)));
             }
             Event::Exit { head } => {
                 if let Some(state) = self.procs.remove(&head.pid) {
@@ -414,6 +465,7 @@ fn base_meta(opts: &RecordOptions) -> Meta {
 /// Records until the target exits, the duration passes, or `stop` is set.
 pub fn record(opts: &RecordOptions, stop: Arc<AtomicBool>) -> Result<RecordSummary> {
     check_privileges()?;
+    let cpu_at_start = own_cpu_time();
     if let Target::Pids(pids) = &opts.target {
         if let Some(&pid) = pids.iter().find(|&&p| !procfs::exists(p)) {
             return Err(Error::NoSuchPid { pid });
@@ -437,7 +489,8 @@ pub fn record(opts: &RecordOptions, stop: Arc<AtomicBool>) -> Result<RecordSumma
         thread_names: HashMap::new(),
         kernel_addrs: BTreeSet::new(),
         malformed_events: 0,
-        process_count: 0,
+        seen_pids: Default::default(),
+        rescans: Vec::new(),
     };
     let mut meta = base_meta(opts);
     let r = session.writer.push_meta(meta.clone());
@@ -508,12 +561,18 @@ pub fn record(opts: &RecordOptions, stop: Arc<AtomicBool>) -> Result<RecordSumma
     let mut last_liveness_check = Instant::now();
     let mut finished = false;
     while !finished {
-        let r = ring.poll(Duration::from_millis(50));
+        // Woken at once by process events; samples are collected on this timer.
+        let timeout = session
+            .next_rescan_in()
+            .unwrap_or(POLL_INTERVAL)
+            .min(POLL_INTERVAL);
+        let r = ring.poll(timeout).and_then(|()| ring.consume());
         if let Err(e) = r {
             if !stop.load(Ordering::Relaxed) {
                 log::warn!("ring buffer poll: {e}");
             }
         }
+        session.due_rescans();
         let child_done = child.as_mut().is_some_and(|c| c.try_wait().is_some());
         let out_of_time = opts.duration.is_some_and(|d| started.elapsed() >= d);
         finished = stop.load(Ordering::Relaxed) || child_done || out_of_time;
@@ -559,7 +618,7 @@ pub fn record(opts: &RecordOptions, stop: Arc<AtomicBool>) -> Result<RecordSumma
     let lost: u64 = probes.drops().iter().map(|(_, n)| n).sum::<u64>() + session.malformed_events;
     drop(probes);
     let objects = session.objects.iter().filter(|o| o.used).count();
-    let processes = session.process_count;
+    let processes = session.seen_pids.len();
     let path = session.path.clone();
     let (out, stats) = session.writer.finish().map_err(|source| Error::Capture {
         path: path.clone(),
@@ -579,6 +638,7 @@ pub fn record(opts: &RecordOptions, stop: Arc<AtomicBool>) -> Result<RecordSumma
         lost,
         file_bytes: stats.file_bytes,
         elapsed: started.elapsed(),
+        cpu_time: own_cpu_time().saturating_sub(cpu_at_start),
         child_exit: child.and_then(|mut c| c.try_wait()),
     })
 }
