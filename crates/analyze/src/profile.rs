@@ -160,6 +160,7 @@ fn keep(m: &Material, f: &Filter, kind: SampleKind, s: &Sample) -> bool {
 /// Builds the profile of one kind from a loaded capture.
 pub fn build(m: &Material, opts: &ProfileOptions) -> Result<Profile> {
     let kind = opts.filter.kind.unwrap_or_else(|| default_kind(m));
+    let started = std::time::Instant::now();
     let mut agg: HashMap<Key, i64> = HashMap::new();
     let (mut samples, mut total, mut unit) = (0u64, 0i64, None);
     m.for_each_sample(opts.strict, |s| {
@@ -185,6 +186,15 @@ pub fn build(m: &Material, opts: &ProfileOptions) -> Result<Profile> {
             kinds.join(", ")
         )));
     }
+    let secs = started.elapsed().as_secs_f64();
+    log::info!(
+        "aggregated {} samples into {} keys in {:.3}s ({:.1} M samples/s)",
+        m.sample_count,
+        agg.len(),
+        secs,
+        m.sample_count as f64 / secs.max(1e-9) / 1e6
+    );
+    let started = std::time::Instant::now();
     let mut sym = Symbolizer::new(m, opts.symbolize.clone());
     let mut merged: BTreeMap<Vec<Frame>, i64> = BTreeMap::new();
     let mut keys: Vec<_> = agg.into_iter().collect();
@@ -199,6 +209,11 @@ pub fn build(m: &Material, opts: &ProfileOptions) -> Result<Profile> {
         ));
         *merged.entry(frames).or_default() += value;
     }
+    log::info!(
+        "symbolized {} stacks in {:.3}s",
+        merged.len(),
+        started.elapsed().as_secs_f64()
+    );
     Ok(Profile {
         kind,
         unit: unit.unwrap_or(match kind {

@@ -34,12 +34,17 @@ fn local_tables(data: &[u8]) -> (Vec<Symbol>, Vec<Segment>) {
     (blob.symbols, blob.segments)
 }
 
+/// Where Debian's -dbg and -dbgsym packages put detached debug files; used
+/// like a `--debug-dir` unless local files are turned off.
+const SYSTEM_DEBUG_DIR: &str = "/usr/lib/debug";
+
 /// Candidate files for an object, best first.
 fn candidates(mapping: &Mapping, opts: &SymbolizeOptions) -> Vec<PathBuf> {
     let rel = mapping.path.trim_start_matches('/');
     let mut out = Vec::new();
     let id = hex(&mapping.build_id);
-    for dir in &opts.debug_dirs {
+    let system_debug = opts.local_files.then(|| PathBuf::from(SYSTEM_DEBUG_DIR));
+    for dir in opts.debug_dirs.iter().chain(system_debug.as_ref()) {
         if id.len() > 2 {
             out.push(
                 dir.join(".build-id")
