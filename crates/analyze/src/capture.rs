@@ -8,6 +8,9 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use rayon::prelude::*;
+use rustc_hash::FxHashMap;
+
 use profcap_format::{
     CaptureReader, KernelSymbols, Lost, Mapping, Meta, Process, ReadOptions, ReadStats, Sample,
     Stack, SymbolBlob,
@@ -114,29 +117,69 @@ impl Material {
         Ok(m)
     }
 
-    /// Second pass: calls `f` for every sample in file order.
-    pub fn for_each_sample(&self, strict: bool, mut f: impl FnMut(&Sample)) -> Result<()> {
-        let reader = open(&self.path, strict)?;
-        for batch in reader {
-            let batch = batch.map_err(|source| Error::Capture {
-                path: self.path.clone(),
-                source,
-            })?;
-            batch.samples.iter().for_each(&mut f);
+    /// Second pass: folds every sample into an accumulator, decoding chunks
+    /// in parallel (a few at a time, so memory stays bounded) and merging the
+    /// per-thread accumulators. Damaged chunks were reported by the first pass
+    /// and are skipped here.
+    pub fn fold_samples<A, I, F, M>(&self, strict: bool, init: I, fold: F, merge: M) -> Result<A>
+    where
+        A: Send,
+        I: Fn() -> A + Sync + Send,
+        F: Fn(&mut A, &Sample) + Sync + Send,
+        M: Fn(A, A) -> A + Sync + Send,
+    {
+        const IN_FLIGHT: usize = 16;
+        let mut reader = open(&self.path, strict)?;
+        let mut acc = init();
+        loop {
+            let mut group = Vec::with_capacity(IN_FLIGHT);
+            while group.len() < IN_FLIGHT {
+                let raw = reader.next_raw_batch().map_err(|source| Error::Capture {
+                    path: self.path.clone(),
+                    source,
+                })?;
+                match raw {
+                    Some(r) => group.push(r),
+                    None => break,
+                }
+            }
+            if group.is_empty() {
+                return Ok(acc);
+            }
+            let part = group
+                .par_iter()
+                .map(|raw| {
+                    let mut a = init();
+                    if let Ok(batch) = raw.decode() {
+                        batch.samples.iter().for_each(|s| fold(&mut a, s));
+                    }
+                    a
+                })
+                .reduce(&init, &merge);
+            acc = merge(acc, part);
         }
-        Ok(())
     }
 
-    /// The mapping generation of `pid` in force at `time_ns`: the latest one
+    /// Start times of the mapping generations of every process, sorted.
+    pub fn generations(&self) -> FxHashMap<u32, Vec<u64>> {
+        self.mappings
+            .iter()
+            .map(|(&pid, maps)| {
+                let mut g: Vec<u64> = maps.iter().map(|m| m.seen_ns).collect();
+                g.dedup();
+                (pid, g)
+            })
+            .collect()
+    }
+
+    /// The mapping generation in force at `time_ns`, given a process's
+    /// generation starts (see [`Material::generations`]): the latest one
     /// that started at or before it, else the earliest.
-    pub fn generation(&self, pid: u32, time_ns: u64) -> u64 {
-        let Some(maps) = self.mappings.get(&pid) else {
-            return 0;
-        };
-        let i = maps.partition_point(|m| m.seen_ns <= time_ns);
+    pub fn generation_at(starts: &[u64], time_ns: u64) -> u64 {
+        let i = starts.partition_point(|&g| g <= time_ns);
         match i.checked_sub(1) {
-            Some(i) => maps[i].seen_ns,
-            None => maps.first().map_or(0, |m| m.seen_ns),
+            Some(i) => starts[i],
+            None => starts.first().copied().unwrap_or(0),
         }
     }
 

@@ -1,6 +1,8 @@
 //! From samples to symbolized, aggregated stacks.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+
+use rustc_hash::FxHashMap;
 use std::sync::Arc;
 
 use profcap_format::{Sample, SampleKind, ValueUnit};
@@ -138,46 +140,117 @@ struct Key {
     stack_id: u64,
 }
 
-fn name_matches(m: &Material, f: &Filter, s: &Sample) -> bool {
-    if f.comms.is_empty() {
-        return true;
-    }
-    let pname = m.process_name(s.pid);
-    let tname = m.threads.get(&s.tid).map(String::as_str).unwrap_or("");
-    f.comms.iter().any(|c| *c == pname || c == tname)
+/// Which samples pass the filter; name matches are decided once per process
+/// and thread from the first pass, not per sample.
+struct Keep<'a> {
+    filter: &'a Filter,
+    kind: SampleKind,
+    first_ns: u64,
+    named: Option<(HashSet<u32>, HashSet<u32>)>,
 }
 
-fn keep(m: &Material, f: &Filter, kind: SampleKind, s: &Sample) -> bool {
-    let rel_s = s.time_ns.saturating_sub(m.first_ns) as f64 / 1e9;
-    s.kind == kind
-        && (f.pids.is_empty() || f.pids.contains(&s.pid))
-        && (f.tids.is_empty() || f.tids.contains(&s.tid))
-        && f.from_s.is_none_or(|from| rel_s >= from)
-        && f.to_s.is_none_or(|to| rel_s <= to)
-        && name_matches(m, f, s)
+impl<'a> Keep<'a> {
+    fn new(m: &Material, filter: &'a Filter, kind: SampleKind) -> Self {
+        let named = (!filter.comms.is_empty()).then(|| {
+            let matches = |name: &str| filter.comms.iter().any(|c| c == name);
+            let pids = m
+                .processes
+                .keys()
+                .copied()
+                .filter(|&p| matches(&m.process_name(p)))
+                .collect();
+            let tids = m
+                .threads
+                .iter()
+                .filter(|(_, n)| matches(n))
+                .map(|(&t, _)| t)
+                .collect();
+            (pids, tids)
+        });
+        Keep {
+            filter,
+            kind,
+            first_ns: m.first_ns,
+            named,
+        }
+    }
+
+    fn keep(&self, s: &Sample) -> bool {
+        let f = self.filter;
+        let rel_s = s.time_ns.saturating_sub(self.first_ns) as f64 / 1e9;
+        s.kind == self.kind
+            && (f.pids.is_empty() || f.pids.contains(&s.pid))
+            && (f.tids.is_empty() || f.tids.contains(&s.tid))
+            && f.from_s.is_none_or(|from| rel_s >= from)
+            && f.to_s.is_none_or(|to| rel_s <= to)
+            && self
+                .named
+                .as_ref()
+                .is_none_or(|(p, t)| p.contains(&s.pid) || t.contains(&s.tid))
+    }
+}
+
+/// Per-thread aggregation state of the second pass.
+#[derive(Default)]
+struct Agg {
+    values: FxHashMap<Key, i64>,
+    samples: u64,
+    total: i64,
+    unit: Option<ValueUnit>,
+}
+
+impl Agg {
+    fn merge(mut self, other: Agg) -> Agg {
+        let (mut big, small) = if self.values.len() >= other.values.len() {
+            (self.values, other.values)
+        } else {
+            (other.values, self.values)
+        };
+        for (k, v) in small {
+            *big.entry(k).or_default() += v;
+        }
+        self.values = big;
+        self.samples += other.samples;
+        self.total = self.total.saturating_add(other.total);
+        self.unit = self.unit.or(other.unit);
+        self
+    }
 }
 
 /// Builds the profile of one kind from a loaded capture.
 pub fn build(m: &Material, opts: &ProfileOptions) -> Result<Profile> {
     let kind = opts.filter.kind.unwrap_or_else(|| default_kind(m));
     let started = std::time::Instant::now();
-    let mut agg: HashMap<Key, i64> = HashMap::new();
-    let (mut samples, mut total, mut unit) = (0u64, 0i64, None);
-    m.for_each_sample(opts.strict, |s| {
-        if !keep(m, &opts.filter, kind, s) {
-            return;
-        }
-        unit.get_or_insert(s.unit);
-        samples += 1;
-        total = total.saturating_add(s.value);
-        let key = Key {
-            pid: s.pid,
-            tid: if opts.grouping.thread { s.tid } else { 0 },
-            generation: m.generation(s.pid, s.time_ns),
-            stack_id: s.stack_id,
-        };
-        *agg.entry(key).or_default() += s.value;
-    })?;
+    let keep = Keep::new(m, &opts.filter, kind);
+    let generations = m.generations();
+    let by_thread = opts.grouping.thread;
+    let agg = m.fold_samples(
+        opts.strict,
+        Agg::default,
+        |a, s| {
+            if !keep.keep(s) {
+                return;
+            }
+            a.unit.get_or_insert(s.unit);
+            a.samples += 1;
+            a.total = a.total.saturating_add(s.value);
+            let starts = generations.get(&s.pid).map_or(&[][..], Vec::as_slice);
+            let key = Key {
+                pid: s.pid,
+                tid: if by_thread { s.tid } else { 0 },
+                generation: Material::generation_at(starts, s.time_ns),
+                stack_id: s.stack_id,
+            };
+            *a.values.entry(key).or_default() += s.value;
+        },
+        Agg::merge,
+    )?;
+    let Agg {
+        values: agg,
+        samples,
+        total,
+        unit,
+    } = agg;
     if samples == 0 && m.sample_count > 0 && !m.kind_counts.contains_key(kind.name()) {
         let kinds: Vec<_> = m.kind_counts.keys().copied().collect();
         return Err(Error::NoSamples(format!(

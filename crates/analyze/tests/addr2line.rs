@@ -165,8 +165,7 @@ fn compare(path: &Path, n: usize, with_lines: bool) -> Agreement {
         let symbol_at = blob
             .symbols
             .iter()
-            .filter(|s| s.addr <= addr)
-            .next_back()
+            .rfind(|s| s.addr <= addr)
             .map(|s| s.addr)
             .unwrap_or(0);
         let same = our_names == their_names

@@ -29,7 +29,7 @@ pub use container::{
 };
 pub use decode::DecodeError;
 pub use encode::{encode_batch, IndexEntry};
-pub use reader::{read_index, CaptureReader, ReadOptions, ReadStats, Warning};
+pub use reader::{read_index, CaptureReader, RawBatch, ReadOptions, ReadStats, Warning};
 pub use records::*;
 pub use writer::{CaptureWriter, WriteOptions, WriteStats};
 

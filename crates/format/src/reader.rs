@@ -259,6 +259,32 @@ impl<R: Read> CaptureReader<R> {
 
     /// Reads the next batch; `None` at the end of the file.
     pub fn next_batch(&mut self) -> Result<Option<Batch>> {
+        while let Some(raw) = self.next_raw_batch()? {
+            match raw.decode() {
+                Ok(mut batch) => {
+                    for s in batch.samples.iter_mut() {
+                        if s.id == 0 {
+                            s.id = self.next_sample_id;
+                        }
+                        self.next_sample_id += 1;
+                    }
+                    self.stats.batches += 1;
+                    self.stats.raw_bytes += u64::from(raw.header.raw_len);
+                    return Ok(Some(batch));
+                }
+                Err(reason) => self.damage(Warning::CorruptChunk {
+                    offset: raw.offset,
+                    reason,
+                })?,
+            }
+        }
+        Ok(None)
+    }
+
+    /// Reads the next batch chunk without decompressing or decoding it, so
+    /// that callers can decode chunks in parallel. Checksums are verified and
+    /// other chunk kinds handled here. Sample ids are not assigned on this path.
+    pub fn next_raw_batch(&mut self) -> Result<Option<RawBatch>> {
         while !self.done {
             let Some((offset, h)) = self.next_header()? else {
                 break;
@@ -286,10 +312,16 @@ impl<R: Read> CaptureReader<R> {
                 self.damage(Warning::CorruptChunk { offset, reason })?;
                 continue;
             }
-            match self.use_chunk(offset, h, payload) {
-                Ok(Some(batch)) => return Ok(Some(batch)),
-                Ok(None) => {}
-                Err(reason) => self.damage(Warning::CorruptChunk { offset, reason })?,
+            if h.kind == ChunkKind::Batch {
+                self.stats.stored_bytes += payload.len() as u64;
+                return Ok(Some(RawBatch {
+                    offset,
+                    header: h,
+                    payload,
+                }));
+            }
+            if let Err(reason) = self.use_other_chunk(offset, h, payload) {
+                self.damage(Warning::CorruptChunk { offset, reason })?;
             }
         }
         if !self.done {
@@ -307,47 +339,53 @@ impl<R: Read> CaptureReader<R> {
         Ok(None)
     }
 
-    /// Interprets one checksummed chunk; a batch chunk returns its batch.
-    fn use_chunk(
+    /// Interprets a checksummed chunk that is not a batch.
+    fn use_other_chunk(
         &mut self,
         offset: u64,
         h: ChunkHeader,
         payload: Vec<u8>,
-    ) -> std::result::Result<Option<Batch>, String> {
-        let stored = payload.len();
-        let raw = if h.flags & FLAG_ZSTD != 0 {
-            decompress(&payload, h.raw_len)?
-        } else {
-            payload
-        };
+    ) -> std::result::Result<(), String> {
         match h.kind {
-            ChunkKind::Batch => {
-                let mut batch = decode_batch(&raw).map_err(|e| e.0)?;
-                for s in batch.samples.iter_mut() {
-                    if s.id == 0 {
-                        s.id = self.next_sample_id;
-                    }
-                    self.next_sample_id += 1;
-                }
-                self.stats.batches += 1;
-                self.stats.stored_bytes += stored as u64;
-                self.stats.raw_bytes += raw.len() as u64;
-                Ok(Some(batch))
-            }
             ChunkKind::Index => {
+                let raw = if h.flags & FLAG_ZSTD != 0 {
+                    decompress(&payload, h.raw_len)?
+                } else {
+                    payload
+                };
                 self.index = Some(decode_index(&raw).map_err(|e| e.0)?);
-                Ok(None)
             }
-            ChunkKind::Trailer => {
-                self.stats.trailer = true;
-                Ok(None)
-            }
+            ChunkKind::Trailer => self.stats.trailer = true,
             ChunkKind::Unknown(kind) => {
                 log::debug!("skipping chunk of unknown kind {kind} at byte {offset}");
                 self.stats.unknown_chunks += 1;
-                Ok(None)
             }
+            ChunkKind::Batch => {}
         }
+        Ok(())
+    }
+}
+
+/// A checksummed batch chunk, not yet decompressed or decoded.
+#[derive(Debug, Clone)]
+pub struct RawBatch {
+    /// File offset of the chunk header.
+    pub offset: u64,
+    header: ChunkHeader,
+    payload: Vec<u8>,
+}
+
+impl RawBatch {
+    /// Decompresses and verifies the batch; the error says what is wrong.
+    pub fn decode(&self) -> std::result::Result<Batch, String> {
+        let raw;
+        let bytes = if self.header.flags & FLAG_ZSTD != 0 {
+            raw = decompress(&self.payload, self.header.raw_len)?;
+            &raw[..]
+        } else {
+            &self.payload[..]
+        };
+        decode_batch(bytes).map_err(|e| e.0)
     }
 }
 
