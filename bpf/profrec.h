@@ -12,13 +12,19 @@ enum event_type {
 	EVENT_FORK = 2,
 	EVENT_EXEC = 3,
 	EVENT_EXIT = 4,
+	EVENT_OFFCPU = 5,
 };
 
 /* Why an event was dropped in the kernel; index of the `drops` map. */
 enum drop_reason {
 	DROP_RINGBUF_FULL = 0,
 	DROP_TARGETS_FULL = 1,
-	DROP_REASONS = 2,
+	DROP_OFFCPU_SHORT = 2,      /* blocked less than min_block_ns */
+	DROP_OFFCPU_LONG = 3,       /* blocked more than max_block_ns */
+	DROP_OFFCPU_NO_USER = 4,    /* no user frame (kernel thread, or unwinding failed) */
+	DROP_OFFCPU_STACKMAP = 5,   /* stack map full or hash collision */
+	DROP_OFFCPU_TABLE_FULL = 6, /* too many threads blocked at once */
+	DROP_REASONS = 7,
 };
 
 struct profrec_event_header {
@@ -44,6 +50,21 @@ struct profrec_proc_event {
 	struct profrec_event_header h;
 	__u32 ppid;
 	__u32 pad;
+	char comm[TASK_COMM_LEN];
+};
+
+/* A thread ran again after blocking: it was off the CPU for `blocked_ns`,
+ * with the stacks (ids in the `stacks` map) it had when it blocked. With
+ * waker tracking, who woke it and from where. */
+struct profrec_offcpu_event {
+	struct profrec_event_header h;
+	__u64 blocked_ns;
+	__s32 user_stack_id;
+	__s32 kernel_stack_id;
+	__u32 waker_pid;
+	__u32 waker_tid;
+	__s32 waker_user_stack_id;
+	__s32 waker_kernel_stack_id;
 	char comm[TASK_COMM_LEN];
 };
 

@@ -5,12 +5,11 @@ use std::path::PathBuf;
 
 use libbpf_cargo::SkeletonBuilder;
 
-const PROGRAMS: &[&str] = &["oncpu"];
+const PROGRAMS: &[&str] = &["oncpu", "offcpu"];
 
 fn main() {
     let out = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
-    let bpf_dir =
-        PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets it")).join("../../bpf");
+    let bpf_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets it")).join("../../bpf");
     for name in PROGRAMS {
         let src = bpf_dir.join(format!("{name}.bpf.c"));
         SkeletonBuilder::new()
@@ -20,12 +19,6 @@ fn main() {
             .unwrap_or_else(|e| panic!("building {}: {e:#}", src.display()));
         println!("cargo:rerun-if-changed={}", src.display());
     }
-    println!(
-        "cargo:rerun-if-changed={}",
-        bpf_dir.join("profrec.h").display()
-    );
-    println!(
-        "cargo:rerun-if-changed={}",
-        bpf_dir.join("vmlinux.h").display()
-    );
+    println!("cargo:rerun-if-changed={}", bpf_dir.join("profrec.h").display());
+    println!("cargo:rerun-if-changed={}", bpf_dir.join("vmlinux.h").display());
 }

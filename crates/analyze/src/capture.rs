@@ -12,8 +12,8 @@ use rayon::prelude::*;
 use rustc_hash::FxHashMap;
 
 use profcap_format::{
-    CaptureReader, KernelSymbols, Lost, Mapping, Meta, Process, ReadOptions, ReadStats, Sample,
-    Stack, SymbolBlob,
+    CaptureReader, KernelSymbols, Lost, Mapping, Meta, Process, ReadOptions, ReadStats, Sample, Stack,
+    SymbolBlob,
 };
 
 use crate::{Error, Result};
@@ -56,26 +56,17 @@ pub fn blob_key(build_id: &[u8], path: &str) -> Vec<u8> {
 }
 
 fn open(path: &Path, strict: bool) -> Result<CaptureReader<std::fs::File>> {
-    CaptureReader::open(path, ReadOptions::strict(strict)).map_err(|source| Error::Capture {
-        path: path.to_owned(),
-        source,
-    })
+    CaptureReader::open(path, ReadOptions::strict(strict))
+        .map_err(|source| Error::Capture { path: path.to_owned(), source })
 }
 
 impl Material {
     /// First pass: reads everything but keeps only counts of the samples.
     pub fn load(path: &Path, strict: bool) -> Result<Material> {
         let mut reader = open(path, strict)?;
-        let mut m = Material {
-            path: path.to_owned(),
-            first_ns: u64::MAX,
-            ..Material::default()
-        };
+        let mut m = Material { path: path.to_owned(), first_ns: u64::MAX, ..Material::default() };
         for batch in reader.by_ref() {
-            let batch = batch.map_err(|source| Error::Capture {
-                path: path.to_owned(),
-                source,
-            })?;
+            let batch = batch.map_err(|source| Error::Capture { path: path.to_owned(), source })?;
             if let Some(meta) = batch.meta {
                 m.meta = meta;
             }
@@ -134,10 +125,9 @@ impl Material {
         loop {
             let mut group = Vec::with_capacity(IN_FLIGHT);
             while group.len() < IN_FLIGHT {
-                let raw = reader.next_raw_batch().map_err(|source| Error::Capture {
-                    path: self.path.clone(),
-                    source,
-                })?;
+                let raw = reader
+                    .next_raw_batch()
+                    .map_err(|source| Error::Capture { path: self.path.clone(), source })?;
                 match raw {
                     Some(r) => group.push(r),
                     None => break,

@@ -8,13 +8,9 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use profcap_analyze::diff::{diff_flame_graph, diff_table, regressions, write_table};
-use profcap_analyze::export::{
-    flame_graph, write_folded, write_pprof, write_top, FlameOptions, TopBy,
-};
+use profcap_analyze::export::{flame_graph, write_folded, write_pprof, write_top, FlameOptions, TopBy};
 use profcap_analyze::info::{info, write_text};
-use profcap_analyze::{
-    build, Filter, Grouping, Material, Profile, ProfileOptions, SymbolizeOptions,
-};
+use profcap_analyze::{build, Filter, Grouping, Material, Profile, ProfileOptions, SymbolizeOptions};
 use profcap_format::SampleKind;
 
 /// Analyze profcap captures offline: flame graphs, folded stacks, top tables,
@@ -130,9 +126,15 @@ enum By {
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum Kind {
+    /// On-CPU samples.
     Cpu,
+    /// Time threads spent blocked.
     Offcpu,
+    /// On-CPU and off-CPU time together, per thread.
+    Wall,
+    /// Bytes allocated.
     Alloc,
+    /// Bytes in use.
     Inuse,
 }
 
@@ -150,6 +152,10 @@ struct Common {
     /// Sample kind. Default: cpu if recorded, else what the capture has.
     #[arg(long, value_enum)]
     kind: Option<Kind>,
+    /// Off-CPU: show who woke each thread (and from where) above the blocked
+    /// stack; needs a capture recorded with `profrec --wakers`.
+    #[arg(long)]
+    wakers: bool,
     /// Only these processes (comma-separated pids).
     #[arg(long, value_delimiter = ',', value_name = "PID")]
     pid: Vec<u32>,
@@ -208,10 +214,12 @@ impl Common {
         filter.comms = self.comm.clone();
         filter.kind = self.kind.map(|k| match k {
             Kind::Cpu => SampleKind::Cpu,
-            Kind::Offcpu => SampleKind::OffCpu,
+            Kind::Offcpu | Kind::Wall => SampleKind::OffCpu,
             Kind::Alloc => SampleKind::Alloc,
             Kind::Inuse => SampleKind::Inuse,
         });
+        filter.wall = matches!(self.kind, Some(Kind::Wall));
+        filter.wakers = self.wakers;
         filter.from_s = self.from;
         filter.to_s = self.to;
         filter.no_kernel = self.no_kernel;
@@ -243,8 +251,7 @@ fn load(path: &Path, strict: bool) -> Result<Material> {
 
 /// Builds the profile and reports objects that could not be symbolized.
 fn profile(m: &Material, opts: &Common) -> Result<Profile> {
-    let p = build(m, &opts.profile_options()?)
-        .with_context(|| format!("analyzing {}", m.path.display()))?;
+    let p = build(m, &opts.profile_options()?).with_context(|| format!("analyzing {}", m.path.display()))?;
     if !p.missing.is_empty() {
         log::warn!(
             "no symbols for {} object(s); their frames show as module+offset. Supply the binaries \
@@ -259,9 +266,7 @@ fn profile(m: &Material, opts: &Common) -> Result<Profile> {
 }
 
 fn create(path: &Path) -> Result<BufWriter<File>> {
-    Ok(BufWriter::new(
-        File::create(path).with_context(|| format!("creating {}", path.display()))?,
-    ))
+    Ok(BufWriter::new(File::create(path).with_context(|| format!("creating {}", path.display()))?))
 }
 
 fn writer(path: Option<&Path>) -> Result<Box<dyn Write>> {
@@ -284,26 +289,15 @@ impl Cli {
             (false, 1) => log::LevelFilter::Info,
             _ => log::LevelFilter::Debug,
         };
-        env_logger::Builder::new()
-            .filter_level(level)
-            .parse_env("PROFCAP_LOG")
-            .format_timestamp(None)
-            .init();
+        env_logger::Builder::new().filter_level(level).parse_env("PROFCAP_LOG").format_timestamp(None).init();
     }
 
     /// Runs the command.
     pub fn run(self) -> Result<ExitCode> {
         match self.command {
-            Command::Info {
-                capture,
-                json,
-                strict,
-            } => {
+            Command::Info { capture, json, strict } => {
                 let m = load(&capture, strict)?;
-                let i = info(
-                    &m,
-                    (profcap_format::VERSION_MAJOR, profcap_format::VERSION_MINOR),
-                );
+                let i = info(&m, (profcap_format::VERSION_MAJOR, profcap_format::VERSION_MINOR));
                 let mut out = writer(None)?;
                 if json {
                     serde_json::to_writer_pretty(&mut out, &i)?;
@@ -313,12 +307,7 @@ impl Cli {
                 }
                 out.flush()?;
             }
-            Command::Flame {
-                input,
-                output,
-                title,
-                inverted,
-            } => {
+            Command::Flame { input, output, title, inverted } => {
                 let m = load(&input.capture, input.opts.strict)?;
                 let p = profile(&m, &input.opts)?;
                 let output = output.unwrap_or_else(|| input.capture.with_extension("svg"));
@@ -329,11 +318,7 @@ impl Cli {
                 flame_graph(&p, &fo, &mut out)?;
                 out.flush()?;
                 if !self.quiet {
-                    eprintln!(
-                        "profanalyze: wrote {} ({} samples)",
-                        output.display(),
-                        p.samples
-                    );
+                    eprintln!("profanalyze: wrote {} ({} samples)", output.display(), p.samples);
                 }
             }
             Command::Folded { input, output } => {
@@ -365,15 +350,7 @@ impl Cli {
                     eprintln!("profanalyze: wrote {}", output.display());
                 }
             }
-            Command::Diff {
-                before,
-                after,
-                opts,
-                output,
-                limit,
-                fail_if_regressed,
-                function,
-            } => {
+            Command::Diff { before, after, opts, output, limit, fail_if_regressed, function } => {
                 return run_diff(
                     &before,
                     &after,

@@ -69,12 +69,7 @@ pub fn info(m: &Material, format_version: (u16, u16)) -> Info {
         .map(|(&pid, ps)| ProcessInfo {
             pid,
             comm: m.process_name(pid),
-            exe: ps
-                .iter()
-                .rev()
-                .find(|p| !p.exe.is_empty())
-                .map(|p| p.exe.clone())
-                .unwrap_or_default(),
+            exe: ps.iter().rev().find(|p| !p.exe.is_empty()).map(|p| p.exe.clone()).unwrap_or_default(),
             exited: ps.iter().any(|p| p.exit_ns != 0),
         })
         .collect();
@@ -107,11 +102,7 @@ pub fn info(m: &Material, format_version: (u16, u16)) -> Info {
         sample_freq_hz: m.meta.sample_freq_hz,
         duration_s: duration_ns as f64 / 1e9,
         samples: m.sample_count,
-        samples_by_kind: m
-            .kind_counts
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), *v))
-            .collect(),
+        samples_by_kind: m.kind_counts.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect(),
         stacks: m.stacks.len(),
         processes,
         threads: m.threads.len(),
@@ -121,64 +112,29 @@ pub fn info(m: &Material, format_version: (u16, u16)) -> Info {
         lost: m
             .lost
             .iter()
-            .map(|l| LostInfo {
-                source: l.source.clone(),
-                reason: l.reason.clone(),
-                count: l.count,
-            })
+            .map(|l| LostInfo { source: l.source.clone(), reason: l.reason.clone(), count: l.count })
             .collect(),
         chunks: s.chunks,
         file_bytes: s.file_bytes,
         compressed_bytes: s.stored_bytes,
         uncompressed_bytes: s.raw_bytes,
-        compression_ratio: if s.stored_bytes == 0 {
-            0.0
-        } else {
-            s.raw_bytes as f64 / s.stored_bytes as f64
-        },
-        bytes_per_sample: if m.sample_count == 0 {
-            0.0
-        } else {
-            s.file_bytes as f64 / m.sample_count as f64
-        },
+        compression_ratio: if s.stored_bytes == 0 { 0.0 } else { s.raw_bytes as f64 / s.stored_bytes as f64 },
+        bytes_per_sample: if m.sample_count == 0 { 0.0 } else { s.file_bytes as f64 / m.sample_count as f64 },
         warnings: m.warnings.clone(),
     }
 }
 
 /// Writes the summary for people.
 pub fn write_text(i: &Info, out: &mut impl Write) -> std::io::Result<()> {
-    writeln!(
-        out,
-        "capture:      {} (format {})",
-        i.path, i.format_version
-    )?;
-    writeln!(
-        out,
-        "recorded on:  {} (kernel {}) by {}",
-        i.hostname, i.kernel_release, i.recorder
-    )?;
+    writeln!(out, "capture:      {} (format {})", i.path, i.format_version)?;
+    writeln!(out, "recorded on:  {} (kernel {}) by {}", i.hostname, i.kernel_release, i.recorder)?;
     writeln!(out, "command:      {}", i.command_line.join(" "))?;
-    writeln!(
-        out,
-        "events:       {} at {} Hz",
-        i.events.join(", "),
-        i.sample_freq_hz
-    )?;
+    writeln!(out, "events:       {} at {} Hz", i.events.join(", "), i.sample_freq_hz)?;
     writeln!(out, "duration:     {:.3} s", i.duration_s)?;
-    let kinds: Vec<String> = i
-        .samples_by_kind
-        .iter()
-        .map(|(k, v)| format!("{k} {v}"))
-        .collect();
+    let kinds: Vec<String> = i.samples_by_kind.iter().map(|(k, v)| format!("{k} {v}")).collect();
     writeln!(out, "samples:      {} ({})", i.samples, kinds.join(", "))?;
     writeln!(out, "stacks:       {} distinct", i.stacks)?;
-    writeln!(
-        out,
-        "processes:    {}   threads: {}   mappings: {}",
-        i.processes.len(),
-        i.threads,
-        i.mappings
-    )?;
+    writeln!(out, "processes:    {}   threads: {}   mappings: {}", i.processes.len(), i.threads, i.mappings)?;
     for p in i.processes.iter().take(20) {
         let state = if p.exited { "exited" } else { "running at end" };
         writeln!(out, "  {:>7}  {:<16} {}  ({state})", p.pid, p.comm, p.exe)?;
@@ -193,16 +149,14 @@ pub fn write_text(i: &Info, out: &mut impl Write) -> std::io::Result<()> {
         i.kernel_symbols
     )?;
     for b in &i.symbol_blobs {
-        let what = if b.full_elf {
-            "full ELF".to_owned()
-        } else {
-            format!("{} symbols", b.symbols)
-        };
+        let what = if b.full_elf { "full ELF".to_owned() } else { format!("{} symbols", b.symbols) };
         writeln!(out, "  {}  {}  ({what})", b.build_id, b.path)?;
     }
-    let lost: u64 = i.lost.iter().map(|l| l.count).sum();
-    writeln!(out, "lost events:  {lost}")?;
-    for l in &i.lost {
+    // Records dropped by a recording option (e.g. --min-block) are filtered, not lost.
+    let (filtered, lost): (Vec<&LostInfo>, Vec<&LostInfo>) =
+        i.lost.iter().partition(|l| l.reason.starts_with("filtered"));
+    writeln!(out, "lost events:  {}", lost.iter().map(|l| l.count).sum::<u64>())?;
+    for l in lost.iter().chain(&filtered) {
         writeln!(out, "  {} {}: {}", l.source, l.reason, l.count)?;
     }
     writeln!(

@@ -23,10 +23,7 @@ pub use symbolize::SymbolizeOptions;
 pub enum Error {
     /// The capture could not be read.
     #[error("{path}: {source}")]
-    Capture {
-        path: PathBuf,
-        source: profcap_format::Error,
-    },
+    Capture { path: PathBuf, source: profcap_format::Error },
     /// Nothing matched.
     #[error("{0}")]
     NoSamples(String),

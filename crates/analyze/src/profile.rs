@@ -29,6 +29,12 @@ pub struct Filter {
     pub to_s: Option<f64>,
     /// Leave out kernel frames. Default: false (kernel frames are shown).
     pub no_kernel: bool,
+    /// Wall-clock view: on-CPU and off-CPU samples together, in time, per
+    /// thread, under `[on-CPU]` / `[off-CPU]` frames. Default: false.
+    pub wall: bool,
+    /// Off-CPU: show who woke each thread above the blocked stack (needs a
+    /// capture recorded with --wakers). Default: false.
+    pub wakers: bool,
 }
 
 /// Extra root frames. Default: none.
@@ -67,6 +73,8 @@ pub struct Profile {
     pub freq: u32,
     /// Objects that could not be symbolized, as "path (build id)".
     pub missing: BTreeSet<String>,
+    /// The wall-clock view (on-CPU and off-CPU time together).
+    pub wall: bool,
 }
 
 impl Profile {
@@ -74,9 +82,7 @@ impl Profile {
     pub fn ns_per_unit(&self) -> Option<f64> {
         match (self.kind, self.unit) {
             (_, ValueUnit::Nanoseconds) => Some(1.0),
-            (SampleKind::Cpu, ValueUnit::Count) if self.freq > 0 => {
-                Some(1e9 / f64::from(self.freq))
-            }
+            (SampleKind::Cpu, ValueUnit::Count) if self.freq > 0 => Some(1e9 / f64::from(self.freq)),
             _ => None,
         }
     }
@@ -138,6 +144,17 @@ struct Key {
     tid: u32,
     generation: u64,
     stack_id: u64,
+    /// Wall view: whether this is off-CPU time.
+    offcpu: bool,
+    waker: Option<WakerKey>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct WakerKey {
+    pid: u32,
+    tid: u32,
+    generation: u64,
+    stack_id: u64,
 }
 
 /// Which samples pass the filter; name matches are decided once per process
@@ -153,40 +170,24 @@ impl<'a> Keep<'a> {
     fn new(m: &Material, filter: &'a Filter, kind: SampleKind) -> Self {
         let named = (!filter.comms.is_empty()).then(|| {
             let matches = |name: &str| filter.comms.iter().any(|c| c == name);
-            let pids = m
-                .processes
-                .keys()
-                .copied()
-                .filter(|&p| matches(&m.process_name(p)))
-                .collect();
-            let tids = m
-                .threads
-                .iter()
-                .filter(|(_, n)| matches(n))
-                .map(|(&t, _)| t)
-                .collect();
+            let pids = m.processes.keys().copied().filter(|&p| matches(&m.process_name(p))).collect();
+            let tids = m.threads.iter().filter(|(_, n)| matches(n)).map(|(&t, _)| t).collect();
             (pids, tids)
         });
-        Keep {
-            filter,
-            kind,
-            first_ns: m.first_ns,
-            named,
-        }
+        Keep { filter, kind, first_ns: m.first_ns, named }
     }
 
     fn keep(&self, s: &Sample) -> bool {
         let f = self.filter;
         let rel_s = s.time_ns.saturating_sub(self.first_ns) as f64 / 1e9;
-        s.kind == self.kind
+        let kind_ok =
+            if f.wall { matches!(s.kind, SampleKind::Cpu | SampleKind::OffCpu) } else { s.kind == self.kind };
+        kind_ok
             && (f.pids.is_empty() || f.pids.contains(&s.pid))
             && (f.tids.is_empty() || f.tids.contains(&s.tid))
             && f.from_s.is_none_or(|from| rel_s >= from)
             && f.to_s.is_none_or(|to| rel_s <= to)
-            && self
-                .named
-                .as_ref()
-                .is_none_or(|(p, t)| p.contains(&s.pid) || t.contains(&s.tid))
+            && self.named.as_ref().is_none_or(|(p, t)| p.contains(&s.pid) || t.contains(&s.tid))
     }
 }
 
@@ -223,7 +224,11 @@ pub fn build(m: &Material, opts: &ProfileOptions) -> Result<Profile> {
     let started = std::time::Instant::now();
     let keep = Keep::new(m, &opts.filter, kind);
     let generations = m.generations();
-    let by_thread = opts.grouping.thread;
+    let wall = opts.filter.wall;
+    let by_thread = opts.grouping.thread || wall;
+    let wakers = opts.filter.wakers;
+    // In the wall view an on-CPU sample stands for one sampling period.
+    let cpu_ns = if m.freq() > 0 { 1e9 / f64::from(m.freq()) } else { 0.0 };
     let agg = m.fold_samples(
         opts.strict,
         Agg::default,
@@ -231,27 +236,33 @@ pub fn build(m: &Material, opts: &ProfileOptions) -> Result<Profile> {
             if !keep.keep(s) {
                 return;
             }
-            a.unit.get_or_insert(s.unit);
+            let value =
+                if wall && s.kind == SampleKind::Cpu { (s.value as f64 * cpu_ns) as i64 } else { s.value };
+            a.unit.get_or_insert(if wall { ValueUnit::Nanoseconds } else { s.unit });
             a.samples += 1;
-            a.total = a.total.saturating_add(s.value);
-            let starts = generations.get(&s.pid).map_or(&[][..], Vec::as_slice);
+            a.total = a.total.saturating_add(value);
+            let generation_of = |pid: u32| {
+                Material::generation_at(generations.get(&pid).map_or(&[][..], Vec::as_slice), s.time_ns)
+            };
             let key = Key {
                 pid: s.pid,
                 tid: if by_thread { s.tid } else { 0 },
-                generation: Material::generation_at(starts, s.time_ns),
+                generation: generation_of(s.pid),
                 stack_id: s.stack_id,
+                offcpu: wall && s.kind == SampleKind::OffCpu,
+                waker: s.waker.filter(|_| wakers).map(|w| WakerKey {
+                    pid: w.pid,
+                    tid: w.tid,
+                    generation: generation_of(w.pid),
+                    stack_id: w.stack_id,
+                }),
             };
-            *a.values.entry(key).or_default() += s.value;
+            *a.values.entry(key).or_default() += value;
         },
         Agg::merge,
     )?;
-    let Agg {
-        values: agg,
-        samples,
-        total,
-        unit,
-    } = agg;
-    if samples == 0 && m.sample_count > 0 && !m.kind_counts.contains_key(kind.name()) {
+    let Agg { values: agg, samples, total, unit } = agg;
+    if samples == 0 && m.sample_count > 0 && !wall && !m.kind_counts.contains_key(kind.name()) {
         let kinds: Vec<_> = m.kind_counts.keys().copied().collect();
         return Err(Error::NoSamples(format!(
             "the capture has no {} samples (it has: {})",
@@ -272,21 +283,24 @@ pub fn build(m: &Material, opts: &ProfileOptions) -> Result<Profile> {
     let mut merged: BTreeMap<Vec<Frame>, i64> = BTreeMap::new();
     let mut keys: Vec<_> = agg.into_iter().collect();
     keys.sort_by_key(|(k, _)| (k.pid, k.tid, k.generation, k.stack_id));
+    let mut grouping = opts.grouping;
+    grouping.thread = by_thread;
     for (key, value) in keys {
-        let mut frames = root_frames(m, opts.grouping, key);
-        frames.extend(sym.stack_frames(
-            key.pid,
-            key.generation,
-            key.stack_id,
-            !opts.filter.no_kernel,
-        ));
+        let mut frames = root_frames(m, grouping, key);
+        if wall {
+            frames.push(marker(if key.offcpu { "[off-CPU]" } else { "[on-CPU]" }));
+        }
+        frames.extend(sym.stack_frames(key.pid, key.generation, key.stack_id, !opts.filter.no_kernel));
+        if let Some(w) = key.waker {
+            let name = m.threads.get(&w.tid).cloned().unwrap_or_else(|| m.process_name(w.pid));
+            frames.push(marker(&format!("[woken by {name} ({})]", w.tid)));
+            let mut waker = sym.stack_frames(w.pid, w.generation, w.stack_id, !opts.filter.no_kernel);
+            waker.reverse(); // leaf first: the wakeup call sits next to the blocked stack
+            frames.extend(waker);
+        }
         *merged.entry(frames).or_default() += value;
     }
-    log::info!(
-        "symbolized {} stacks in {:.3}s",
-        merged.len(),
-        started.elapsed().as_secs_f64()
-    );
+    log::info!("symbolized {} stacks in {:.3}s", merged.len(), started.elapsed().as_secs_f64());
     Ok(Profile {
         kind,
         unit: unit.unwrap_or(match kind {
@@ -299,7 +313,13 @@ pub fn build(m: &Material, opts: &ProfileOptions) -> Result<Profile> {
         total,
         freq: m.freq(),
         missing: sym.missing,
+        wall,
     })
+}
+
+/// A frame that labels part of a stack rather than naming code.
+fn marker(name: &str) -> Frame {
+    Frame { name: Arc::from(name), module: Arc::from(""), kind: FrameKind::User }
 }
 
 fn root_frames(m: &Material, g: Grouping, key: Key) -> Vec<Frame> {
@@ -307,24 +327,12 @@ fn root_frames(m: &Material, g: Grouping, key: Key) -> Vec<Frame> {
     let mut out = Vec::new();
     if g.process {
         let name = format!("{} ({})", m.process_name(key.pid), key.pid);
-        out.push(Frame {
-            name: Arc::from(name),
-            module: Arc::clone(&module),
-            kind: FrameKind::User,
-        });
+        out.push(Frame { name: Arc::from(name), module: Arc::clone(&module), kind: FrameKind::User });
     }
     if g.thread {
-        let tname = m
-            .threads
-            .get(&key.tid)
-            .cloned()
-            .unwrap_or_else(|| "?".into());
+        let tname = m.threads.get(&key.tid).cloned().unwrap_or_else(|| "?".into());
         let name = format!("{tname} ({})", key.tid);
-        out.push(Frame {
-            name: Arc::from(name),
-            module,
-            kind: FrameKind::User,
-        });
+        out.push(Frame { name: Arc::from(name), module, kind: FrameKind::User });
     }
     out
 }

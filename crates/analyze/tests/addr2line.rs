@@ -23,10 +23,7 @@ fn fixture(name: &str) -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let out = root.join("target/fixtures");
     BUILD.call_once(|| {
-        let ok = Command::new(root.join("fixtures/build.sh"))
-            .arg(&out)
-            .status()
-            .unwrap();
+        let ok = Command::new(root.join("fixtures/build.sh")).arg(&out).status().unwrap();
         assert!(ok.success(), "fixtures/build.sh failed");
     });
     out.join(name)
@@ -57,11 +54,7 @@ fn material_for(path: &Path) -> (Material, SymbolBlob) {
 /// About `n` addresses inside sized function symbols, spread over the file;
 /// several per function when there are few functions, to reach more lines.
 fn probe_addresses(blob: &SymbolBlob, n: usize) -> Vec<u64> {
-    let sized: Vec<_> = blob
-        .symbols
-        .iter()
-        .filter(|s| s.size > 2 && !s.name.starts_with('['))
-        .collect();
+    let sized: Vec<_> = blob.symbols.iter().filter(|s| s.size > 2 && !s.name.starts_with('[')).collect();
     let step = (sized.len() / n).max(1);
     let per_function = (n / sized.len().max(1)).clamp(1, 8) as u64;
     let mut v: Vec<u64> = sized
@@ -79,14 +72,8 @@ fn addr2line(path: &Path, addrs: &[u64]) -> HashMap<u64, Vec<(String, String)>> 
     let mut cmd = Command::new("addr2line");
     cmd.args(["-a", "-f", "-i", "-C", "-e"]).arg(path);
     cmd.args(addrs.iter().map(|a| format!("{a:#x}")));
-    let out = cmd
-        .output()
-        .expect("binutils addr2line (scripts/install-deps.sh installs binutils)");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = cmd.output().expect("binutils addr2line (scripts/install-deps.sh installs binutils)");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8(out.stdout).unwrap();
     let mut result: HashMap<u64, Vec<(String, String)>> = HashMap::new();
     let mut lines = text.lines().peekable();
@@ -100,21 +87,14 @@ fn addr2line(path: &Path, addrs: &[u64]) -> HashMap<u64, Vec<(String, String)>> 
         let loc = lines.next().unwrap_or("??:0");
         let loc = loc.split(" (discriminator").next().unwrap();
         let base = loc.rsplit('/').next().unwrap().to_owned();
-        result
-            .get_mut(&current)
-            .unwrap()
-            .push((line.to_owned(), base));
+        result.get_mut(&current).unwrap().push((line.to_owned(), base));
     }
     result
 }
 
 /// Object-relative address to the address it has when mapped at BASE.
 fn mapped(blob: &SymbolBlob, vaddr: u64) -> u64 {
-    let seg = blob
-        .segments
-        .iter()
-        .find(|s| s.vaddr <= vaddr && vaddr < s.vaddr + s.file_size)
-        .unwrap();
+    let seg = blob.segments.iter().find(|s| s.vaddr <= vaddr && vaddr < s.vaddr + s.file_size).unwrap();
     BASE + vaddr - seg.vaddr + seg.file_offset
 }
 
@@ -130,30 +110,16 @@ fn compare(path: &Path, n: usize, with_lines: bool) -> Agreement {
     let (m, blob) = material_for(path);
     let mut aliases: HashMap<u64, HashSet<String>> = HashMap::new();
     for s in &blob.symbols {
-        aliases
-            .entry(s.addr)
-            .or_default()
-            .insert(profcap_analyze::symbolize::demangle(&s.name));
+        aliases.entry(s.addr).or_default().insert(profcap_analyze::symbolize::demangle(&s.name));
     }
     let addrs = probe_addresses(&blob, n);
-    assert!(
-        addrs.len() >= 30,
-        "{}: only {} probe addresses",
-        path.display(),
-        addrs.len()
-    );
+    assert!(addrs.len() >= 30, "{}: only {} probe addresses", path.display(), addrs.len());
     let expected = addr2line(path, &addrs);
     let mut sym = Symbolizer::new(&m, SymbolizeOptions::default());
     let mut line_opts = SymbolizeOptions::default();
     line_opts.lines = true;
     let mut sym_lines = Symbolizer::new(&m, line_opts);
-    let mut a = Agreement {
-        names: 0,
-        names_agree: 0,
-        lines: 0,
-        lines_agree: 0,
-        disagreements: Vec::new(),
-    };
+    let mut a = Agreement { names: 0, names_agree: 0, lines: 0, lines_agree: 0, disagreements: Vec::new() };
     for &addr in &addrs {
         let at = mapped(&blob, addr);
         let ours = sym.user_frames(1, 0, at, true);
@@ -162,12 +128,7 @@ fn compare(path: &Path, n: usize, with_lines: bool) -> Agreement {
         let our_names: Vec<String> = ours.iter().map(|f| f.name.to_string()).collect();
         let their_names: Vec<String> = theirs.iter().map(|(f, _)| f.clone()).collect();
         a.names += 1;
-        let symbol_at = blob
-            .symbols
-            .iter()
-            .rfind(|s| s.addr <= addr)
-            .map(|s| s.addr)
-            .unwrap_or(0);
+        let symbol_at = blob.symbols.iter().rfind(|s| s.addr <= addr).map(|s| s.addr).unwrap_or(0);
         let same = our_names == their_names
             || (our_names.len() == 1
                 && their_names.len() == 1
@@ -177,9 +138,7 @@ fn compare(path: &Path, n: usize, with_lines: bool) -> Agreement {
         if same {
             a.names_agree += 1;
         } else {
-            a.disagreements.push(format!(
-                "{addr:#x}: ours {our_names:?} addr2line {their_names:?}"
-            ));
+            a.disagreements.push(format!("{addr:#x}: ours {our_names:?} addr2line {their_names:?}"));
         }
         // Lines: only where addr2line knows a line number.
         let known = theirs[0]
@@ -189,17 +148,12 @@ fn compare(path: &Path, n: usize, with_lines: bool) -> Agreement {
         if with_lines && known {
             a.lines += 1;
             let with_loc = sym_lines.user_frames(1, 0, at, true);
-            let ours_loc = with_loc[0]
-                .name
-                .rsplit_once(" (")
-                .map(|(_, l)| l.trim_end_matches(')').to_owned());
+            let ours_loc =
+                with_loc[0].name.rsplit_once(" (").map(|(_, l)| l.trim_end_matches(')').to_owned());
             if ours_loc.as_deref() == Some(theirs[0].1.as_str()) {
                 a.lines_agree += 1;
             } else {
-                a.disagreements.push(format!(
-                    "{addr:#x}: ours {ours_loc:?} addr2line {}",
-                    theirs[0].1
-                ));
+                a.disagreements.push(format!("{addr:#x}: ours {ours_loc:?} addr2line {}", theirs[0].1));
             }
         }
     }
@@ -224,10 +178,7 @@ fn libc_function_names_agree() {
     assert_eq!(a.names_agree, a.names, "function names must always agree");
     // Where they differ, binutils names the including file (strtoul.c:106)
     // for code from an included one (strtol.c:106); gimli names the latter.
-    assert!(
-        a.lines > 0 && a.lines_agree * 100 >= a.lines * 90,
-        "file:line agreement below 90%"
-    );
+    assert!(a.lines > 0 && a.lines_agree * 100 >= a.lines * 90, "file:line agreement below 90%");
 }
 
 #[test]
@@ -235,10 +186,7 @@ fn c_program_names_and_lines_agree() {
     let a = compare(&fixture("threads"), 400, true);
     report("threads (C)", &a);
     assert_eq!(a.names_agree, a.names, "function names must always agree");
-    assert!(
-        a.lines > 0 && a.lines_agree * 100 >= a.lines * 95,
-        "file:line agreement below 95%"
-    );
+    assert!(a.lines > 0 && a.lines_agree * 100 >= a.lines * 95, "file:line agreement below 95%");
 }
 
 #[test]
@@ -246,8 +194,5 @@ fn rust_program_names_and_lines_agree() {
     let a = compare(&fixture("rust_split"), 600, true);
     report("rust_split", &a);
     assert_eq!(a.names_agree, a.names, "function names must always agree");
-    assert!(
-        a.lines > 0 && a.lines_agree * 100 >= a.lines * 95,
-        "file:line agreement below 95%"
-    );
+    assert!(a.lines > 0 && a.lines_agree * 100 >= a.lines * 95, "file:line agreement below 95%");
 }

@@ -6,17 +6,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn fixture(case: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../fixtures")
-        .join(case)
-        .join("capture.cap")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures").join(case).join("capture.cap")
 }
 
 fn run(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_profanalyze"))
-        .args(args)
-        .output()
-        .unwrap()
+    Command::new(env!("CARGO_BIN_EXE_profanalyze")).args(args).output().unwrap()
 }
 
 fn stderr(o: &Output) -> String {
@@ -34,11 +28,7 @@ fn info_as_text_and_json() {
     let n: usize = reader.map(|b| b.unwrap().samples.len()).sum();
     let o = run(&["info", cap.to_str().unwrap()]);
     assert!(o.status.success(), "{}", stderr(&o));
-    assert!(
-        stdout(&o).contains(&format!("samples:      {n} (cpu {n})")),
-        "{}",
-        stdout(&o)
-    );
+    assert!(stdout(&o).contains(&format!("samples:      {n} (cpu {n})")), "{}", stdout(&o));
     let o = run(&["info", "--json", cap.to_str().unwrap()]);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["samples"], n);
@@ -51,50 +41,20 @@ fn flame_folded_top_and_pprof_write_what_they_say() {
     let dir = tempfile::tempdir().unwrap();
     let cap = fixture("threads");
     let svg = dir.path().join("t.svg");
-    let o = run(&[
-        "flame",
-        cap.to_str().unwrap(),
-        "-o",
-        svg.to_str().unwrap(),
-        "--no-local-files",
-    ]);
+    let o = run(&["flame", cap.to_str().unwrap(), "-o", svg.to_str().unwrap(), "--no-local-files"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let text = std::fs::read_to_string(&svg).unwrap();
-    assert!(
-        text.starts_with("<?xml") && text.contains("alpha_work") && text.contains("On-CPU time")
-    );
+    assert!(text.starts_with("<?xml") && text.contains("alpha_work") && text.contains("On-CPU time"));
 
-    let o = run(&[
-        "folded",
-        cap.to_str().unwrap(),
-        "--per-thread",
-        "--no-local-files",
-        "--comm",
-        "alpha",
-    ]);
+    let o = run(&["folded", cap.to_str().unwrap(), "--per-thread", "--no-local-files", "--comm", "alpha"]);
     let folded = stdout(&o);
-    assert!(
-        !folded.is_empty() && folded.lines().all(|l| l.starts_with("alpha (")),
-        "{folded}"
-    );
+    assert!(!folded.is_empty() && folded.lines().all(|l| l.starts_with("alpha (")), "{folded}");
 
-    let o = run(&[
-        "top",
-        cap.to_str().unwrap(),
-        "--by",
-        "module",
-        "--no-local-files",
-    ]);
+    let o = run(&["top", cap.to_str().unwrap(), "--by", "module", "--no-local-files"]);
     assert!(stdout(&o).contains("threads"), "{}", stdout(&o));
 
     let pb = dir.path().join("t.pb.gz");
-    let o = run(&[
-        "pprof",
-        cap.to_str().unwrap(),
-        "-o",
-        pb.to_str().unwrap(),
-        "--no-local-files",
-    ]);
+    let o = run(&["pprof", cap.to_str().unwrap(), "-o", pb.to_str().unwrap(), "--no-local-files"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let bytes = std::fs::read(&pb).unwrap();
     assert_eq!(&bytes[..2], &[0x1f, 0x8b], "gzip magic");
@@ -108,22 +68,10 @@ fn pprof_output_is_read_by_go_tool_pprof() {
     let dir = tempfile::tempdir().unwrap();
     let pb = dir.path().join("c.pb.gz");
     let cap = fixture("cpu_split");
-    let o = run(&[
-        "pprof",
-        cap.to_str().unwrap(),
-        "-o",
-        pb.to_str().unwrap(),
-        "--no-local-files",
-    ]);
+    let o = run(&["pprof", cap.to_str().unwrap(), "-o", pb.to_str().unwrap(), "--no-local-files"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let o = Command::new(go)
-        .args([
-            "tool",
-            "pprof",
-            "-top",
-            "-nodecount=40",
-            pb.to_str().unwrap(),
-        ])
+        .args(["tool", "pprof", "-top", "-nodecount=40", pb.to_str().unwrap()])
         .env("HOME", dir.path())
         .env("GOCACHE", dir.path().join("cache"))
         .output()
@@ -135,10 +83,7 @@ fn pprof_output_is_read_by_go_tool_pprof() {
 
 fn which(name: &str) -> Result<PathBuf, ()> {
     let path = std::env::var_os("PATH").ok_or(())?;
-    std::env::split_paths(&path)
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
-        .ok_or(())
+    std::env::split_paths(&path).map(|d| d.join(name)).find(|p| p.is_file()).ok_or(())
 }
 
 #[test]
@@ -179,11 +124,7 @@ fn diff_reports_and_gates_regressions() {
         "--no-local-files",
     ]);
     assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
-    assert!(
-        stdout(&o).contains("REGRESSED: rust_split::spin"),
-        "{}",
-        stdout(&o)
-    );
+    assert!(stdout(&o).contains("REGRESSED: rust_split::spin"), "{}", stdout(&o));
     let o = run(&[
         "diff",
         a.to_str().unwrap(),
@@ -200,11 +141,7 @@ fn diff_reports_and_gates_regressions() {
 fn missing_file_is_a_clear_error() {
     let o = run(&["info", "/nonexistent/x.cap"]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(
-        stderr(&o).contains("cannot open capture /nonexistent/x.cap"),
-        "{}",
-        stderr(&o)
-    );
+    assert!(stderr(&o).contains("cannot open capture /nonexistent/x.cap"), "{}", stderr(&o));
 }
 
 #[test]
@@ -214,11 +151,7 @@ fn not_a_capture_and_newer_versions_are_refused() {
     std::fs::write(&junk, b"this is not a capture at all").unwrap();
     let o = run(&["top", junk.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(
-        stderr(&o).contains("not a profcap capture"),
-        "{}",
-        stderr(&o)
-    );
+    assert!(stderr(&o).contains("not a profcap capture"), "{}", stderr(&o));
 
     let mut bytes = std::fs::read(fixture("cpu_split")).unwrap();
     bytes[8] = 9; // major version 9
@@ -226,11 +159,7 @@ fn not_a_capture_and_newer_versions_are_refused() {
     std::fs::write(&newer, &bytes).unwrap();
     let o = run(&["info", newer.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(
-        stderr(&o).contains("version 9.0 is newer") && stderr(&o).contains("upgrade"),
-        "{}",
-        stderr(&o)
-    );
+    assert!(stderr(&o).contains("version 9.0 is newer") && stderr(&o).contains("upgrade"), "{}", stderr(&o));
 }
 
 #[test]
@@ -254,42 +183,20 @@ fn missing_binaries_are_named_with_the_way_to_supply_them() {
     let dir = tempfile::tempdir().unwrap();
     let stripped = dir.path().join("nosyms.cap");
     let reader = CaptureReader::open(fixture("cpu_split"), ReadOptions::default()).unwrap();
-    let mut w = CaptureWriter::new(
-        std::fs::File::create(&stripped).unwrap(),
-        WriteOptions::default(),
-    )
-    .unwrap();
+    let mut w =
+        CaptureWriter::new(std::fs::File::create(&stripped).unwrap(), WriteOptions::default()).unwrap();
     for batch in reader {
         let mut batch = batch.unwrap();
         batch.symbols.clear();
         for s in batch.stacks {
-            assert_eq!(
-                w.intern_stack(&s.kernel, &s.user),
-                s.id,
-                "ids are given in file order"
-            );
+            assert_eq!(w.intern_stack(&s.kernel, &s.user), s.id, "ids are given in file order");
         }
         batch.meta.into_iter().for_each(|m| w.push_meta(m).unwrap());
-        batch
-            .processes
-            .into_iter()
-            .for_each(|p| w.push_process(p).unwrap());
-        batch
-            .threads
-            .into_iter()
-            .for_each(|t| w.push_thread(t).unwrap());
-        batch
-            .mappings
-            .into_iter()
-            .for_each(|m| w.push_mapping(m).unwrap());
-        batch
-            .samples
-            .into_iter()
-            .for_each(|s| w.push_sample(s).unwrap());
-        batch
-            .kernel_symbols
-            .into_iter()
-            .for_each(|k| w.push_kernel_symbols(k).unwrap());
+        batch.processes.into_iter().for_each(|p| w.push_process(p).unwrap());
+        batch.threads.into_iter().for_each(|t| w.push_thread(t).unwrap());
+        batch.mappings.into_iter().for_each(|m| w.push_mapping(m).unwrap());
+        batch.samples.into_iter().for_each(|s| w.push_sample(s).unwrap());
+        batch.kernel_symbols.into_iter().for_each(|k| w.push_kernel_symbols(k).unwrap());
     }
     w.finish().unwrap();
     let o = run(&["top", stripped.to_str().unwrap(), "--no-local-files"]);
@@ -299,11 +206,7 @@ fn missing_binaries_are_named_with_the_way_to_supply_them() {
         err.contains("no symbols for") && err.contains("--debug-dir") && err.contains("cpu_split"),
         "{err}"
     );
-    assert!(
-        stdout(&o).contains("cpu_split+0x"),
-        "frames shown as module+offset: {}",
-        stdout(&o)
-    );
+    assert!(stdout(&o).contains("cpu_split+0x"), "frames shown as module+offset: {}", stdout(&o));
 }
 
 #[test]

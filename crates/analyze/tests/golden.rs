@@ -32,12 +32,8 @@ fn check(case: &str, name: &str, actual: &[u8]) {
         std::fs::write(&path, actual).unwrap();
         return;
     }
-    let expected = std::fs::read(&path).unwrap_or_else(|e| {
-        panic!(
-            "{}: {e}; run with PROFCAP_BLESS=1 to create it",
-            path.display()
-        )
-    });
+    let expected = std::fs::read(&path)
+        .unwrap_or_else(|e| panic!("{}: {e}; run with PROFCAP_BLESS=1 to create it", path.display()));
     if expected != actual {
         let got = path.with_extension("actual");
         std::fs::write(&got, actual).unwrap();
@@ -102,14 +98,8 @@ fn every_fixture_has_a_readme_and_a_golden_test() {
         let dir = entry.unwrap().path();
         if dir.join("capture.cap").exists() {
             let name = dir.file_name().unwrap().to_str().unwrap().to_owned();
-            assert!(
-                CASES.contains(&name.as_str()),
-                "fixture {name} has no golden test"
-            );
-            assert!(
-                dir.join("README.md").exists(),
-                "fixture {name} has no README.md"
-            );
+            assert!(CASES.contains(&name.as_str()), "fixture {name} has no golden test");
+            assert!(dir.join("README.md").exists(), "fixture {name} has no README.md");
         }
     }
 }
@@ -121,22 +111,9 @@ fn fixture_cpu_split_shows_the_programs_schedule() {
     let m = Material::load(&cap, true).unwrap();
     let p = build(&m, &offline()).unwrap();
     let rows = profcap_analyze::export::top_table(&p, TopBy::Function);
-    let share = |n: &str| {
-        100.0 * rows.iter().find(|r| &*r.name == n).map_or(0, |r| r.total) as f64 / p.total as f64
-    };
-    assert!(
-        (share("work_a") - 60.0).abs() < 5.0,
-        "work_a {}",
-        share("work_a")
-    );
-    assert!(
-        (share("work_b") - 30.0).abs() < 5.0,
-        "work_b {}",
-        share("work_b")
-    );
-    assert!(
-        (share("work_c") - 10.0).abs() < 4.0,
-        "work_c {}",
-        share("work_c")
-    );
+    let share =
+        |n: &str| 100.0 * rows.iter().find(|r| &*r.name == n).map_or(0, |r| r.total) as f64 / p.total as f64;
+    assert!((share("work_a") - 60.0).abs() < 5.0, "work_a {}", share("work_a"));
+    assert!((share("work_b") - 30.0).abs() < 5.0, "work_b {}", share("work_b"));
+    assert!((share("work_c") - 10.0).abs() < 4.0, "work_c {}", share("work_c"));
 }

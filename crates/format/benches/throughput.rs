@@ -27,13 +27,9 @@ fn stacks() -> Vec<(Vec<u64>, Vec<u64>)> {
     (0..400)
         .map(|_| {
             let depth = 20 + (rng.next() % 41) as usize;
-            let user = (0..depth)
-                .map(|_| 0x5555_0000_0000 + (rng.next() % 0x20_0000))
-                .collect();
+            let user = (0..depth).map(|_| 0x5555_0000_0000 + (rng.next() % 0x20_0000)).collect();
             let kernel = if rng.next() % 4 == 0 {
-                (0..6)
-                    .map(|_| 0xffff_ffff_8100_0000 + (rng.next() % 0x10_0000))
-                    .collect()
+                (0..6).map(|_| 0xffff_ffff_8100_0000 + (rng.next() % 0x10_0000)).collect()
             } else {
                 Vec::new()
             };
@@ -64,6 +60,7 @@ fn write_capture(stacks: &[(Vec<u64>, Vec<u64>)]) -> Vec<u8> {
             stack_id: id,
             value: 1,
             id: 0,
+            waker: None,
         };
         w.push_sample(sample).expect("write");
     }

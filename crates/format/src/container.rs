@@ -11,7 +11,7 @@ pub const FILE_HEADER_LEN: usize = 16;
 /// Major format version: readers refuse files with a greater one.
 pub const VERSION_MAJOR: u16 = 1;
 /// Minor format version: additions that older readers of the same major can skip.
-pub const VERSION_MINOR: u16 = 0;
+pub const VERSION_MINOR: u16 = 1;
 
 /// The first four bytes of every chunk header.
 pub const CHUNK_MAGIC: [u8; 4] = *b"CHNK";
@@ -71,11 +71,7 @@ pub struct FileHeader {
 impl FileHeader {
     /// The header this library writes.
     pub fn current() -> Self {
-        FileHeader {
-            version_major: VERSION_MAJOR,
-            version_minor: VERSION_MINOR,
-            flags: 0,
-        }
+        FileHeader { version_major: VERSION_MAJOR, version_minor: VERSION_MINOR, flags: 0 }
     }
 
     /// Serializes the header.
@@ -182,11 +178,7 @@ mod tests {
         for i in 0..CHUNK_HEADER_LEN {
             let mut bad = bytes;
             bad[i] ^= 0x10;
-            assert_eq!(
-                ChunkHeader::parse(&bad),
-                None,
-                "flip at byte {i} not detected"
-            );
+            assert_eq!(ChunkHeader::parse(&bad), None, "flip at byte {i} not detected");
         }
     }
 
@@ -196,9 +188,6 @@ mod tests {
         h.version_major = VERSION_MAJOR + 1;
         let err = FileHeader::parse(&h.to_bytes()).unwrap_err();
         assert!(matches!(err, Error::NewerVersion { .. }), "{err}");
-        assert!(matches!(
-            FileHeader::parse(&[0u8; 16]),
-            Err(Error::NotACapture)
-        ));
+        assert!(matches!(FileHeader::parse(&[0u8; 16]), Err(Error::NotACapture)));
     }
 }

@@ -27,8 +27,7 @@ fn string(s: Option<&str>) -> String {
 }
 
 fn strings(v: Option<Vector<'_, ForwardsUOffset<&str>>>) -> Vec<String> {
-    v.map(|v| v.iter().map(str::to_owned).collect())
-        .unwrap_or_default()
+    v.map(|v| v.iter().map(str::to_owned).collect()).unwrap_or_default()
 }
 
 fn scalars<'a, T: flatbuffers::Follow<'a>>(v: Option<Vector<'a, T>>) -> Vec<T::Inner> {
@@ -43,9 +42,7 @@ fn byte_vec(v: Option<Vector<'_, u8>>) -> Vec<u8> {
 fn check_columns(what: &str, n: usize, lens: &[(&str, usize, bool)]) -> Result<(), DecodeError> {
     for &(name, len, optional) in lens {
         if len != n && !(optional && len == 0) {
-            return Err(DecodeError(format!(
-                "{what}: column {name} has {len} entries, expected {n}"
-            )));
+            return Err(DecodeError(format!("{what}: column {name} has {len} entries, expected {n}")));
         }
     }
     Ok(())
@@ -79,11 +76,7 @@ fn meta(m: fb::Meta<'_>) -> Meta {
         page_size: m.page_size(),
         extra: m
             .extra()
-            .map(|v| {
-                v.iter()
-                    .map(|kv| (string(kv.key()), string(kv.value())))
-                    .collect()
-            })
+            .map(|v| v.iter().map(|kv| (string(kv.key()), string(kv.value()))).collect())
             .unwrap_or_default(),
     }
 }
@@ -132,18 +125,10 @@ fn stack(s: fb::Stack<'_>) -> Stack {
 
 fn samples(s: fb::Samples<'_>) -> Result<Vec<Sample>, DecodeError> {
     let time = undelta(scalars(s.time_ns()));
-    let (kind, unit, pid, tid) = (
-        scalars(s.kind()),
-        scalars(s.unit()),
-        scalars(s.pid()),
-        scalars(s.tid()),
-    );
-    let (cpu, stack_id, value, id) = (
-        scalars(s.cpu()),
-        scalars(s.stack_id()),
-        scalars(s.value()),
-        scalars(s.id()),
-    );
+    let (kind, unit, pid, tid) = (scalars(s.kind()), scalars(s.unit()), scalars(s.pid()), scalars(s.tid()));
+    let (cpu, stack_id, value, id) =
+        (scalars(s.cpu()), scalars(s.stack_id()), scalars(s.value()), scalars(s.id()));
+    let (wpid, wtid, wstack) = (scalars(s.waker_pid()), scalars(s.waker_tid()), scalars(s.waker_stack_id()));
     let n = time.len();
     check_columns(
         "samples",
@@ -157,8 +142,19 @@ fn samples(s: fb::Samples<'_>) -> Result<Vec<Sample>, DecodeError> {
             ("stack_id", stack_id.len(), false),
             ("value", value.len(), false),
             ("id", id.len(), true),
+            ("waker_pid", wpid.len(), true),
+            ("waker_tid", wtid.len(), true),
+            ("waker_stack_id", wstack.len(), true),
         ],
     )?;
+    let waker = |i: usize| {
+        let tid = wtid.get(i).copied().unwrap_or(0);
+        (tid != 0).then(|| Waker {
+            pid: wpid.get(i).copied().unwrap_or(0),
+            tid,
+            stack_id: wstack.get(i).copied().unwrap_or(0),
+        })
+    };
     Ok((0..n)
         .map(|i| Sample {
             kind: SampleKind::from_code(kind[i]),
@@ -170,6 +166,7 @@ fn samples(s: fb::Samples<'_>) -> Result<Vec<Sample>, DecodeError> {
             stack_id: stack_id[i],
             value: value[i],
             id: id.get(i).copied().unwrap_or(0),
+            waker: waker(i),
         })
         .collect())
 }
@@ -177,11 +174,7 @@ fn samples(s: fb::Samples<'_>) -> Result<Vec<Sample>, DecodeError> {
 fn allocs(a: fb::Allocs<'_>) -> Result<Vec<Alloc>, DecodeError> {
     let time = undelta(scalars(a.time_ns()));
     let (pid, tid, addr) = (scalars(a.pid()), scalars(a.tid()), scalars(a.addr()));
-    let (size, stack_id, weight) = (
-        scalars(a.size()),
-        scalars(a.stack_id()),
-        scalars(a.weight()),
-    );
+    let (size, stack_id, weight) = (scalars(a.size()), scalars(a.stack_id()), scalars(a.weight()));
     let n = time.len();
     check_columns(
         "allocs",
@@ -215,33 +208,14 @@ fn frees(f: fb::Frees<'_>) -> Result<Vec<Free>, DecodeError> {
     check_columns(
         "frees",
         n,
-        &[
-            ("pid", pid.len(), false),
-            ("tid", tid.len(), false),
-            ("addr", addr.len(), false),
-        ],
+        &[("pid", pid.len(), false), ("tid", tid.len(), false), ("addr", addr.len(), false)],
     )?;
-    Ok((0..n)
-        .map(|i| Free {
-            time_ns: time[i],
-            pid: pid[i],
-            tid: tid[i],
-            addr: addr[i],
-        })
-        .collect())
+    Ok((0..n).map(|i| Free { time_ns: time[i], pid: pid[i], tid: tid[i], addr: addr[i] }).collect())
 }
 
 fn symbol_list(v: Option<Vector<'_, ForwardsUOffset<fb::Symbol<'_>>>>) -> Vec<Symbol> {
-    v.map(|v| {
-        v.iter()
-            .map(|s| Symbol {
-                addr: s.addr(),
-                size: s.size(),
-                name: string(s.name()),
-            })
-            .collect()
-    })
-    .unwrap_or_default()
+    v.map(|v| v.iter().map(|s| Symbol { addr: s.addr(), size: s.size(), name: string(s.name()) }).collect())
+        .unwrap_or_default()
 }
 
 fn symbol_blob(b: fb::SymbolBlob<'_>) -> SymbolBlob {
@@ -258,11 +232,7 @@ fn symbol_blob(b: fb::SymbolBlob<'_>) -> SymbolBlob {
             .sections()
             .map(|v| {
                 v.iter()
-                    .map(|s| Section {
-                        name: string(s.name()),
-                        addr: s.addr(),
-                        data: byte_vec(s.data()),
-                    })
+                    .map(|s| Section { name: string(s.name()), addr: s.addr(), data: byte_vec(s.data()) })
                     .collect()
             })
             .unwrap_or_default(),
@@ -290,11 +260,7 @@ fn request(r: fb::RequestEvent<'_>) -> RequestEvent {
         pid: r.pid(),
         tid: r.tid(),
         fd: r.fd(),
-        direction: if r.direction() == fb::Direction::Write {
-            Direction::Write
-        } else {
-            Direction::Read
-        },
+        direction: if r.direction() == fb::Direction::Write { Direction::Write } else { Direction::Read },
         length: r.length(),
         payload: byte_vec(r.payload()),
     }
@@ -311,16 +277,11 @@ fn tables<'a, T: flatbuffers::Follow<'a> + 'a, U>(
 pub fn decode_batch(buf: &[u8]) -> Result<Batch, DecodeError> {
     let b = fb::root_as_batch_with_opts(&verifier_options(), buf)
         .map_err(|e| DecodeError(format!("flatbuffer verification failed: {e}")))?;
-    let kernel_symbols = b.kernel_symbols().map(|k| KernelSymbols {
-        symbols: symbol_list(k.symbols()),
-        modules: strings(k.modules()),
-    });
+    let kernel_symbols = b
+        .kernel_symbols()
+        .map(|k| KernelSymbols { symbols: symbol_list(k.symbols()), modules: strings(k.modules()) });
     if let Some(k) = &kernel_symbols {
-        check_columns(
-            "kernel_symbols",
-            k.symbols.len(),
-            &[("modules", k.modules.len(), true)],
-        )?;
+        check_columns("kernel_symbols", k.symbols.len(), &[("modules", k.modules.len(), true)])?;
     }
     Ok(Batch {
         meta: b.meta().map(meta),

@@ -30,11 +30,7 @@ pub fn build_id(data: &[u8]) -> Option<Vec<u8>> {
 
 /// Extracts symbolization material from an ELF image.
 pub fn extract_blob(data: &[u8], path: &str, build_id: &[u8], mode: EmbedMode) -> SymbolBlob {
-    let mut blob = SymbolBlob {
-        build_id: build_id.to_vec(),
-        path: path.to_owned(),
-        ..Default::default()
-    };
+    let mut blob = SymbolBlob { build_id: build_id.to_vec(), path: path.to_owned(), ..Default::default() };
     let Ok(obj) = object::File::parse(data) else {
         log::warn!("{path}: not a readable ELF file; its frames will show as offsets");
         return blob;
@@ -43,14 +39,8 @@ pub fn extract_blob(data: &[u8], path: &str, build_id: &[u8], mode: EmbedMode) -
         .segments()
         .filter_map(|seg| {
             let (file_offset, file_size) = seg.file_range();
-            let executable =
-                matches!(seg.flags(), object::SegmentFlags::Elf { p_flags } if p_flags & 1 != 0);
-            (file_size > 0).then_some(Segment {
-                file_offset,
-                vaddr: seg.address(),
-                file_size,
-                executable,
-            })
+            let executable = matches!(seg.flags(), object::SegmentFlags::Elf { p_flags } if p_flags & 1 != 0);
+            (file_size > 0).then_some(Segment { file_offset, vaddr: seg.address(), file_size, executable })
         })
         .collect();
     match mode {
@@ -96,14 +86,8 @@ fn function_symbols(obj: &object::File<'_>) -> Vec<Symbol> {
     // after whatever sized-0 symbol precedes them (often `_init`).
     for section in obj.sections() {
         if let Ok(name @ (".plt" | ".plt.sec" | ".plt.got")) = section.name() {
-            by_addr.insert(
-                (section.address(), format!("[{}]", &name[1..])),
-                section.size(),
-            );
+            by_addr.insert((section.address(), format!("[{}]", &name[1..])), section.size());
         }
     }
-    by_addr
-        .into_iter()
-        .map(|((addr, name), size)| Symbol { addr, size, name })
-        .collect()
+    by_addr.into_iter().map(|((addr, name), size)| Symbol { addr, size, name }).collect()
 }

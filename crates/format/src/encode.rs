@@ -53,10 +53,7 @@ fn meta<'a>(fbb: &mut Fbb<'a>, m: &Meta) -> WIPOffset<fb::Meta<'a>> {
         .extra
         .iter()
         .map(|(k, v)| {
-            let args = fb::KeyValueArgs {
-                key: opt_str(fbb, k),
-                value: opt_str(fbb, v),
-            };
+            let args = fb::KeyValueArgs { key: opt_str(fbb, k), value: opt_str(fbb, v) };
             fb::KeyValue::create(fbb, &args)
         })
         .collect();
@@ -97,12 +94,7 @@ fn process<'a>(fbb: &mut Fbb<'a>, p: &Process) -> WIPOffset<fb::Process<'a>> {
 }
 
 fn thread<'a>(fbb: &mut Fbb<'a>, t: &Thread) -> WIPOffset<fb::Thread<'a>> {
-    let args = fb::ThreadArgs {
-        pid: t.pid,
-        tid: t.tid,
-        name: opt_str(fbb, &t.name),
-        seen_ns: t.seen_ns,
-    };
+    let args = fb::ThreadArgs { pid: t.pid, tid: t.tid, name: opt_str(fbb, &t.name), seen_ns: t.seen_ns };
     fb::Thread::create(fbb, &args)
 }
 
@@ -140,6 +132,8 @@ fn samples<'a>(fbb: &mut Fbb<'a>, s: &[Sample]) -> Option<WIPOffset<fb::Samples<
     }
     let times = deltas(s.iter().map(|x| x.time_ns));
     let any_id = s.iter().any(|x| x.id != 0);
+    let any_waker = s.iter().any(|x| x.waker.is_some());
+    let waker = |i: usize| s[i].waker.unwrap_or(Waker { pid: 0, tid: 0, stack_id: 0 });
     let args = fb::SamplesArgs {
         kind: column(fbb, s.len(), |i| s[i].kind.code()),
         unit: column(fbb, s.len(), |i| s[i].unit.code()),
@@ -149,11 +143,10 @@ fn samples<'a>(fbb: &mut Fbb<'a>, s: &[Sample]) -> Option<WIPOffset<fb::Samples<
         cpu: column(fbb, s.len(), |i| s[i].cpu),
         stack_id: column(fbb, s.len(), |i| s[i].stack_id),
         value: column(fbb, s.len(), |i| s[i].value),
-        id: if any_id {
-            column(fbb, s.len(), |i| s[i].id)
-        } else {
-            None
-        },
+        id: if any_id { column(fbb, s.len(), |i| s[i].id) } else { None },
+        waker_pid: if any_waker { column(fbb, s.len(), |i| waker(i).pid) } else { None },
+        waker_tid: if any_waker { column(fbb, s.len(), |i| waker(i).tid) } else { None },
+        waker_stack_id: if any_waker { column(fbb, s.len(), |i| waker(i).stack_id) } else { None },
     };
     Some(fb::Samples::create(fbb, &args))
 }
@@ -190,11 +183,8 @@ fn frees<'a>(fbb: &mut Fbb<'a>, f: &[Free]) -> Option<WIPOffset<fb::Frees<'a>>> 
 }
 
 fn lost<'a>(fbb: &mut Fbb<'a>, l: &Lost) -> WIPOffset<fb::Lost<'a>> {
-    let args = fb::LostArgs {
-        source: opt_str(fbb, &l.source),
-        reason: opt_str(fbb, &l.reason),
-        count: l.count,
-    };
+    let args =
+        fb::LostArgs { source: opt_str(fbb, &l.source), reason: opt_str(fbb, &l.reason), count: l.count };
     fb::Lost::create(fbb, &args)
 }
 
@@ -208,11 +198,7 @@ fn symbol_list<'a>(
     let offs: Vec<_> = syms
         .iter()
         .map(|s| {
-            let args = fb::SymbolArgs {
-                addr: s.addr,
-                size: s.size,
-                name: opt_str(fbb, &s.name),
-            };
+            let args = fb::SymbolArgs { addr: s.addr, size: s.size, name: opt_str(fbb, &s.name) };
             fb::Symbol::create(fbb, &args)
         })
         .collect();
@@ -224,11 +210,8 @@ fn symbol_blob<'a>(fbb: &mut Fbb<'a>, b: &SymbolBlob) -> WIPOffset<fb::SymbolBlo
         .sections
         .iter()
         .map(|s| {
-            let args = fb::SectionArgs {
-                name: opt_str(fbb, &s.name),
-                addr: s.addr,
-                data: bytes(fbb, &s.data),
-            };
+            let args =
+                fb::SectionArgs { name: opt_str(fbb, &s.name), addr: s.addr, data: bytes(fbb, &s.data) };
             fb::Section::create(fbb, &args)
         })
         .collect();
@@ -261,10 +244,8 @@ fn symbol_blob<'a>(fbb: &mut Fbb<'a>, b: &SymbolBlob) -> WIPOffset<fb::SymbolBlo
 }
 
 fn kernel_symbols<'a>(fbb: &mut Fbb<'a>, k: &KernelSymbols) -> WIPOffset<fb::KernelSymbols<'a>> {
-    let args = fb::KernelSymbolsArgs {
-        symbols: symbol_list(fbb, &k.symbols),
-        modules: strings(fbb, &k.modules),
-    };
+    let args =
+        fb::KernelSymbolsArgs { symbols: symbol_list(fbb, &k.symbols), modules: strings(fbb, &k.modules) };
     fb::KernelSymbols::create(fbb, &args)
 }
 
@@ -312,10 +293,7 @@ pub fn encode_batch(batch: &Batch) -> Vec<u8> {
         frees: frees(fbb, &batch.frees),
         lost: table_vec!(fbb, batch.lost, lost),
         symbols: table_vec!(fbb, batch.symbols, symbol_blob),
-        kernel_symbols: batch
-            .kernel_symbols
-            .as_ref()
-            .map(|k| kernel_symbols(fbb, k)),
+        kernel_symbols: batch.kernel_symbols.as_ref().map(|k| kernel_symbols(fbb, k)),
         requests: table_vec!(fbb, batch.requests, request),
     };
     let root = fb::Batch::create(fbb, &args);
@@ -355,12 +333,7 @@ pub fn encode_index(entries: &[IndexEntry]) -> Vec<u8> {
         })
         .collect();
     let entries = fbb.create_vector(&offs);
-    let root = fb::Index::create(
-        &mut fbb,
-        &fb::IndexArgs {
-            entries: Some(entries),
-        },
-    );
+    let root = fb::Index::create(&mut fbb, &fb::IndexArgs { entries: Some(entries) });
     fbb.finish(root, None);
     fbb.finished_data().to_vec()
 }

@@ -24,8 +24,8 @@ mod generated {
 pub(crate) use generated::profcap::fb;
 
 pub use container::{
-    ChunkHeader, ChunkKind, FileHeader, CHUNK_HEADER_LEN, FILE_HEADER_LEN, MAX_CHUNK_LEN,
-    VERSION_MAJOR, VERSION_MINOR,
+    ChunkHeader, ChunkKind, FileHeader, CHUNK_HEADER_LEN, FILE_HEADER_LEN, MAX_CHUNK_LEN, VERSION_MAJOR,
+    VERSION_MINOR,
 };
 pub use decode::DecodeError;
 pub use encode::{encode_batch, IndexEntry};
@@ -41,10 +41,7 @@ use std::path::PathBuf;
 pub enum Error {
     /// The capture could not be opened.
     #[error("cannot open capture {path}: {source}")]
-    Open {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Open { path: PathBuf, source: std::io::Error },
     /// The input does not start with the capture magic.
     #[error("not a profcap capture (bad magic bytes)")]
     NotACapture,

@@ -31,11 +31,7 @@ impl ReadOptions {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Warning {
     /// The file ends inside a chunk: everything before `offset` was read.
-    Truncated {
-        offset: u64,
-        needed: u64,
-        available: u64,
-    },
+    Truncated { offset: u64, needed: u64, available: u64 },
     /// A chunk at `offset` could not be used and was skipped.
     CorruptChunk { offset: u64, reason: String },
     /// Bytes from `from` to `to` were not a chunk; reading went on at `to`.
@@ -47,11 +43,7 @@ pub enum Warning {
 impl fmt::Display for Warning {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Warning::Truncated {
-                offset,
-                needed,
-                available,
-            } => write!(
+            Warning::Truncated { offset, needed, available } => write!(
                 f,
                 "file is truncated at byte {}: the chunk at byte {offset} needs {needed} bytes, \
                  {available} are present; every complete chunk before it was read",
@@ -114,10 +106,7 @@ impl CaptureReader<File> {
     /// Opens the capture at `path`.
     pub fn open(path: impl AsRef<Path>, opts: ReadOptions) -> Result<Self> {
         let path = path.as_ref();
-        let file = File::open(path).map_err(|source| Error::Open {
-            path: path.to_owned(),
-            source,
-        })?;
+        let file = File::open(path).map_err(|source| Error::Open { path: path.to_owned(), source })?;
         CaptureReader::new(file, opts)
     }
 }
@@ -156,10 +145,7 @@ impl<R: Read> CaptureReader<R> {
             opts,
             offset: FILE_HEADER_LEN as u64,
             warnings: Vec::new(),
-            stats: ReadStats {
-                file_bytes: FILE_HEADER_LEN as u64,
-                ..ReadStats::default()
-            },
+            stats: ReadStats { file_bytes: FILE_HEADER_LEN as u64, ..ReadStats::default() },
             index: None,
             next_sample_id: 1,
             done: false,
@@ -190,19 +176,14 @@ impl<R: Read> CaptureReader<R> {
         if self.opts.strict {
             self.done = true;
             return Err(match warning {
-                Warning::Truncated {
-                    offset, available, ..
-                } => Error::Truncated {
-                    offset: offset + available,
-                },
+                Warning::Truncated { offset, available, .. } => {
+                    Error::Truncated { offset: offset + available }
+                }
                 Warning::CorruptChunk { offset, reason } => Error::Corrupt { offset, reason },
-                Warning::Resynced { from, .. } => Error::Corrupt {
-                    offset: from,
-                    reason: "not a chunk header".into(),
-                },
-                Warning::NoTrailer => Error::Truncated {
-                    offset: self.offset,
-                },
+                Warning::Resynced { from, .. } => {
+                    Error::Corrupt { offset: from, reason: "not a chunk header".into() }
+                }
+                Warning::NoTrailer => Error::Truncated { offset: self.offset },
             });
         }
         log::warn!("{warning}");
@@ -221,11 +202,7 @@ impl<R: Read> CaptureReader<R> {
         if n < CHUNK_HEADER_LEN {
             let (offset, needed) = (self.offset, CHUNK_HEADER_LEN as u64);
             self.offset += n as u64;
-            self.damage(Warning::Truncated {
-                offset,
-                needed,
-                available: n as u64,
-            })?;
+            self.damage(Warning::Truncated { offset, needed, available: n as u64 })?;
             return Ok(None);
         }
         let start = self.offset;
@@ -233,10 +210,7 @@ impl<R: Read> CaptureReader<R> {
         loop {
             if let Some(h) = ChunkHeader::parse(&buf) {
                 if at != start {
-                    self.damage(Warning::Resynced {
-                        from: start,
-                        to: at,
-                    })?;
+                    self.damage(Warning::Resynced { from: start, to: at })?;
                 }
                 self.offset = at + CHUNK_HEADER_LEN as u64;
                 return Ok(Some((at, h)));
@@ -245,10 +219,7 @@ impl<R: Read> CaptureReader<R> {
             let mut byte = [0u8; 1];
             if read_full(&mut self.input, &mut byte).map_err(Error::Read)? == 0 {
                 self.offset = at + CHUNK_HEADER_LEN as u64;
-                self.damage(Warning::Resynced {
-                    from: start,
-                    to: self.offset,
-                })?;
+                self.damage(Warning::Resynced { from: start, to: self.offset })?;
                 return Ok(None);
             }
             buf.copy_within(1.., 0);
@@ -272,10 +243,7 @@ impl<R: Read> CaptureReader<R> {
                     self.stats.raw_bytes += u64::from(raw.header.raw_len);
                     return Ok(Some(batch));
                 }
-                Err(reason) => self.damage(Warning::CorruptChunk {
-                    offset: raw.offset,
-                    reason,
-                })?,
+                Err(reason) => self.damage(Warning::CorruptChunk { offset: raw.offset, reason })?,
             }
         }
         Ok(None)
@@ -299,11 +267,7 @@ impl<R: Read> CaptureReader<R> {
             if got < h.stored_len as usize {
                 let needed = (CHUNK_HEADER_LEN + h.stored_len as usize) as u64;
                 let available = (CHUNK_HEADER_LEN + got) as u64;
-                self.damage(Warning::Truncated {
-                    offset,
-                    needed,
-                    available,
-                })?;
+                self.damage(Warning::Truncated { offset, needed, available })?;
                 self.done = true;
                 break;
             }
@@ -314,11 +278,7 @@ impl<R: Read> CaptureReader<R> {
             }
             if h.kind == ChunkKind::Batch {
                 self.stats.stored_bytes += payload.len() as u64;
-                return Ok(Some(RawBatch {
-                    offset,
-                    header: h,
-                    payload,
-                }));
+                return Ok(Some(RawBatch { offset, header: h, payload }));
             }
             if let Err(reason) = self.use_other_chunk(offset, h, payload) {
                 self.damage(Warning::CorruptChunk { offset, reason })?;
@@ -327,10 +287,7 @@ impl<R: Read> CaptureReader<R> {
         if !self.done {
             self.done = true;
             self.stats.file_bytes = self.offset;
-            let truncated = self
-                .warnings
-                .iter()
-                .any(|w| matches!(w, Warning::Truncated { .. }));
+            let truncated = self.warnings.iter().any(|w| matches!(w, Warning::Truncated { .. }));
             if !self.stats.trailer && !truncated {
                 self.damage(Warning::NoTrailer)?;
             }
@@ -348,11 +305,7 @@ impl<R: Read> CaptureReader<R> {
     ) -> std::result::Result<(), String> {
         match h.kind {
             ChunkKind::Index => {
-                let raw = if h.flags & FLAG_ZSTD != 0 {
-                    decompress(&payload, h.raw_len)?
-                } else {
-                    payload
-                };
+                let raw = if h.flags & FLAG_ZSTD != 0 { decompress(&payload, h.raw_len)? } else { payload };
                 self.index = Some(decode_index(&raw).map_err(|e| e.0)?);
             }
             ChunkKind::Trailer => self.stats.trailer = true,
@@ -391,13 +344,9 @@ impl RawBatch {
 
 /// Decompresses at most `raw_len` bytes; more or fewer means corruption.
 fn decompress(payload: &[u8], raw_len: u32) -> std::result::Result<Vec<u8>, String> {
-    let decoder =
-        zstd::stream::read::Decoder::with_buffer(payload).map_err(|e| format!("zstd: {e}"))?;
+    let decoder = zstd::stream::read::Decoder::with_buffer(payload).map_err(|e| format!("zstd: {e}"))?;
     let mut raw = Vec::new();
-    decoder
-        .take(u64::from(raw_len) + 1)
-        .read_to_end(&mut raw)
-        .map_err(|e| format!("zstd: {e}"))?;
+    decoder.take(u64::from(raw_len) + 1).read_to_end(&mut raw).map_err(|e| format!("zstd: {e}"))?;
     if raw.len() != raw_len as usize {
         return Err(format!(
             "decompressed to {} bytes, header says {raw_len}",
@@ -423,9 +372,7 @@ pub fn read_index<R: Read + Seek>(mut input: R) -> Result<Option<Vec<IndexEntry>
     if end < FILE_HEADER_LEN as u64 + trailer_len {
         return Ok(None);
     }
-    input
-        .seek(SeekFrom::Start(end - trailer_len))
-        .map_err(Error::Read)?;
+    input.seek(SeekFrom::Start(end - trailer_len)).map_err(Error::Read)?;
     let mut buf = [0u8; CHUNK_HEADER_LEN + 8];
     input.read_exact(&mut buf).map_err(Error::Read)?;
     let mut hb = [0u8; CHUNK_HEADER_LEN];
@@ -443,27 +390,17 @@ pub fn read_index<R: Read + Seek>(mut input: R) -> Result<Option<Vec<IndexEntry>
     if index_offset >= end {
         return Ok(None);
     }
-    input
-        .seek(SeekFrom::Start(index_offset))
-        .map_err(Error::Read)?;
+    input.seek(SeekFrom::Start(index_offset)).map_err(Error::Read)?;
     input.read_exact(&mut hb).map_err(Error::Read)?;
     let Some(h) = ChunkHeader::parse(&hb).filter(|h| h.kind == ChunkKind::Index) else {
         return Ok(None);
     };
     let mut payload = Vec::new();
-    input
-        .take(u64::from(h.stored_len))
-        .read_to_end(&mut payload)
-        .map_err(Error::Read)?;
+    input.take(u64::from(h.stored_len)).read_to_end(&mut payload).map_err(Error::Read)?;
     if crc32fast::hash(&payload) != h.payload_crc {
         return Ok(None);
     }
-    let raw = decompress(&payload, h.raw_len).map_err(|reason| Error::Corrupt {
-        offset: index_offset,
-        reason,
-    })?;
-    decode_index(&raw).map(Some).map_err(|e| Error::Corrupt {
-        offset: index_offset,
-        reason: e.0,
-    })
+    let raw =
+        decompress(&payload, h.raw_len).map_err(|reason| Error::Corrupt { offset: index_offset, reason })?;
+    decode_index(&raw).map(Some).map_err(|e| Error::Corrupt { offset: index_offset, reason: e.0 })
 }

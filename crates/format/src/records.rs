@@ -8,9 +8,10 @@
 pub type StackId = u64;
 
 /// What a sample measures.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub enum SampleKind {
     /// On-CPU sample from the sampling timer.
+    #[default]
     Cpu,
     /// Blocked (off-CPU) time.
     OffCpu,
@@ -58,9 +59,10 @@ impl SampleKind {
 }
 
 /// The unit of a sample's value.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum ValueUnit {
     /// A plain count (e.g. one timer tick).
+    #[default]
     Count,
     /// Nanoseconds.
     Nanoseconds,
@@ -171,8 +173,17 @@ pub struct Stack {
     pub user_stack: Vec<u8>,
 }
 
+/// Who woke a thread that was off the CPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Waker {
+    pub pid: u32,
+    pub tid: u32,
+    /// The waker's stack when it woke the thread (0 = unknown).
+    pub stack_id: StackId,
+}
+
 /// One profile sample.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Sample {
     pub kind: SampleKind,
     pub unit: ValueUnit,
@@ -185,6 +196,8 @@ pub struct Sample {
     /// Unique within the capture. When the writer is given 0 the reader
     /// assigns the sample's ordinal (1-based), which is stable for a file.
     pub id: u64,
+    /// For off-CPU samples recorded with waker tracking: who woke the thread.
+    pub waker: Option<Waker>,
 }
 
 /// An allocation.

@@ -24,11 +24,7 @@ pub struct WriteOptions {
 
 impl Default for WriteOptions {
     fn default() -> Self {
-        WriteOptions {
-            chunk_bytes: 1 << 20,
-            max_chunk_age: Duration::from_secs(1),
-            zstd_level: 3,
-        }
+        WriteOptions { chunk_bytes: 1 << 20, max_chunk_age: Duration::from_secs(1), zstd_level: 3 }
     }
 }
 
@@ -79,10 +75,7 @@ impl<W: Write> CaptureWriter<W> {
             scratch: Vec::new(),
             index: Vec::new(),
             offset: header.len() as u64,
-            stats: WriteStats {
-                file_bytes: header.len() as u64,
-                ..WriteStats::default()
-            },
+            stats: WriteStats { file_bytes: header.len() as u64, ..WriteStats::default() },
         })
     }
 
@@ -182,16 +175,9 @@ impl<W: Write> CaptureWriter<W> {
     pub fn push_symbols(&mut self, blob: SymbolBlob) -> Result<()> {
         let size = blob.elf.len()
             + blob.sections.iter().map(|s| s.data.len()).sum::<usize>()
-            + blob
-                .symbols
-                .iter()
-                .map(|s| 24 + s.name.len())
-                .sum::<usize>();
+            + blob.symbols.iter().map(|s| 24 + s.name.len()).sum::<usize>();
         if size as u64 >= u64::from(MAX_CHUNK_LEN) / 2 {
-            return Err(Error::TooLarge {
-                what: format!("symbols of {}", blob.path),
-                bytes: size,
-            });
+            return Err(Error::TooLarge { what: format!("symbols of {}", blob.path), bytes: size });
         }
         self.pending.symbols.push(blob);
         self.note_pending(size);
@@ -222,9 +208,7 @@ impl<W: Write> CaptureWriter<W> {
     /// Writes the pending batch if it is large or old enough. Recorders call
     /// this periodically even when idle so that the age limit holds.
     pub fn maybe_flush(&mut self) -> Result<()> {
-        let old = self
-            .pending_since
-            .is_some_and(|t| t.elapsed() >= self.opts.max_chunk_age);
+        let old = self.pending_since.is_some_and(|t| t.elapsed() >= self.opts.max_chunk_age);
         if self.pending_bytes >= self.opts.chunk_bytes || old {
             self.flush()?;
         }
@@ -255,10 +239,7 @@ impl<W: Write> CaptureWriter<W> {
     }
 
     fn write_chunk(&mut self, kind: ChunkKind, raw: &[u8], records: usize) -> Result<u64> {
-        let too_large = |bytes| Error::TooLarge {
-            what: "chunk".into(),
-            bytes,
-        };
+        let too_large = |bytes| Error::TooLarge { what: "chunk".into(), bytes };
         let compressed = zstd::bulk::compress(raw, self.opts.zstd_level).map_err(Error::Write)?;
         let header = ChunkHeader {
             kind,
@@ -275,9 +256,7 @@ impl<W: Write> CaptureWriter<W> {
             payload_crc: crc32fast::hash(&compressed),
         };
         let offset = self.offset;
-        self.out
-            .write_all(&header.to_bytes())
-            .map_err(Error::Write)?;
+        self.out.write_all(&header.to_bytes()).map_err(Error::Write)?;
         self.out.write_all(&compressed).map_err(Error::Write)?;
         let written = (crate::container::CHUNK_HEADER_LEN + compressed.len()) as u64;
         self.offset += written;
@@ -313,9 +292,7 @@ impl<W: Write> CaptureWriter<W> {
             records: 0,
             payload_crc: crc32fast::hash(&payload),
         };
-        self.out
-            .write_all(&header.to_bytes())
-            .map_err(Error::Write)?;
+        self.out.write_all(&header.to_bytes()).map_err(Error::Write)?;
         self.out.write_all(&payload).map_err(Error::Write)?;
         self.out.flush().map_err(Error::Write)?;
         self.stats.file_bytes += (crate::container::CHUNK_HEADER_LEN + payload.len()) as u64;

@@ -37,13 +37,7 @@ fn sample_capture() -> (Vec<u8>, Vec<Batch>) {
         ..Process::default()
     })
     .unwrap();
-    w.push_thread(Thread {
-        pid: 42,
-        tid: 43,
-        name: "worker".into(),
-        seen_ns: 5,
-    })
-    .unwrap();
+    w.push_thread(Thread { pid: 42, tid: 43, name: "worker".into(), seen_ns: 5 }).unwrap();
     w.push_mapping(Mapping {
         pid: 42,
         start: 0x1000,
@@ -56,31 +50,14 @@ fn sample_capture() -> (Vec<u8>, Vec<Batch>) {
     w.push_symbols(SymbolBlob {
         build_id: vec![1, 2, 3],
         path: "/bin/demo".into(),
-        symbols: vec![Symbol {
-            addr: 0x1100,
-            size: 0x20,
-            name: "main".into(),
-        }],
-        sections: vec![Section {
-            name: ".eh_frame".into(),
-            addr: 0x3000,
-            data: vec![9; 40],
-        }],
-        segments: vec![Segment {
-            file_offset: 0,
-            vaddr: 0,
-            file_size: 0x2000,
-            executable: true,
-        }],
+        symbols: vec![Symbol { addr: 0x1100, size: 0x20, name: "main".into() }],
+        sections: vec![Section { name: ".eh_frame".into(), addr: 0x3000, data: vec![9; 40] }],
+        segments: vec![Segment { file_offset: 0, vaddr: 0, file_size: 0x2000, executable: true }],
         ..SymbolBlob::default()
     })
     .unwrap();
     w.push_kernel_symbols(KernelSymbols {
-        symbols: vec![Symbol {
-            addr: 0xffff_0000,
-            size: 0,
-            name: "schedule".into(),
-        }],
+        symbols: vec![Symbol { addr: 0xffff_0000, size: 0, name: "schedule".into() }],
         modules: vec![String::new()],
     })
     .unwrap();
@@ -97,33 +74,15 @@ fn sample_capture() -> (Vec<u8>, Vec<Batch>) {
             stack_id: id,
             value: 1,
             id: 0,
+            waker: None,
         })
         .unwrap();
     }
     let sid = w.intern_stack(&[], &[0x1100]);
-    w.push_alloc(Alloc {
-        time_ns: 7,
-        pid: 42,
-        tid: 43,
-        addr: 0x5000,
-        size: 64,
-        stack_id: sid,
-        weight: 1,
-    })
-    .unwrap();
-    w.push_free(Free {
-        time_ns: 8,
-        pid: 42,
-        tid: 43,
-        addr: 0x5000,
-    })
-    .unwrap();
-    w.push_lost(Lost {
-        source: "cpu".into(),
-        reason: "ringbuf full".into(),
-        count: 3,
-    })
-    .unwrap();
+    w.push_alloc(Alloc { time_ns: 7, pid: 42, tid: 43, addr: 0x5000, size: 64, stack_id: sid, weight: 1 })
+        .unwrap();
+    w.push_free(Free { time_ns: 8, pid: 42, tid: 43, addr: 0x5000 }).unwrap();
+    w.push_lost(Lost { source: "cpu".into(), reason: "ringbuf full".into(), count: 3 }).unwrap();
     w.push_request(RequestEvent {
         id: 1,
         time_ns: 9,
@@ -136,11 +95,7 @@ fn sample_capture() -> (Vec<u8>, Vec<Batch>) {
     })
     .unwrap();
     let (bytes, stats) = w.finish().unwrap();
-    assert!(
-        stats.chunks > 3,
-        "expected several chunks, got {}",
-        stats.chunks
-    );
+    assert!(stats.chunks > 3, "expected several chunks, got {}", stats.chunks);
     let batches = read_all(&bytes, false).0;
     (bytes, batches)
 }
@@ -152,10 +107,7 @@ fn read_all(bytes: &[u8], strict: bool) -> (Vec<Batch>, Vec<Warning>) {
 }
 
 fn samples_of(batches: &[Batch]) -> Vec<Sample> {
-    batches
-        .iter()
-        .flat_map(|b| b.samples.iter().copied())
-        .collect()
+    batches.iter().flat_map(|b| b.samples.iter().copied()).collect()
 }
 
 #[test]
@@ -165,11 +117,7 @@ fn every_record_kind_round_trips() {
     assert!(warnings.is_empty(), "{warnings:?}");
     let all = |f: fn(&Batch) -> usize| batches.iter().map(f).sum::<usize>();
     assert_eq!(all(|b| b.samples.len()), 300);
-    assert_eq!(
-        all(|b| b.stacks.len()),
-        8,
-        "7 distinct user stacks plus the alloc stack"
-    );
+    assert_eq!(all(|b| b.stacks.len()), 8, "7 distinct user stacks plus the alloc stack");
     assert_eq!(all(|b| b.processes.len()), 1);
     assert_eq!(all(|b| b.threads.len()), 1);
     assert_eq!(all(|b| b.mappings.len()), 1);
@@ -185,10 +133,7 @@ fn every_record_kind_round_trips() {
     assert_eq!(meta.extra, vec![("k".to_string(), "v".to_string())]);
     let samples = samples_of(&batches);
     // Reader-assigned ids are the 1-based ordinals.
-    assert!(samples
-        .iter()
-        .enumerate()
-        .all(|(i, s)| s.id == i as u64 + 1));
+    assert!(samples.iter().enumerate().all(|(i, s)| s.id == i as u64 + 1));
     assert!(samples.windows(2).all(|w| w[0].time_ns < w[1].time_ns));
     // Every sample's stack is defined in its own or an earlier chunk.
     let mut known = std::collections::HashSet::new();
@@ -201,14 +146,9 @@ fn every_record_kind_round_trips() {
 #[test]
 fn index_locates_every_batch_chunk() {
     let (bytes, batches) = sample_capture();
-    let index = read_index(Cursor::new(&bytes))
-        .unwrap()
-        .expect("finished file has an index");
+    let index = read_index(Cursor::new(&bytes)).unwrap().expect("finished file has an index");
     assert_eq!(index.len(), batches.len());
-    let timed: Vec<_> = index
-        .iter()
-        .filter(|e| e.records > 0 && e.last_ns > 0)
-        .collect();
+    let timed: Vec<_> = index.iter().filter(|e| e.records > 0 && e.last_ns > 0).collect();
     assert!(timed.windows(2).all(|w| w[0].offset < w[1].offset));
     for e in &index {
         assert_eq!(&bytes[e.offset as usize..e.offset as usize + 4], b"CHNK");
@@ -229,20 +169,11 @@ fn cut_at_every_byte_keeps_every_complete_chunk() {
         let mut r = reader.unwrap();
         let batches: Vec<Batch> = r.by_ref().collect::<Result<_>>().unwrap();
         let got = samples_of(&batches);
-        assert_eq!(
-            got[..],
-            full[..got.len()],
-            "cut at {cut}: samples must be a prefix"
-        );
-        assert!(
-            !r.warnings().is_empty(),
-            "cut at {cut}: a cut file must warn"
-        );
+        assert_eq!(got[..], full[..got.len()], "cut at {cut}: samples must be a prefix");
+        assert!(!r.warnings().is_empty(), "cut at {cut}: a cut file must warn");
         // Strict mode turns the same cut into an error.
         let strict: Result<Vec<Batch>> =
-            CaptureReader::new(Cursor::new(part), ReadOptions::strict(true))
-                .unwrap()
-                .collect();
+            CaptureReader::new(Cursor::new(part), ReadOptions::strict(true)).unwrap().collect();
         assert!(strict.is_err(), "cut at {cut}: strict mode must fail");
     }
 }
@@ -259,10 +190,7 @@ fn corrupt_chunk_is_reported_and_skipped() {
     assert_eq!(got.len(), batches.len() - 1);
     assert_eq!(
         warnings,
-        vec![Warning::CorruptChunk {
-            offset: victim as u64,
-            reason: "payload checksum mismatch".into()
-        }]
+        vec![Warning::CorruptChunk { offset: victim as u64, reason: "payload checksum mismatch".into() }]
     );
     let err = CaptureReader::new(Cursor::new(&bad), ReadOptions::strict(true))
         .unwrap()
@@ -342,10 +270,8 @@ fn a_lying_length_field_does_not_allocate_it() {
     bytes.extend_from_slice(&[0u8; 100]);
     let (got, warnings) = read_all(&bytes, false);
     assert!(got.is_empty());
-    assert!(
-        matches!(warnings[0], Warning::Truncated { needed, available: 132, .. }
-        if needed == u64::from(MAX_CHUNK_LEN) + 32)
-    );
+    assert!(matches!(warnings[0], Warning::Truncated { needed, available: 132, .. }
+        if needed == u64::from(MAX_CHUNK_LEN) + 32));
 }
 
 #[test]
@@ -362,6 +288,7 @@ fn unfinished_file_warns_about_the_missing_trailer() {
         stack_id: id,
         value: 1234,
         id: 0,
+        waker: None,
     })
     .unwrap();
     w.flush().unwrap();
@@ -386,8 +313,10 @@ proptest! {
             if stack_id != 0 {
                 prop_assert_eq!(stacks.entry(stack_id).or_insert((k.clone(), u.clone())).clone(), (k, u));
             }
+            // Every third sample carries a waker (tid never 0: 0 means none).
+            let waker = (pid % 3 == 0).then_some(Waker { pid: pid / 3, tid: tid | 1, stack_id });
             let s = Sample { kind: SampleKind::from_code(kind), unit: ValueUnit::Count, time_ns: t,
-                pid, tid, cpu, stack_id, value, id: 0 };
+                pid, tid, cpu, stack_id, value, id: 0, waker };
             w.push_sample(s).unwrap();
             expected.push(s);
         }

@@ -1,24 +1,25 @@
 //! Loading the BPF programs and decoding their events.
 
 use std::mem::MaybeUninit;
-use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
 
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{Link, MapCore, MapFlags};
 
 use crate::{Error, Result};
 
-#[allow(
-    clippy::all,
-    clippy::unwrap_used,
-    missing_debug_implementations,
-    unsafe_op_in_unsafe_fn
-)]
+#[allow(clippy::all, clippy::unwrap_used, missing_debug_implementations, unsafe_op_in_unsafe_fn)]
 mod oncpu {
     include!(concat!(env!("OUT_DIR"), "/oncpu.skel.rs"));
 }
 pub use oncpu::OncpuSkel;
 use oncpu::OncpuSkelBuilder;
+
+#[allow(clippy::all, clippy::unwrap_used, missing_debug_implementations, unsafe_op_in_unsafe_fn)]
+mod offcpu {
+    include!(concat!(env!("OUT_DIR"), "/offcpu.skel.rs"));
+}
+use offcpu::{OffcpuSkel, OffcpuSkelBuilder};
 
 /// Mirrors `MAX_STACK_DEPTH` in bpf/profrec.h.
 pub const MAX_STACK_DEPTH: usize = 127;
@@ -26,6 +27,7 @@ const EVENT_SAMPLE: u32 = 1;
 const EVENT_FORK: u32 = 2;
 const EVENT_EXEC: u32 = 3;
 const EVENT_EXIT: u32 = 4;
+const EVENT_OFFCPU: u32 = 5;
 /// Size of `struct profrec_event_header`.
 const HEADER_LEN: usize = 24;
 /// Offsets in `struct profrec_sample_event`.
@@ -35,8 +37,18 @@ const SAMPLE_ULEN: usize = SAMPLE_KLEN + 4;
 const SAMPLE_KSTACK: usize = SAMPLE_ULEN + 4;
 const SAMPLE_USTACK: usize = SAMPLE_KSTACK + 8 * MAX_STACK_DEPTH;
 const SAMPLE_LEN: usize = SAMPLE_USTACK + 8 * MAX_STACK_DEPTH;
-/// Drop reasons, the index of the `drops` map (enum drop_reason).
-pub const DROP_REASONS: [&str; 2] = ["ring buffer full", "target table full"];
+/// Size of `struct profrec_offcpu_event`.
+const OFFCPU_LEN: usize = HEADER_LEN + 8 + 6 * 4 + 16;
+/// Drop reasons, the index of the `drops` maps (enum drop_reason).
+pub const DROP_REASONS: [&str; 7] = [
+    "ring buffer full",
+    "target table full",
+    "filtered: blocked less than --min-block",
+    "blocked more than an hour",
+    "no user frame",
+    "stack map full or collision",
+    "too many threads blocked at once",
+];
 
 /// An event from the BPF side, decoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,6 +70,24 @@ pub enum Event {
     Exit {
         head: Header,
     },
+    /// A thread ran again after blocking; `head.time_ns` is when it blocked.
+    OffCpu {
+        head: Header,
+        comm: String,
+        blocked_ns: u64,
+        user_stack: i32,
+        kernel_stack: i32,
+        waker: Option<WakerIds>,
+    },
+}
+
+/// Who woke a blocked thread, with stack ids in the off-CPU stack map.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WakerIds {
+    pub pid: u32,
+    pub tid: u32,
+    pub user_stack: i32,
+    pub kernel_stack: i32,
 }
 
 /// Common fields of every event.
@@ -86,20 +116,14 @@ fn comm_at(b: &[u8], at: usize) -> String {
 /// Frames written by bpf_get_stack: `len` bytes (negative = error) at `at`.
 fn frames_at(b: &[u8], at: usize, len: i32) -> Vec<u64> {
     let n = usize::try_from(len).unwrap_or(0) / 8;
-    (0..n.min(MAX_STACK_DEPTH))
-        .filter_map(|i| u64_at(b, at + 8 * i))
-        .collect()
+    (0..n.min(MAX_STACK_DEPTH)).filter_map(|i| u64_at(b, at + 8 * i)).collect()
 }
 
 impl Event {
     /// Decodes one ring-buffer record; `None` if it is malformed.
     pub fn parse(b: &[u8]) -> Option<Event> {
-        let head = Header {
-            pid: u32_at(b, 4)?,
-            tid: u32_at(b, 8)?,
-            cpu: u32_at(b, 12)?,
-            time_ns: u64_at(b, 16)?,
-        };
+        let head =
+            Header { pid: u32_at(b, 4)?, tid: u32_at(b, 8)?, cpu: u32_at(b, 12)?, time_ns: u64_at(b, 16)? };
         match u32_at(b, 0)? {
             EVENT_SAMPLE if b.len() >= SAMPLE_LEN => {
                 let klen = u32_at(b, SAMPLE_KLEN)? as i32;
@@ -111,15 +135,26 @@ impl Event {
                     user: frames_at(b, SAMPLE_USTACK, ulen),
                 })
             }
-            EVENT_FORK => Some(Event::Fork {
-                head,
-                ppid: u32_at(b, HEADER_LEN)?,
-            }),
-            EVENT_EXEC => Some(Event::Exec {
-                head,
-                comm: comm_at(b, HEADER_LEN + 8),
-            }),
+            EVENT_FORK => Some(Event::Fork { head, ppid: u32_at(b, HEADER_LEN)? }),
+            EVENT_EXEC => Some(Event::Exec { head, comm: comm_at(b, HEADER_LEN + 8) }),
             EVENT_EXIT => Some(Event::Exit { head }),
+            EVENT_OFFCPU if b.len() >= OFFCPU_LEN => {
+                let i32_at = |at| u32_at(b, at).map(|v| v as i32);
+                let waker_tid = u32_at(b, HEADER_LEN + 20)?;
+                Some(Event::OffCpu {
+                    head,
+                    blocked_ns: u64_at(b, HEADER_LEN)?,
+                    user_stack: i32_at(HEADER_LEN + 8)?,
+                    kernel_stack: i32_at(HEADER_LEN + 12)?,
+                    waker: (waker_tid != 0).then_some(WakerIds {
+                        pid: u32_at(b, HEADER_LEN + 16)?,
+                        tid: waker_tid,
+                        user_stack: i32_at(HEADER_LEN + 24)?,
+                        kernel_stack: i32_at(HEADER_LEN + 28)?,
+                    }),
+                    comm: comm_at(b, HEADER_LEN + 32),
+                })
+            }
             _ => None,
         }
     }
@@ -134,17 +169,36 @@ pub enum Targets {
     Pids { pids: Vec<u32>, follow: bool },
 }
 
+/// What to record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProbeOptions {
+    /// On-CPU sampling at this frequency (Hz); `None` = no on-CPU samples.
+    pub cpu_freq: Option<u64>,
+    /// Off-CPU time; `None` = none.
+    pub offcpu: Option<OffCpuOptions>,
+}
+
+/// Settings of off-CPU recording.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OffCpuOptions {
+    /// Shorter blocks are dropped (and counted) in the kernel.
+    pub min_block_ns: u64,
+    /// Also record who woke each thread, with the waker's stacks.
+    pub wakers: bool,
+    /// Take kernel stacks too (the costlier part of the switch-out path).
+    pub kernel_stacks: bool,
+}
+
 /// Loaded and attached programs. Dropping it detaches everything.
 pub struct Probes {
     skel: OncpuSkel<'static>,
+    offcpu: Option<OffcpuSkel<'static>>,
     links: Vec<Link>,
 }
 
 impl std::fmt::Debug for Probes {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Probes")
-            .field("links", &self.links.len())
-            .finish()
+        f.debug_struct("Probes").field("links", &self.links.len()).finish()
     }
 }
 
@@ -224,32 +278,25 @@ pub fn online_cpus() -> Vec<u32> {
 }
 
 fn load_error(what: &str, e: libbpf_rs::Error) -> Error {
-    Error::Bpf {
-        what: what.to_owned(),
-        detail: format!("{e:#}"),
-    }
+    Error::Bpf { what: what.to_owned(), detail: format!("{e:#}") }
 }
 
 impl Probes {
-    /// Loads the programs, fills the target table and attaches: sampling at
-    /// `freq` Hz on every online CPU, and the process-tracking tracepoints.
-    pub fn load(targets: &Targets, freq: u64) -> Result<Probes> {
+    /// Loads the programs, fills the target table and attaches: the
+    /// process-tracking tracepoints, sampling on every online CPU, and the
+    /// off-CPU tracepoints, as `opts` asks.
+    pub fn load(targets: &Targets, opts: &ProbeOptions) -> Result<Probes> {
         // The skeleton borrows its object storage for its whole life; Probes
         // lives as long as the recording, so leaking one small allocation per
         // recording is simpler than a self-referential struct.
         let storage: &'static mut MaybeUninit<libbpf_rs::OpenObject> =
             Box::leak(Box::new(MaybeUninit::uninit()));
-        let mut open = OncpuSkelBuilder::default()
-            .open(storage)
-            .map_err(|e| load_error("open", e))?;
+        let mut open = OncpuSkelBuilder::default().open(storage).map_err(|e| load_error("open", e))?;
         let rodata = open
             .maps
             .rodata_data
             .as_deref_mut()
-            .ok_or_else(|| Error::Bpf {
-                what: "open".into(),
-                detail: "skeleton has no .rodata".into(),
-            })?;
+            .ok_or_else(|| Error::Bpf { what: "open".into(), detail: "skeleton has no .rodata".into() })?;
         match targets {
             Targets::All => rodata.filter_pids = false,
             Targets::Pids { follow, .. } => {
@@ -257,9 +304,7 @@ impl Probes {
                 rodata.follow_children = *follow;
             }
         }
-        let skel = open
-            .load()
-            .map_err(|e| load_error("load (verifier log above)", e))?;
+        let skel = open.load().map_err(|e| load_error("load (verifier log above)", e))?;
         if let Targets::Pids { pids, .. } = targets {
             for pid in pids {
                 skel.maps
@@ -274,24 +319,26 @@ impl Probes {
             ("sched_process_exec", &skel.progs.on_exec),
             ("sched_process_exit", &skel.progs.on_exit),
         ] {
-            links.push(
-                prog.attach()
-                    .map_err(|e| load_error(&format!("attach tp_btf/{name}"), e))?,
-            );
+            links.push(prog.attach().map_err(|e| load_error(&format!("attach tp_btf/{name}"), e))?);
         }
-        for cpu in online_cpus() {
-            let fd =
-                open_cpu_clock(cpu, freq).map_err(|source| Error::PerfEvent { cpu, source })?;
-            let link = skel
-                .progs
-                .on_cpu_sample
-                .attach_perf_event(fd.as_raw_fd())
-                .map_err(|e| load_error(&format!("attach cpu-clock on cpu {cpu}"), e))?;
-            // The link now owns the perf event and closes it when dropped.
-            let _ = fd.into_raw_fd();
-            links.push(link);
+        if let Some(freq) = opts.cpu_freq {
+            for cpu in online_cpus() {
+                let fd = open_cpu_clock(cpu, freq).map_err(|source| Error::PerfEvent { cpu, source })?;
+                let link = skel
+                    .progs
+                    .on_cpu_sample
+                    .attach_perf_event(fd.as_raw_fd())
+                    .map_err(|e| load_error(&format!("attach cpu-clock on cpu {cpu}"), e))?;
+                // The link now owns the perf event and closes it when dropped.
+                let _ = fd.into_raw_fd();
+                links.push(link);
+            }
         }
-        Ok(Probes { skel, links })
+        let offcpu = match &opts.offcpu {
+            Some(o) => Some(load_offcpu(&skel, targets, o, &mut links)?),
+            None => None,
+        };
+        Ok(Probes { skel, offcpu, links })
     }
 
     /// The ring buffer map the events arrive on.
@@ -308,24 +355,73 @@ impl Probes {
             .map_err(|e| load_error("add target", e))
     }
 
-    /// Kernel-side drop counters, summed over CPUs, by reason.
-    pub fn drops(&self) -> Vec<(&'static str, u64)> {
-        DROP_REASONS
-            .iter()
-            .enumerate()
-            .map(|(i, reason)| {
-                let key = (i as u32).to_ne_bytes();
-                let total = match self.skel.maps.drops.lookup_percpu(&key, MapFlags::ANY) {
-                    Ok(Some(per_cpu)) => per_cpu
-                        .iter()
-                        .filter_map(|v| Some(u64::from_ne_bytes(v.get(..8)?.try_into().ok()?)))
-                        .sum(),
-                    _ => 0,
-                };
-                (*reason, total)
-            })
-            .collect()
+    /// Kernel-side drop counters, summed over CPUs: (source, reason, count).
+    pub fn drops(&self) -> Vec<(&'static str, &'static str, u64)> {
+        let mut out: Vec<_> =
+            sum_drops(&self.skel.maps.drops).into_iter().map(|(r, n)| ("cpu", r, n)).collect();
+        if let Some(off) = &self.offcpu {
+            out.extend(sum_drops(&off.maps.offcpu_drops).into_iter().map(|(r, n)| ("offcpu", r, n)));
+        }
+        out
     }
+
+    /// The frames of an off-CPU stack id, leaf first; empty if unknown.
+    pub fn offcpu_stack(&self, id: i32) -> Vec<u64> {
+        let (Some(off), Ok(id)) = (&self.offcpu, u32::try_from(id)) else { return Vec::new() };
+        match off.maps.stacks.lookup(&id.to_ne_bytes(), MapFlags::ANY) {
+            Ok(Some(bytes)) => bytes
+                .chunks_exact(8)
+                .map(|c| u64::from_ne_bytes(c.try_into().unwrap_or([0; 8])))
+                .take_while(|&a| a != 0)
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+}
+
+fn sum_drops(map: &dyn MapCore) -> Vec<(&'static str, u64)> {
+    DROP_REASONS
+        .iter()
+        .enumerate()
+        .map(|(i, reason)| {
+            let key = (i as u32).to_ne_bytes();
+            let total = match map.lookup_percpu(&key, MapFlags::ANY) {
+                Ok(Some(per_cpu)) => per_cpu
+                    .iter()
+                    .filter_map(|v| Some(u64::from_ne_bytes(v.get(..8)?.try_into().ok()?)))
+                    .sum(),
+                _ => 0,
+            };
+            (*reason, total)
+        })
+        .collect()
+}
+
+/// Loads the off-CPU programs onto the target table and ring buffer of `skel`.
+fn load_offcpu(
+    skel: &OncpuSkel<'static>,
+    targets: &Targets,
+    o: &OffCpuOptions,
+    links: &mut Vec<Link>,
+) -> Result<OffcpuSkel<'static>> {
+    let storage: &'static mut MaybeUninit<libbpf_rs::OpenObject> = Box::leak(Box::new(MaybeUninit::uninit()));
+    let mut open = OffcpuSkelBuilder::default().open(storage).map_err(|e| load_error("open off-CPU", e))?;
+    let rodata = open.maps.rodata_data.as_deref_mut().ok_or_else(|| Error::Bpf {
+        what: "open off-CPU".into(),
+        detail: "skeleton has no .rodata".into(),
+    })?;
+    rodata.filter_pids = matches!(targets, Targets::Pids { .. });
+    rodata.min_block_ns = o.min_block_ns;
+    rodata.track_wakers = o.wakers;
+    rodata.kernel_stacks = o.kernel_stacks;
+    open.maps.targets.reuse_fd(skel.maps.targets.as_fd()).map_err(|e| load_error("share target table", e))?;
+    open.maps.events.reuse_fd(skel.maps.events.as_fd()).map_err(|e| load_error("share ring buffer", e))?;
+    let off = open.load().map_err(|e| load_error("load off-CPU (verifier log above)", e))?;
+    links.push(off.progs.on_switch.attach().map_err(|e| load_error("attach tp_btf/sched_switch", e))?);
+    if o.wakers {
+        links.push(off.progs.on_wakeup.attach().map_err(|e| load_error("attach tp_btf/sched_wakeup", e))?);
+    }
+    Ok(off)
 }
 
 #[cfg(test)]
@@ -350,13 +446,7 @@ mod tests {
         b[SAMPLE_ULEN..SAMPLE_ULEN + 4].copy_from_slice(&16i32.to_ne_bytes());
         b[SAMPLE_USTACK..SAMPLE_USTACK + 8].copy_from_slice(&0x1234u64.to_ne_bytes());
         b[SAMPLE_USTACK + 8..SAMPLE_USTACK + 16].copy_from_slice(&0x5678u64.to_ne_bytes());
-        let Some(Event::Sample {
-            head,
-            comm,
-            kernel,
-            user,
-        }) = Event::parse(&b)
-        else {
+        let Some(Event::Sample { head, comm, kernel, user }) = Event::parse(&b) else {
             panic!("not a sample")
         };
         assert_eq!((head.pid, head.tid, head.time_ns), (7, 8, 99));

@@ -18,18 +18,13 @@ pub struct MappedFile {
 impl MappedFile {
     /// Maps `path` (often a /proc/PID/root/... or /proc/PID/map_files/... path).
     pub fn open(path: &Path) -> Result<Self> {
-        let file = File::open(path).map_err(|source| Error::Io {
-            path: path.to_owned(),
-            source,
-        })?;
+        let file = File::open(path).map_err(|source| Error::Io { path: path.to_owned(), source })?;
         // SAFETY: the mapping is read-only and private; if another process
         // truncates the file we may read zeros or get SIGBUS, the same risk every
         // profiler reading binaries takes. Files are executables mapped by the
         // target, which the loader also keeps mapped.
-        let map = unsafe { Mmap::map(&file) }.map_err(|source| Error::Io {
-            path: path.to_owned(),
-            source,
-        })?;
+        let map =
+            unsafe { Mmap::map(&file) }.map_err(|source| Error::Io { path: path.to_owned(), source })?;
         Ok(MappedFile { map })
     }
 
@@ -69,38 +64,17 @@ mod tests {
         let file = MappedFile::open(&exe).unwrap();
         let id = build_id(file.bytes()).unwrap_or_default();
         let blob = extract_blob(file.bytes(), "self", &id, EmbedMode::Symbols);
-        assert!(
-            blob.symbols.len() > 100,
-            "only {} symbols",
-            blob.symbols.len()
-        );
+        assert!(blob.symbols.len() > 100, "only {} symbols", blob.symbols.len());
         assert!(blob.symbols.windows(2).all(|w| w[0].addr <= w[1].addr));
         assert!(blob.segments.iter().any(|s| s.executable));
-        assert!(blob
-            .sections
-            .iter()
-            .any(|s| s.name == ".eh_frame" && !s.data.is_empty()));
-        assert!(blob
-            .symbols
-            .iter()
-            .any(|s| s.name.contains("extracts_symbols_from_this_test_binary")));
+        assert!(blob.sections.iter().any(|s| s.name == ".eh_frame" && !s.data.is_empty()));
+        assert!(blob.symbols.iter().any(|s| s.name.contains("extracts_symbols_from_this_test_binary")));
     }
 
     #[test]
     fn vdso_has_a_build_id_and_clock_gettime() {
         let vdso = own_vdso().expect("x86-64 Linux maps a vDSO");
-        let blob = extract_blob(
-            &vdso,
-            "[vdso]",
-            &build_id(&vdso).unwrap_or_default(),
-            EmbedMode::Symbols,
-        );
-        assert!(
-            blob.symbols
-                .iter()
-                .any(|s| s.name.contains("clock_gettime")),
-            "{:?}",
-            blob.symbols
-        );
+        let blob = extract_blob(&vdso, "[vdso]", &build_id(&vdso).unwrap_or_default(), EmbedMode::Symbols);
+        assert!(blob.symbols.iter().any(|s| s.name.contains("clock_gettime")), "{:?}", blob.symbols);
     }
 }

@@ -37,8 +37,19 @@ pub struct RecordOptions {
     pub output: PathBuf,
     /// What to record. No default.
     pub target: Target,
+    /// Record on-CPU samples. Default: true.
+    pub cpu: bool,
     /// On-CPU sampling frequency per CPU in Hz. Default: 99.
     pub freq: u64,
+    /// Record off-CPU time (blocked threads). Default: false.
+    pub offcpu: bool,
+    /// Off-CPU blocks shorter than this are dropped (and counted).
+    /// Default: 10 µs (see docs/user-guide.md for the measurement behind it).
+    pub min_block: Duration,
+    /// With `offcpu`: also record who woke each thread, and its stack. Default: false.
+    pub wakers: bool,
+    /// With `offcpu`: take kernel stacks of blocked threads (and wakers). Default: true.
+    pub offcpu_kernel_stacks: bool,
     /// Stop after this long. Default: none (until the target exits or Ctrl-C).
     pub duration: Option<Duration>,
     /// Off-box material to embed. Default: [`EmbedMode::Symbols`].
@@ -55,7 +66,12 @@ impl RecordOptions {
         RecordOptions {
             output,
             target,
+            cpu: true,
             freq: 99,
+            offcpu: false,
+            min_block: Duration::from_micros(10),
+            wakers: false,
+            offcpu_kernel_stacks: true,
             duration: None,
             embed: EmbedMode::Symbols,
             follow_children: true,
@@ -79,22 +95,13 @@ pub enum Error {
     Gone { pid: u32 },
     /// A /proc file could not be read.
     #[error("cannot read {path}: {source}")]
-    Proc {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Proc { path: PathBuf, source: std::io::Error },
     /// A file could not be opened, read or written.
     #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
     /// The command to record could not be started.
     #[error("cannot start {command}: {source}")]
-    Spawn {
-        command: String,
-        source: std::io::Error,
-    },
+    Spawn { command: String, source: std::io::Error },
     /// A BPF step failed; `detail` holds libbpf's message.
     #[error("BPF {what} failed: {detail}")]
     Bpf { what: String, detail: String },
@@ -103,10 +110,7 @@ pub enum Error {
     PerfEvent { cpu: u32, source: std::io::Error },
     /// Writing the capture failed.
     #[error("writing {path}: {source}")]
-    Capture {
-        path: PathBuf,
-        source: profcap_format::Error,
-    },
+    Capture { path: PathBuf, source: profcap_format::Error },
 }
 
 /// Result with this crate's [`Error`].

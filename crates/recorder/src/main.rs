@@ -9,8 +9,9 @@ use anyhow::{bail, Context};
 use clap::{ArgGroup, Parser, ValueEnum};
 use profcap_recorder::{record, EmbedMode, RecordOptions, Target};
 
-/// Record on-CPU stacks of processes into a capture file, for offline
-/// analysis with `profanalyze` on any machine.
+/// Record on-CPU stacks, and off-CPU (blocked) time with its stacks, of
+/// processes into a capture file, for offline analysis with `profanalyze`
+/// on any machine.
 ///
 /// profrec samples with the kernel's cpu-clock timer and keeps every sample raw
 /// (time, pid, thread, CPU, kernel and user stack). It does not symbolize on
@@ -21,6 +22,7 @@ use profcap_recorder::{record, EmbedMode, RecordOptions, Target};
 ///   profrec -o app.cap -- ./app --flag       start ./app and record it until it exits
 ///   profrec -o app.cap -p 1234 -d 30         attach to pid 1234 for 30 seconds
 ///   profrec -o all.cap --all -d 10 -F 999    the whole machine, 10 s at 999 Hz
+///   profrec -o io.cap --off-cpu -- ./server  on-CPU and blocked time of ./server
 ///
 /// Needs root (CAP_BPF and CAP_PERFMON). Stops at Ctrl-C or SIGTERM and still
 /// writes a complete file.
@@ -50,6 +52,30 @@ struct Cli {
     #[arg(short = 'F', long, default_value_t = 99, value_name = "HZ")]
     freq: u64,
 
+    /// What to record, comma-separated: `cpu` (on-CPU samples), `offcpu`
+    /// (time threads spend blocked, with the stack where they blocked).
+    #[arg(short, long, value_enum, value_delimiter = ',', default_value = "cpu")]
+    events: Vec<EventKind>,
+
+    /// Record off-CPU time too (same as adding `offcpu` to --events).
+    #[arg(long)]
+    off_cpu: bool,
+
+    /// Off-CPU: drop blocks shorter than this many microseconds (counted as
+    /// dropped). Short blocks are frequent and cheap; see the user guide for
+    /// the measurement behind the default.
+    #[arg(long, default_value_t = 10.0, value_name = "MICROSECONDS")]
+    min_block: f64,
+
+    /// Off-CPU: also record who woke each thread, and the waker's stack.
+    #[arg(long)]
+    wakers: bool,
+
+    /// Off-CPU: user stacks only. Taking the kernel stack is most of the cost
+    /// of each context switch of a target (see bench/offcpu_overhead.sh).
+    #[arg(long)]
+    no_offcpu_kernel_stacks: bool,
+
     /// What to embed for symbolizing elsewhere: `symbols` (symbol and unwind
     /// tables), `full` (whole binaries, debug info included), or `none` (the
     /// analyzer then needs the binaries, found by build id).
@@ -73,6 +99,12 @@ struct Cli {
     command: Vec<String>,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum EventKind {
+    Cpu,
+    Offcpu,
+}
+
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum Embed {
     Symbols,
@@ -94,6 +126,17 @@ impl Cli {
         }
         let mut opts = RecordOptions::new(self.output.clone(), target);
         opts.freq = self.freq;
+        opts.cpu = self.events.contains(&EventKind::Cpu);
+        opts.offcpu = self.off_cpu || self.events.contains(&EventKind::Offcpu);
+        if !(self.min_block.is_finite() && self.min_block >= 0.0) {
+            bail!("--min-block must be a non-negative number of microseconds, not {}", self.min_block);
+        }
+        opts.min_block = Duration::from_secs_f64(self.min_block / 1e6);
+        if self.wakers && !opts.offcpu {
+            bail!("--wakers needs off-CPU recording (--off-cpu or --events offcpu)");
+        }
+        opts.wakers = self.wakers;
+        opts.offcpu_kernel_stacks = !self.no_offcpu_kernel_stacks;
         opts.duration = match self.duration {
             Some(d) if d.is_finite() && d > 0.0 => Some(Duration::from_secs_f64(d)),
             Some(d) => bail!("--duration must be a positive number of seconds, not {d}"),
@@ -117,10 +160,7 @@ fn init_logging(verbose: u8, quiet: bool) {
         (false, 1) => log::LevelFilter::Info,
         _ => log::LevelFilter::Debug,
     };
-    env_logger::Builder::new()
-        .filter_level(level)
-        .parse_env("PROFCAP_LOG")
-        .init();
+    env_logger::Builder::new().filter_level(level).parse_env("PROFCAP_LOG").init();
     libbpf_rs::set_print(Some((libbpf_rs::PrintLevel::Info, |level, msg| {
         let msg = msg.trim_end();
         match level {
@@ -139,8 +179,7 @@ fn main() -> anyhow::Result<()> {
     let flag = Arc::clone(&stop);
     ctrlc::set_handler(move || flag.store(true, Ordering::Relaxed))
         .context("installing the Ctrl-C handler")?;
-    let summary =
-        record(&opts, stop).with_context(|| format!("recording into {}", opts.output.display()))?;
+    let summary = record(&opts, stop).with_context(|| format!("recording into {}", opts.output.display()))?;
     if !cli.quiet {
         eprintln!(
             "profrec: wrote {} ({} samples, {} stacks, {} processes, {} objects embedded, {} lost) in {:.1}s, using {:.3}s CPU",
@@ -175,10 +214,7 @@ mod tests {
         assert!(Cli::try_parse_from(["profrec", "-o", "x"]).is_err());
         assert!(Cli::try_parse_from(["profrec", "-o", "x", "--all", "-p", "1"]).is_err());
         let cli = Cli::try_parse_from(["profrec", "-o", "x", "--", "ls", "-l"]).unwrap();
-        assert_eq!(
-            cli.options().unwrap().target,
-            Target::Spawn(vec!["ls".into(), "-l".into()])
-        );
+        assert_eq!(cli.options().unwrap().target, Target::Spawn(vec!["ls".into(), "-l".into()]));
         let cli = Cli::try_parse_from(["profrec", "-o", "x", "-p", "1,2"]).unwrap();
         assert_eq!(cli.options().unwrap().target, Target::Pids(vec![1, 2]));
     }

@@ -66,10 +66,7 @@ fn proc_error(pid: u32, path: &Path, e: io::Error) -> Error {
         io::ErrorKind::NotFound => Error::Gone { pid },
         // Reading a zombie's files can fail with ESRCH.
         _ if e.raw_os_error() == Some(libc::ESRCH) => Error::Gone { pid },
-        _ => Error::Proc {
-            path: path.to_owned(),
-            source: e,
-        },
+        _ => Error::Proc { path: path.to_owned(), source: e },
     }
 }
 
@@ -95,10 +92,7 @@ pub fn parse_stat(text: &str) -> Option<Stat> {
     let after_comm = &text[text.rfind(')')? + 1..];
     let fields: Vec<&str> = after_comm.split_whitespace().collect();
     // after_comm starts at field 3 (state); ppid is field 4, starttime field 22.
-    Some(Stat {
-        ppid: fields.get(1)?.parse().ok()?,
-        start_ticks: fields.get(19)?.parse().ok()?,
-    })
+    Some(Stat { ppid: fields.get(1)?.parse().ok()?, start_ticks: fields.get(19)?.parse().ok()? })
 }
 
 /// Reads /proc/PID/stat.
@@ -106,10 +100,7 @@ pub fn read_stat(pid: u32) -> Result<Stat> {
     let text = read_proc(pid, "stat")?;
     parse_stat(&text).ok_or_else(|| Error::Proc {
         path: proc_path(pid, "stat"),
-        source: io::Error::new(
-            io::ErrorKind::InvalidData,
-            "unexpected /proc/PID/stat format",
-        ),
+        source: io::Error::new(io::ErrorKind::InvalidData, "unexpected /proc/PID/stat format"),
     })
 }
 
@@ -131,9 +122,7 @@ pub fn read_process(pid: u32) -> Result<profcap_format::Process> {
         pid,
         ppid: stat.ppid,
         start_ticks: stat.start_ticks,
-        comm: read_proc(pid, "comm")
-            .map(|c| c.trim_end().to_owned())
-            .unwrap_or_default(),
+        comm: read_proc(pid, "comm").map(|c| c.trim_end().to_owned()).unwrap_or_default(),
         exe: fs::read_link(proc_path(pid, "exe"))
             .map(|p| p.to_string_lossy().into_owned())
             .unwrap_or_default(),
@@ -156,9 +145,7 @@ pub fn read_process(pid: u32) -> Result<profcap_format::Process> {
 pub fn read_tids(pid: u32) -> Result<Vec<u32>> {
     let path = proc_path(pid, "task");
     let dir = fs::read_dir(&path).map_err(|e| proc_error(pid, &path, e))?;
-    Ok(dir
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-        .collect())
+    Ok(dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect())
 }
 
 /// Whether a process exists.
@@ -175,10 +162,7 @@ pub fn uname() -> (String, String) {
 
 /// The boot id, which names one boot of this machine.
 pub fn boot_id() -> String {
-    fs::read_to_string("/proc/sys/kernel/random/boot_id")
-        .unwrap_or_default()
-        .trim()
-        .to_owned()
+    fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default().trim().to_owned()
 }
 
 #[cfg(test)]
@@ -191,10 +175,7 @@ mod tests {
             "7f1c2a000000-7f1c2a195000 r-xp 00028000 fd:01 1835043                    /usr/lib/x86_64-linux-gnu/libc.so.6",
         )
         .unwrap();
-        assert_eq!(
-            (m.start, m.end, m.offset),
-            (0x7f1c_2a00_0000, 0x7f1c_2a19_5000, 0x28000)
-        );
+        assert_eq!((m.start, m.end, m.offset), (0x7f1c_2a00_0000, 0x7f1c_2a19_5000, 0x28000));
         assert_eq!((m.dev_major, m.dev_minor, m.inode), (0xfd, 1, 1835043));
         assert!(m.executable && m.readable && m.is_file());
         assert_eq!(m.path, "/usr/lib/x86_64-linux-gnu/libc.so.6");
@@ -208,13 +189,7 @@ mod tests {
     #[test]
     fn parses_stat_with_awkward_comm() {
         let text = "1234 (a) b (c) S 77 1234 1234 0 -1 4194560 1 0 0 0 0 0 0 0 20 0 1 0 987654 0 0";
-        assert_eq!(
-            parse_stat(text),
-            Some(Stat {
-                ppid: 77,
-                start_ticks: 987654
-            })
-        );
+        assert_eq!(parse_stat(text), Some(Stat { ppid: 77, start_ticks: 987654 }));
         assert_eq!(parse_stat("nonsense"), None);
     }
 
@@ -226,9 +201,6 @@ mod tests {
         assert!(p.start_ticks > 0);
         assert!(!read_maps(me).unwrap().is_empty());
         assert!(read_tids(me).unwrap().contains(&me));
-        assert!(matches!(
-            read_process(u32::MAX - 1),
-            Err(Error::Gone { .. })
-        ));
+        assert!(matches!(read_process(u32::MAX - 1), Err(Error::Gone { .. })));
     }
 }

@@ -16,7 +16,7 @@ use profcap_format::{
     CaptureWriter, Lost, Mapping, Meta, Sample, SampleKind, Thread, ValueUnit, WriteOptions,
 };
 
-use crate::bpf::{Event, Header, Probes, Targets};
+use crate::bpf::{Event, Header, OffCpuOptions, ProbeOptions, Probes, Targets, WakerIds};
 use crate::elf::{self, EmbedMode, MappedFile};
 use crate::procfs::{self, MapsEntry};
 use crate::spawn::{spawn_held, RunningChild};
@@ -72,22 +72,14 @@ const POLL_INTERVAL: Duration = Duration::from_millis(100);
 /// After an exec, the dynamic loader maps the libraries within milliseconds;
 /// the maps are read again at these delays, so even a process that lives
 /// 50 ms is known completely before it exits.
-const EXEC_RESCANS: [Duration; 3] = [
-    Duration::from_millis(2),
-    Duration::from_millis(10),
-    Duration::from_millis(40),
-];
+const EXEC_RESCANS: [Duration; 3] =
+    [Duration::from_millis(2), Duration::from_millis(10), Duration::from_millis(40)];
 
 fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: clock_gettime writes into the valid timespec we pass.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    (ts.tv_sec as u64)
-        .saturating_mul(1_000_000_000)
-        .saturating_add(ts.tv_nsec as u64)
+    (ts.tv_sec as u64).saturating_mul(1_000_000_000).saturating_add(ts.tv_nsec as u64)
 }
 
 fn own_cpu_time() -> Duration {
@@ -95,15 +87,22 @@ fn own_cpu_time() -> Duration {
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: as above; RUSAGE_SELF is always valid.
     unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
-    let tv =
-        |t: libc::timeval| Duration::new(t.tv_sec as u64, (t.tv_usec as u32).saturating_mul(1000));
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, (t.tv_usec as u32).saturating_mul(1000));
     tv(ru.ru_utime) + tv(ru.ru_stime)
 }
 
 fn wall_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// The fields of [`Event::OffCpu`].
+struct OffCpuEvent {
+    head: Header,
+    comm: String,
+    blocked_ns: u64,
+    user_stack: i32,
+    kernel_stack: i32,
+    waker: Option<WakerIds>,
 }
 
 struct Session {
@@ -115,6 +114,8 @@ struct Session {
     thread_names: HashMap<u32, String>,
     kernel_addrs: BTreeSet<u64>,
     malformed_events: u64,
+    /// Frames of off-CPU stack-map ids already read.
+    offcpu_stacks: HashMap<i32, Vec<u64>>,
     /// Pending map re-reads after an exec: (when, pid).
     rescans: Vec<(Instant, u32)>,
     /// Distinct pids described in the capture.
@@ -123,10 +124,7 @@ struct Session {
 
 impl Session {
     fn write<T>(&mut self, r: profcap_format::Result<T>) -> Result<T> {
-        r.map_err(|source| Error::Capture {
-            path: self.path.clone(),
-            source,
-        })
+        r.map_err(|source| Error::Capture { path: self.path.clone(), source })
     }
 
     /// Reads a process's description and mappings for a new generation.
@@ -139,11 +137,7 @@ impl Session {
             }
         };
         process.seen_ns = seen_ns;
-        let state = ProcState {
-            generation_ns,
-            start_ticks: process.start_ticks,
-            maps: Vec::new(),
-        };
+        let state = ProcState { generation_ns, start_ticks: process.start_ticks, maps: Vec::new() };
         self.procs.insert(pid, state);
         self.seen_pids.insert(pid);
         if let Err(e) = self.writer.push_process(process) {
@@ -155,10 +149,7 @@ impl Session {
     /// Time until the next pending re-read of a process's maps.
     fn next_rescan_in(&self) -> Option<Duration> {
         let now = Instant::now();
-        self.rescans
-            .iter()
-            .map(|(at, _)| at.saturating_duration_since(now))
-            .min()
+        self.rescans.iter().map(|(at, _)| at.saturating_duration_since(now)).min()
     }
 
     /// Re-reads the maps of processes whose delayed re-read is due.
@@ -183,11 +174,10 @@ impl Session {
             }
         };
         for entry in entries {
-            let known = self.procs.get(&pid).is_some_and(|p| {
-                p.maps
-                    .iter()
-                    .any(|m| m.start == entry.start && m.end == entry.end)
-            });
+            let known = self
+                .procs
+                .get(&pid)
+                .is_some_and(|p| p.maps.iter().any(|m| m.start == entry.start && m.end == entry.end));
             if known {
                 continue;
             }
@@ -195,11 +185,7 @@ impl Session {
             let Some(state) = self.procs.get_mut(&pid) else {
                 return;
             };
-            state.maps.push(KnownMap {
-                start: entry.start,
-                end: entry.end,
-                object,
-            });
+            state.maps.push(KnownMap { start: entry.start, end: entry.end, object });
             let mapping = Mapping {
                 pid,
                 start: entry.start,
@@ -224,48 +210,27 @@ impl Session {
 
     /// Finds or opens the object behind a mapping.
     fn object_for(&mut self, pid: u32, entry: &MapsEntry) -> usize {
-        let key = (
-            entry.dev_major,
-            entry.dev_minor,
-            entry.inode,
-            entry.path.clone(),
-        );
+        let key = (entry.dev_major, entry.dev_minor, entry.inode, entry.path.clone());
         if let Some(&id) = self.object_ids.get(&key) {
             return id;
         }
         let (file, build_id) = if entry.path == "[vdso]" {
-            let id = elf::own_vdso()
-                .and_then(|v| elf::build_id(&v))
-                .unwrap_or_default();
+            let id = elf::own_vdso().and_then(|v| elf::build_id(&v)).unwrap_or_default();
             (None, id)
         } else {
             // map_files works for deleted files and other mount namespaces.
             let candidates = [
-                PathBuf::from(format!(
-                    "/proc/{pid}/map_files/{:x}-{:x}",
-                    entry.start, entry.end
-                )),
+                PathBuf::from(format!("/proc/{pid}/map_files/{:x}-{:x}", entry.start, entry.end)),
                 PathBuf::from(format!("/proc/{pid}/root{}", entry.path)),
             ];
             let file = candidates.iter().find_map(|p| MappedFile::open(p).ok());
             if file.is_none() {
-                log::warn!(
-                    "pid {pid}: cannot open {}; its frames will stay unnamed",
-                    entry.path
-                );
+                log::warn!("pid {pid}: cannot open {}; its frames will stay unnamed", entry.path);
             }
-            let id = file
-                .as_ref()
-                .and_then(|f| elf::build_id(f.bytes()))
-                .unwrap_or_default();
+            let id = file.as_ref().and_then(|f| elf::build_id(f.bytes())).unwrap_or_default();
             (file, id)
         };
-        self.objects.push(Object {
-            path: entry.path.clone(),
-            build_id,
-            file,
-            used: false,
-        });
+        self.objects.push(Object { path: entry.path.clone(), build_id, file, used: false });
         self.object_ids.insert(key, self.objects.len() - 1);
         self.objects.len() - 1
     }
@@ -293,20 +258,10 @@ impl Session {
         }
     }
 
-    fn on_sample(
-        &mut self,
-        head: Header,
-        comm: String,
-        kernel: &[u64],
-        user: &[u64],
-    ) -> Result<()> {
+    /// Notes the thread's name and makes sure its process is known.
+    fn note_task(&mut self, head: Header, comm: String) -> Result<()> {
         if self.thread_names.get(&head.tid) != Some(&comm) {
-            let thread = Thread {
-                pid: head.pid,
-                tid: head.tid,
-                name: comm.clone(),
-                seen_ns: head.time_ns,
-            };
+            let thread = Thread { pid: head.pid, tid: head.tid, name: comm.clone(), seen_ns: head.time_ns };
             let r = self.writer.push_thread(thread);
             self.write(r)?;
             self.thread_names.insert(head.tid, comm);
@@ -314,11 +269,22 @@ impl Session {
         if !self.procs.contains_key(&head.pid) {
             self.scan_process(head.pid, 0, head.time_ns);
         }
+        Ok(())
+    }
+
+    /// Interns a stack of `pid`, noting its objects when it is new.
+    fn stack_id(&mut self, pid: u32, kernel: &[u64], user: &[u64]) -> u64 {
         let before = self.writer.stack_count();
-        let stack_id = self.writer.intern_stack(kernel, user);
+        let id = self.writer.intern_stack(kernel, user);
         if self.writer.stack_count() > before {
-            self.note_new_stack(head.pid, kernel, user);
+            self.note_new_stack(pid, kernel, user);
         }
+        id
+    }
+
+    fn on_sample(&mut self, head: Header, comm: String, kernel: &[u64], user: &[u64]) -> Result<()> {
+        self.note_task(head, comm)?;
+        let stack_id = self.stack_id(head.pid, kernel, user);
         let sample = Sample {
             kind: SampleKind::Cpu,
             unit: ValueUnit::Count,
@@ -329,27 +295,67 @@ impl Session {
             stack_id,
             value: 1,
             id: 0,
+            waker: None,
+        };
+        let r = self.writer.push_sample(sample);
+        self.write(r)
+    }
+
+    /// Frames of an off-CPU stack-map id, read from the kernel once.
+    fn offcpu_frames(&mut self, probes: &Probes, id: i32) -> Vec<u64> {
+        if id < 0 {
+            return Vec::new();
+        }
+        self.offcpu_stacks.entry(id).or_insert_with(|| probes.offcpu_stack(id)).clone()
+    }
+
+    fn on_offcpu(&mut self, probes: &Probes, e: OffCpuEvent) -> Result<()> {
+        self.note_task(e.head, e.comm)?;
+        let user = self.offcpu_frames(probes, e.user_stack);
+        let kernel = self.offcpu_frames(probes, e.kernel_stack);
+        let stack_id = self.stack_id(e.head.pid, &kernel, &user);
+        let waker = match e.waker {
+            Some(w) => {
+                let wu = self.offcpu_frames(probes, w.user_stack);
+                let wk = self.offcpu_frames(probes, w.kernel_stack);
+                if w.pid != 0 && !self.procs.contains_key(&w.pid) {
+                    self.scan_process(w.pid, 0, e.head.time_ns);
+                }
+                let stack_id = self.stack_id(w.pid, &wk, &wu);
+                Some(profcap_format::Waker { pid: w.pid, tid: w.tid, stack_id })
+            }
+            None => None,
+        };
+        let sample = Sample {
+            kind: SampleKind::OffCpu,
+            unit: ValueUnit::Nanoseconds,
+            time_ns: e.head.time_ns,
+            pid: e.head.pid,
+            tid: e.head.tid,
+            cpu: e.head.cpu as u16,
+            stack_id,
+            value: i64::try_from(e.blocked_ns).unwrap_or(i64::MAX),
+            id: 0,
+            waker,
         };
         let r = self.writer.push_sample(sample);
         self.write(r)
     }
 
     /// Handles one event; returns the pid of a process that exited.
-    fn on_event(&mut self, event: Event) -> Result<Option<u32>> {
+    fn on_event(&mut self, probes: &Probes, event: Event) -> Result<Option<u32>> {
         match event {
-            Event::Sample {
-                head,
-                comm,
-                kernel,
-                user,
-            } => self.on_sample(head, comm, &kernel, &user)?,
+            Event::OffCpu { head, comm, blocked_ns, user_stack, kernel_stack, waker } => {
+                let e = OffCpuEvent { head, comm, blocked_ns, user_stack, kernel_stack, waker };
+                self.on_offcpu(probes, e)?;
+            }
+            Event::Sample { head, comm, kernel, user } => self.on_sample(head, comm, &kernel, &user)?,
             Event::Fork { head, .. } => self.scan_process(head.pid, head.time_ns, head.time_ns),
             Event::Exec { head, .. } => {
                 self.procs.remove(&head.pid);
                 self.scan_process(head.pid, head.time_ns, head.time_ns);
                 let now = Instant::now();
-                self.rescans
-                    .extend(EXEC_RESCANS.iter().map(|d| (now + *d, head.pid)));
+                self.rescans.extend(EXEC_RESCANS.iter().map(|d| (now + *d, head.pid)));
             }
             Event::Exit { head } => {
                 if let Some(state) = self.procs.remove(&head.pid) {
@@ -371,9 +377,7 @@ impl Session {
 
     /// Writes the end-of-recording material: symbols, kernel symbols, drops.
     fn finish_material(&mut self, embed: EmbedMode, probes: &Probes) -> Result<()> {
-        let used: Vec<usize> = (0..self.objects.len())
-            .filter(|&i| self.objects[i].used)
-            .collect();
+        let used: Vec<usize> = (0..self.objects.len()).filter(|&i| self.objects[i].used).collect();
         log::info!("embedding material for {} objects", used.len());
         let vdso = elf::own_vdso();
         for i in used {
@@ -384,37 +388,25 @@ impl Session {
                 (None, _) => continue,
             };
             // The vDSO exists on no disk, so its whole image goes in.
-            let mode = if o.path == "[vdso]" && embed == EmbedMode::None {
-                EmbedMode::Symbols
-            } else {
-                embed
-            };
+            let mode =
+                if o.path == "[vdso]" && embed == EmbedMode::None { EmbedMode::Symbols } else { embed };
             let blob = elf::extract_blob(data, &o.path, &o.build_id, mode);
             log::debug!("{}: {} symbols", o.path, blob.symbols.len());
             let r = self.writer.push_symbols(blob);
             self.write(r)?;
         }
         let kallsyms = std::fs::read_to_string("/proc/kallsyms").unwrap_or_default();
-        let r = self
-            .writer
-            .push_kernel_symbols(kallsyms::needed_symbols(&kallsyms, &self.kernel_addrs));
+        let r = self.writer.push_kernel_symbols(kallsyms::needed_symbols(&kallsyms, &self.kernel_addrs));
         self.write(r)?;
-        for (reason, count) in probes.drops() {
+        for (source, reason, count) in probes.drops() {
             if count > 0 {
-                let r = self.writer.push_lost(Lost {
-                    source: "cpu".into(),
-                    reason: reason.into(),
-                    count,
-                });
+                let r = self.writer.push_lost(Lost { source: source.into(), reason: reason.into(), count });
                 self.write(r)?;
             }
         }
         if self.malformed_events > 0 {
-            let lost = Lost {
-                source: "bpf".into(),
-                reason: "malformed event".into(),
-                count: self.malformed_events,
-            };
+            let lost =
+                Lost { source: "bpf".into(), reason: "malformed event".into(), count: self.malformed_events };
             let r = self.writer.push_lost(lost);
             self.write(r)?;
         }
@@ -429,10 +421,7 @@ fn open_output(path: &PathBuf) -> Result<File> {
         .truncate(true)
         .mode(0o600)
         .open(path)
-        .map_err(|source| Error::Io {
-            path: path.clone(),
-            source,
-        })
+        .map_err(|source| Error::Io { path: path.clone(), source })
 }
 
 fn check_privileges() -> Result<()> {
@@ -452,8 +441,17 @@ fn base_meta(opts: &RecordOptions) -> Meta {
         clock: "CLOCK_MONOTONIC".into(),
         start_wall_ns: wall_ns(),
         start_mono_ns: monotonic_ns(),
-        sample_freq_hz: u32::try_from(opts.freq).unwrap_or(u32::MAX),
-        events: vec!["cpu".into()],
+        sample_freq_hz: if opts.cpu { u32::try_from(opts.freq).unwrap_or(u32::MAX) } else { 0 },
+        events: [(opts.cpu, "cpu"), (opts.offcpu, "offcpu"), (opts.offcpu && opts.wakers, "wakers")]
+            .iter()
+            .filter(|(on, _)| *on)
+            .map(|(_, name)| (*name).to_owned())
+            .collect(),
+        extra: if opts.offcpu {
+            vec![("min_block_ns".into(), opts.min_block.as_nanos().to_string())]
+        } else {
+            Vec::new()
+        },
         recorder_version: concat!("profrec ", env!("CARGO_PKG_VERSION")).into(),
         command_line: opts.command_line.clone(),
         // SAFETY: sysconf has no preconditions.
@@ -472,14 +470,8 @@ pub fn record(opts: &RecordOptions, stop: Arc<AtomicBool>) -> Result<RecordSumma
         }
     }
     let file = open_output(&opts.output)?;
-    let writer = CaptureWriter::new(
-        BufWriter::with_capacity(1 << 20, file),
-        WriteOptions::default(),
-    )
-    .map_err(|source| Error::Capture {
-        path: opts.output.clone(),
-        source,
-    })?;
+    let writer = CaptureWriter::new(BufWriter::with_capacity(1 << 20, file), WriteOptions::default())
+        .map_err(|source| Error::Capture { path: opts.output.clone(), source })?;
     let mut session = Session {
         writer,
         path: opts.output.clone(),
@@ -491,6 +483,7 @@ pub fn record(opts: &RecordOptions, stop: Arc<AtomicBool>) -> Result<RecordSumma
         malformed_events: 0,
         seen_pids: Default::default(),
         rescans: Vec::new(),
+        offcpu_stacks: HashMap::new(),
     };
     let mut meta = base_meta(opts);
     let r = session.writer.push_meta(meta.clone());
@@ -498,25 +491,21 @@ pub fn record(opts: &RecordOptions, stop: Arc<AtomicBool>) -> Result<RecordSumma
 
     let (targets, held) = match &opts.target {
         Target::All => (Targets::All, None),
-        Target::Pids(pids) => (
-            Targets::Pids {
-                pids: pids.clone(),
-                follow: opts.follow_children,
-            },
-            None,
-        ),
+        Target::Pids(pids) => (Targets::Pids { pids: pids.clone(), follow: opts.follow_children }, None),
         Target::Spawn(argv) => {
             let held = spawn_held(argv)?;
-            (
-                Targets::Pids {
-                    pids: vec![held.pid()],
-                    follow: opts.follow_children,
-                },
-                Some(held),
-            )
+            (Targets::Pids { pids: vec![held.pid()], follow: opts.follow_children }, Some(held))
         }
     };
-    let probes = match Probes::load(&targets, opts.freq) {
+    let probe_opts = ProbeOptions {
+        cpu_freq: opts.cpu.then_some(opts.freq),
+        offcpu: opts.offcpu.then(|| OffCpuOptions {
+            min_block_ns: u64::try_from(opts.min_block.as_nanos()).unwrap_or(u64::MAX),
+            wakers: opts.wakers,
+            kernel_stacks: opts.offcpu_kernel_stacks,
+        }),
+    };
+    let probes = match Probes::load(&targets, &probe_opts) {
         Ok(p) => p,
         Err(e) => {
             if let Some(h) = held {
@@ -549,23 +538,15 @@ pub fn record(opts: &RecordOptions, stop: Arc<AtomicBool>) -> Result<RecordSumma
             sink.borrow_mut().push(Event::parse(data));
             0
         })
-        .map_err(|e| Error::Bpf {
-            what: "ring buffer".into(),
-            detail: e.to_string(),
-        })?;
-    let ring = builder.build().map_err(|e| Error::Bpf {
-        what: "ring buffer".into(),
-        detail: e.to_string(),
-    })?;
+        .map_err(|e| Error::Bpf { what: "ring buffer".into(), detail: e.to_string() })?;
+    let ring =
+        builder.build().map_err(|e| Error::Bpf { what: "ring buffer".into(), detail: e.to_string() })?;
 
     let mut last_liveness_check = Instant::now();
     let mut finished = false;
     while !finished {
         // Woken at once by process events; samples are collected on this timer.
-        let timeout = session
-            .next_rescan_in()
-            .unwrap_or(POLL_INTERVAL)
-            .min(POLL_INTERVAL);
+        let timeout = session.next_rescan_in().unwrap_or(POLL_INTERVAL).min(POLL_INTERVAL);
         let r = ring.poll(timeout).and_then(|()| ring.consume());
         if let Err(e) = r {
             if !stop.load(Ordering::Relaxed) {
@@ -591,13 +572,11 @@ pub fn record(opts: &RecordOptions, stop: Arc<AtomicBool>) -> Result<RecordSumma
                     live.insert(head.pid);
                 }
             }
-            if let Some(pid) = session.on_event(event)? {
+            if let Some(pid) = session.on_event(&probes, event)? {
                 live.remove(&pid);
             }
         }
-        if matches!(opts.target, Target::Pids(_))
-            && last_liveness_check.elapsed() > Duration::from_secs(1)
-        {
+        if matches!(opts.target, Target::Pids(_)) && last_liveness_check.elapsed() > Duration::from_secs(1) {
             // Exit events can be lost when the ring buffer is full; /proc is the truth.
             live.retain(|&pid| procfs::exists(pid));
             last_liveness_check = Instant::now();
@@ -615,21 +594,22 @@ pub fn record(opts: &RecordOptions, stop: Arc<AtomicBool>) -> Result<RecordSumma
     meta.end_mono_ns = monotonic_ns();
     let r = session.writer.push_meta(meta);
     session.write(r)?;
-    let lost: u64 = probes.drops().iter().map(|(_, n)| n).sum::<u64>() + session.malformed_events;
+    // Blocks shorter than --min-block are filtered by choice, not lost.
+    let lost: u64 = probes
+        .drops()
+        .iter()
+        .filter(|(_, reason, _)| !reason.contains("--min-block"))
+        .map(|(_, _, n)| n)
+        .sum::<u64>()
+        + session.malformed_events;
     drop(probes);
     let objects = session.objects.iter().filter(|o| o.used).count();
     let processes = session.seen_pids.len();
     let path = session.path.clone();
-    let (out, stats) = session.writer.finish().map_err(|source| Error::Capture {
-        path: path.clone(),
-        source,
-    })?;
-    let file = out.into_inner().map_err(|e| Error::Io {
-        path: path.clone(),
-        source: e.into_error(),
-    })?;
-    file.sync_all()
-        .map_err(|source| Error::Io { path, source })?;
+    let (out, stats) =
+        session.writer.finish().map_err(|source| Error::Capture { path: path.clone(), source })?;
+    let file = out.into_inner().map_err(|e| Error::Io { path: path.clone(), source: e.into_error() })?;
+    file.sync_all().map_err(|source| Error::Io { path, source })?;
     Ok(RecordSummary {
         samples: stats.samples,
         stacks: stats.stacks,

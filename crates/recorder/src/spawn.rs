@@ -23,10 +23,7 @@ fn pipe(command: &str) -> Result<(OwnedFd, OwnedFd)> {
     // SAFETY: fds has room for the two descriptors pipe2 writes.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
         let source = std::io::Error::last_os_error();
-        return Err(Error::Spawn {
-            command: command.to_owned(),
-            source,
-        });
+        return Err(Error::Spawn { command: command.to_owned(), source });
     }
     // SAFETY: pipe2 succeeded, so both are fresh descriptors owned by nobody else.
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
@@ -70,12 +67,7 @@ pub fn spawn_held(argv: &[String]) -> Result<HeldChild> {
         }
     }
     drop((gate_read, status_write));
-    Ok(HeldChild {
-        pid: pid as u32,
-        command,
-        gate: gate_write,
-        exec_status: status_read,
-    })
+    Ok(HeldChild { pid: pid as u32, command, gate: gate_write, exec_status: status_read })
 }
 
 impl HeldChild {
@@ -102,17 +94,8 @@ impl HeldChild {
         let mut errno = 0i32;
         // SAFETY: reading at most 4 bytes into a live local; the write end is
         // closed by exec (CLOEXEC), so this returns 0 once the exec succeeded.
-        let n = unsafe {
-            libc::read(
-                self.exec_status.as_raw_fd(),
-                (&mut errno as *mut i32).cast(),
-                4,
-            )
-        };
-        let child = RunningChild {
-            pid: self.pid,
-            status: None,
-        };
+        let n = unsafe { libc::read(self.exec_status.as_raw_fd(), (&mut errno as *mut i32).cast(), 4) };
+        let child = RunningChild { pid: self.pid, status: None };
         if n == 4 {
             let mut child = child;
             let _ = child.try_wait();

@@ -31,10 +31,8 @@ fn fixture(name: &str) -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let out = root.join("target/fixtures");
     BUILD.call_once(|| {
-        let ok = Command::new(root.join("fixtures/build.sh"))
-            .arg(&out)
-            .status()
-            .expect("run fixtures/build.sh");
+        let ok =
+            Command::new(root.join("fixtures/build.sh")).arg(&out).status().expect("run fixtures/build.sh");
         assert!(ok.success(), "fixtures/build.sh failed");
     });
     out.join(name)
@@ -79,38 +77,20 @@ fn cpu_split_matches_the_programs_schedule() {
     let dir = tempfile::tempdir().unwrap();
     let cap = dir.path().join("split.cap");
     let exe = fixture("cpu_split").display().to_string();
-    let summary = record(
-        &opts(&cap, Target::Spawn(vec![exe, "2".into()]), 999),
-        stop_flag(),
-    )
-    .unwrap();
+    let summary = record(&opts(&cap, Target::Spawn(vec![exe, "2".into()]), 999), stop_flag()).unwrap();
     assert_eq!(summary.child_exit, Some(0));
-    assert!(
-        summary.samples > 1500,
-        "expected ~2000 samples at 999 Hz for 2 s, got {}",
-        summary.samples
-    );
+    assert!(summary.samples > 1500, "expected ~2000 samples at 999 Hz for 2 s, got {}", summary.samples);
     let mode = std::fs::metadata(&cap).unwrap().permissions();
-    assert_eq!(
-        std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
-        0o600
-    );
+    assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777, 0o600);
     let (m, p) = profile(&cap, Grouping::default());
     let s = shares(&p, &["work_a", "work_b", "work_inner", "work_c", "main"]);
     eprintln!("shares work_a/b/inner/c/main: {s:?}");
     assert!((s[0] - 60.0).abs() < 5.0, "work_a {:.1}% (want 60)", s[0]);
     assert!((s[1] - 30.0).abs() < 5.0, "work_b {:.1}% (want 30)", s[1]);
-    assert!(
-        (s[2] - s[1]).abs() < 1.0,
-        "work_inner carries work_b's time"
-    );
+    assert!((s[2] - s[1]).abs() < 1.0, "work_inner carries work_b's time");
     assert!((s[3] - 10.0).abs() < 4.0, "work_c {:.1}% (want 10)", s[3]);
     assert!(s[4] > 97.0, "main is on (nearly) every stack: {:.1}%", s[4]);
-    assert!(
-        m.lost.iter().all(|l| l.count == 0),
-        "lost events: {:?}",
-        m.lost
-    );
+    assert!(m.lost.iter().all(|l| l.count == 0), "lost events: {:?}", m.lost);
     assert!(m.warnings.is_empty(), "{:?}", m.warnings);
 }
 
@@ -122,21 +102,11 @@ fn rust_program_with_frame_pointers_is_symbolized_and_demangled() {
     let dir = tempfile::tempdir().unwrap();
     let cap = dir.path().join("rust.cap");
     let exe = fixture("rust_split").display().to_string();
-    record(
-        &opts(&cap, Target::Spawn(vec![exe, "1.5".into()]), 999),
-        stop_flag(),
-    )
-    .unwrap();
+    record(&opts(&cap, Target::Spawn(vec![exe, "1.5".into()]), 999), stop_flag()).unwrap();
     let (_, p) = profile(&cap, Grouping::default());
-    let s = shares(
-        &p,
-        &["rust_split::parse_records", "rust_split::render_output"],
-    );
+    let s = shares(&p, &["rust_split::parse_records", "rust_split::render_output"]);
     eprintln!("parse/render: {s:?}");
-    assert!(
-        (s[0] - 66.7).abs() < 6.0 && (s[1] - 33.3).abs() < 6.0,
-        "{s:?}"
-    );
+    assert!((s[0] - 66.7).abs() < 6.0 && (s[1] - 33.3).abs() < 6.0, "{s:?}");
 }
 
 #[test]
@@ -147,11 +117,7 @@ fn short_lived_children_are_followed_and_symbolized() {
     let dir = tempfile::tempdir().unwrap();
     let cap = dir.path().join("spawn.cap");
     let exe = fixture("spawner").display().to_string();
-    let summary = record(
-        &opts(&cap, Target::Spawn(vec![exe, "5".into()]), 999),
-        stop_flag(),
-    )
-    .unwrap();
+    let summary = record(&opts(&cap, Target::Spawn(vec![exe, "5".into()]), 999), stop_flag()).unwrap();
     assert_eq!(summary.child_exit, Some(0));
     let mut g = Grouping::default();
     g.process = true;
@@ -165,16 +131,8 @@ fn short_lived_children_are_followed_and_symbolized() {
         .collect::<std::collections::BTreeSet<_>>()
         .into_iter()
         .collect();
-    assert_eq!(
-        children.len(),
-        5,
-        "children with child_burn samples: {children:?}"
-    );
-    let exited = m
-        .processes
-        .values()
-        .filter(|ps| ps.iter().any(|p| p.exit_ns != 0))
-        .count();
+    assert_eq!(children.len(), 5, "children with child_burn samples: {children:?}");
+    let exited = m.processes.values().filter(|ps| ps.iter().any(|p| p.exit_ns != 0)).count();
     assert!(exited >= 5, "exits recorded for {exited} processes");
 }
 
@@ -186,40 +144,19 @@ fn threads_keep_their_names_and_functions() {
     let dir = tempfile::tempdir().unwrap();
     let cap = dir.path().join("threads.cap");
     let exe = fixture("threads").display().to_string();
-    record(
-        &opts(&cap, Target::Spawn(vec![exe, "1".into()]), 499),
-        stop_flag(),
-    )
-    .unwrap();
+    record(&opts(&cap, Target::Spawn(vec![exe, "1".into()]), 499), stop_flag()).unwrap();
     let mut g = Grouping::default();
     g.thread = true;
     let (_, p) = profile(&cap, g);
-    for (thread, func, other) in [
-        ("alpha", "alpha_work", "beta_work"),
-        ("beta", "beta_work", "alpha_work"),
-    ] {
-        let mine: Vec<_> = p
-            .stacks
-            .iter()
-            .filter(|(f, _)| f[0].name.starts_with(&format!("{thread} (")))
-            .collect();
+    for (thread, func, other) in [("alpha", "alpha_work", "beta_work"), ("beta", "beta_work", "alpha_work")] {
+        let mine: Vec<_> =
+            p.stacks.iter().filter(|(f, _)| f[0].name.starts_with(&format!("{thread} ("))).collect();
         let total: i64 = mine.iter().map(|(_, v)| v).sum();
-        let in_func: i64 = mine
-            .iter()
-            .filter(|(f, _)| f.iter().any(|x| &*x.name == func))
-            .map(|(_, v)| v)
-            .sum();
+        let in_func: i64 =
+            mine.iter().filter(|(f, _)| f.iter().any(|x| &*x.name == func)).map(|(_, v)| v).sum();
         assert!(total > 100, "thread {thread}: {total} samples");
-        assert!(
-            in_func as f64 > 0.95 * total as f64,
-            "thread {thread}: {in_func}/{total} in {func}"
-        );
-        assert!(
-            !mine
-                .iter()
-                .any(|(f, _)| f.iter().any(|x| &*x.name == other)),
-            "{other} on thread {thread}"
-        );
+        assert!(in_func as f64 > 0.95 * total as f64, "thread {thread}: {in_func}/{total} in {func}");
+        assert!(!mine.iter().any(|(f, _)| f.iter().any(|x| &*x.name == other)), "{other} on thread {thread}");
     }
 }
 
@@ -230,26 +167,15 @@ fn attaching_to_a_running_process_and_seeing_it_exit() {
     }
     let dir = tempfile::tempdir().unwrap();
     // Attach for 1 s to a process that runs on: it must survive the recording.
-    let mut child = Command::new(fixture("cpu_split"))
-        .arg("3")
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = Command::new(fixture("cpu_split")).arg("3").stdout(Stdio::null()).spawn().unwrap();
     let pid = child.id();
     std::thread::sleep(Duration::from_millis(200));
     let cap = dir.path().join("attach.cap");
     let mut o = opts(&cap, Target::Pids(vec![pid]), 999);
     o.duration = Some(Duration::from_secs(1));
     let summary = record(&o, stop_flag()).unwrap();
-    assert!(
-        summary.samples > 700,
-        "{} samples in 1 s at 999 Hz",
-        summary.samples
-    );
-    assert!(
-        child.try_wait().unwrap().is_none(),
-        "the target must keep running"
-    );
+    assert!(summary.samples > 700, "{} samples in 1 s at 999 Hz", summary.samples);
+    assert!(child.try_wait().unwrap().is_none(), "the target must keep running");
     let (_, p) = profile(&cap, Grouping::default());
     assert!(shares(&p, &["work_a"])[0] > 50.0);
 
@@ -259,17 +185,11 @@ fn attaching_to_a_running_process_and_seeing_it_exit() {
     o.duration = Some(Duration::from_secs(30));
     let started = Instant::now();
     record(&o, stop_flag()).unwrap();
-    assert!(
-        started.elapsed() < Duration::from_secs(10),
-        "recording outlived its target"
-    );
+    assert!(started.elapsed() < Duration::from_secs(10), "recording outlived its target");
     assert!(child.wait().unwrap().success());
     let (m, _) = profile(&cap2, Grouping::default());
     assert!(m.stats.trailer, "the file was finished properly");
-    assert!(
-        m.processes[&pid].iter().any(|p| p.exit_ns != 0),
-        "the exit was recorded"
-    );
+    assert!(m.processes[&pid].iter().any(|p| p.exit_ns != 0), "the exit was recorded");
 }
 
 #[test]
@@ -279,20 +199,10 @@ fn clear_errors_for_bad_targets() {
     }
     let dir = tempfile::tempdir().unwrap();
     let cap = dir.path().join("x.cap");
-    let err = record(
-        &opts(&cap, Target::Pids(vec![u32::MAX - 7]), 99),
-        stop_flag(),
-    )
-    .unwrap_err();
-    assert!(
-        matches!(err, Error::NoSuchPid { pid } if pid == u32::MAX - 7),
-        "{err}"
-    );
-    let err = record(
-        &opts(&cap, Target::Spawn(vec!["/nonexistent/program".into()]), 99),
-        stop_flag(),
-    )
-    .unwrap_err();
+    let err = record(&opts(&cap, Target::Pids(vec![u32::MAX - 7]), 99), stop_flag()).unwrap_err();
+    assert!(matches!(err, Error::NoSuchPid { pid } if pid == u32::MAX - 7), "{err}");
+    let err =
+        record(&opts(&cap, Target::Spawn(vec!["/nonexistent/program".into()]), 99), stop_flag()).unwrap_err();
     assert!(
         matches!(&err, Error::Spawn { source, .. } if source.kind() == std::io::ErrorKind::NotFound),
         "{err}"

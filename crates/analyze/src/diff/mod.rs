@@ -40,15 +40,7 @@ fn shares(p: &Profile) -> BTreeMap<Arc<str>, (f64, f64)> {
     let total = p.total.max(1) as f64;
     top_table(p, TopBy::Function)
         .into_iter()
-        .map(|r| {
-            (
-                r.name,
-                (
-                    100.0 * r.self_value as f64 / total,
-                    100.0 * r.total as f64 / total,
-                ),
-            )
-        })
+        .map(|r| (r.name, (100.0 * r.self_value as f64 / total, 100.0 * r.total as f64 / total)))
         .collect()
 }
 
@@ -63,31 +55,18 @@ pub fn diff_table(a: &Profile, b: &Profile) -> Vec<DiffRow> {
         .map(|n| {
             let (self_a, total_a) = sa.get(n).copied().unwrap_or_default();
             let (self_b, total_b) = sb.get(n).copied().unwrap_or_default();
-            DiffRow {
-                name: Arc::clone(n),
-                self_a,
-                self_b,
-                total_a,
-                total_b,
-            }
+            DiffRow { name: Arc::clone(n), self_a, self_b, total_a, total_b }
         })
         .collect();
     rows.sort_by(|x, y| {
-        y.self_delta()
-            .abs()
-            .total_cmp(&x.self_delta().abs())
-            .then_with(|| x.name.cmp(&y.name))
+        y.self_delta().abs().total_cmp(&x.self_delta().abs()).then_with(|| x.name.cmp(&y.name))
     });
     rows
 }
 
 /// Functions (matching `filter`, if given) whose total share grew by more
 /// than `points` percentage points.
-pub fn regressions<'r>(
-    rows: &'r [DiffRow],
-    points: f64,
-    filter: Option<&regex::Regex>,
-) -> Vec<&'r DiffRow> {
+pub fn regressions<'r>(rows: &'r [DiffRow], points: f64, filter: Option<&regex::Regex>) -> Vec<&'r DiffRow> {
     rows.iter()
         .filter(|r| filter.is_none_or(|f| f.is_match(&r.name)))
         .filter(|r| r.total_delta() > points)
@@ -123,10 +102,7 @@ pub fn diff_flame_graph(a: &Profile, b: &Profile, title: &str, out: impl Write) 
     let fa = folded_lines(a, |v| v).join("\n");
     let fb = folded_lines(b, |v| v).join("\n");
     let mut diffed = Vec::new();
-    let dopts = differential::Options {
-        normalize: true,
-        ..Default::default()
-    };
+    let dopts = differential::Options { normalize: true, ..Default::default() };
     differential::from_readers(dopts, fa.as_bytes(), fb.as_bytes(), &mut diffed)
         .map_err(|e| Error::Render(e.to_string()))?;
     if diffed.is_empty() {
@@ -136,6 +112,5 @@ pub fn diff_flame_graph(a: &Profile, b: &Profile, title: &str, out: impl Write) 
     o.title = title.to_owned();
     o.deterministic = true;
     o.count_name = "samples".to_owned();
-    flamegraph::from_reader(&mut o, diffed.as_slice(), out)
-        .map_err(|e| Error::Render(e.to_string()))
+    flamegraph::from_reader(&mut o, diffed.as_slice(), out).map_err(|e| Error::Render(e.to_string()))
 }

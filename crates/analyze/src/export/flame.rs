@@ -31,6 +31,13 @@ fn display_unit(p: &Profile) -> (&'static str, f64) {
 }
 
 fn default_title(p: &Profile) -> String {
+    if p.wall {
+        return format!(
+            "Wall-clock time per thread (on-CPU and off-CPU) — {} samples, {}",
+            p.samples,
+            p.format_value(p.total)
+        );
+    }
     let what = match p.kind {
         SampleKind::Cpu => "On-CPU time",
         SampleKind::OffCpu => "Off-CPU time",
@@ -38,16 +45,9 @@ fn default_title(p: &Profile) -> String {
         SampleKind::Inuse => "In-use bytes",
         SampleKind::Unknown(_) => "Samples",
     };
-    let freq = if p.kind == SampleKind::Cpu && p.freq > 0 {
-        format!(" at {} Hz", p.freq)
-    } else {
-        String::new()
-    };
-    format!(
-        "{what} — {} samples{freq}, {}",
-        p.samples,
-        p.format_value(p.total)
-    )
+    let freq =
+        if p.kind == SampleKind::Cpu && p.freq > 0 { format!(" at {} Hz", p.freq) } else { String::new() };
+    format!("{what} — {} samples{freq}, {}", p.samples, p.format_value(p.total))
 }
 
 /// Renders `p` as an SVG flame graph; values are shown as time for time
@@ -56,19 +56,14 @@ pub fn flame_graph(p: &Profile, opts: &FlameOptions, out: impl Write) -> Result<
     let (unit, factor) = display_unit(p);
     let lines = folded_lines(p, |v| (v as f64 * factor).round() as i64);
     if lines.is_empty() {
-        return Err(Error::NoSamples(
-            "nothing to draw: no samples matched the filters".into(),
-        ));
+        return Err(Error::NoSamples("nothing to draw: no samples matched the filters".into()));
     }
     let mut o = Options::default();
     o.title = opts.title.clone().unwrap_or_else(|| default_title(p));
     o.subtitle = opts.subtitle.clone();
     o.count_name = unit.to_owned();
-    o.direction = if opts.inverted {
-        flamegraph::Direction::Inverted
-    } else {
-        flamegraph::Direction::Straight
-    };
+    o.direction =
+        if opts.inverted { flamegraph::Direction::Inverted } else { flamegraph::Direction::Straight };
     o.deterministic = true;
     o.hash = true;
     flamegraph::from_lines(&mut o, lines.iter().map(String::as_str), out)

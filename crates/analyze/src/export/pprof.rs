@@ -109,10 +109,7 @@ impl Builder {
     }
 
     fn value_type(&mut self, t: &str, unit: &str) -> PbValueType {
-        PbValueType {
-            r#type: self.string(t),
-            unit: self.string(unit),
-        }
+        PbValueType { r#type: self.string(t), unit: self.string(unit) }
     }
 
     fn location(&mut self, f: &Frame) -> u64 {
@@ -124,11 +121,7 @@ impl Builder {
             None => {
                 let id = self.p.function.len() as u64 + 1;
                 let name = self.string(&super::frame_label(f));
-                self.p.function.push(PbFunction {
-                    id,
-                    name,
-                    system_name: name,
-                });
+                self.p.function.push(PbFunction { id, name, system_name: name });
                 self.functions.insert(f.name.to_string(), id);
                 id
             }
@@ -138,21 +131,13 @@ impl Builder {
             None => {
                 let id = self.p.mapping.len() as u64 + 1;
                 let filename = self.string(&f.module);
-                self.p.mapping.push(PbMapping {
-                    id,
-                    filename,
-                    has_functions: true,
-                });
+                self.p.mapping.push(PbMapping { id, filename, has_functions: true });
                 self.mappings.insert(f.module.to_string(), id);
                 id
             }
         };
         let id = self.p.location.len() as u64 + 1;
-        self.p.location.push(PbLocation {
-            id,
-            mapping_id: mid,
-            line: vec![PbLine { function_id: fid }],
-        });
+        self.p.location.push(PbLocation { id, mapping_id: mid, line: vec![PbLine { function_id: fid }] });
         self.locations.insert(f.clone(), id);
         id
     }

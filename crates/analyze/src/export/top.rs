@@ -47,18 +47,9 @@ pub fn top_table(p: &Profile, by: TopBy) -> Vec<TopRow> {
     let mut out: Vec<TopRow> = rows
         .into_iter()
         .filter(|(name, _)| !name.is_empty())
-        .map(|(name, (self_value, total))| TopRow {
-            name,
-            self_value,
-            total,
-        })
+        .map(|(name, (self_value, total))| TopRow { name, self_value, total })
         .collect();
-    out.sort_by(|a, b| {
-        b.self_value
-            .cmp(&a.self_value)
-            .then(b.total.cmp(&a.total))
-            .then(a.name.cmp(&b.name))
-    });
+    out.sort_by(|a, b| b.self_value.cmp(&a.self_value).then(b.total.cmp(&a.total)).then(a.name.cmp(&b.name)));
     out
 }
 
@@ -71,22 +62,13 @@ fn pct(v: i64, total: i64) -> f64 {
 }
 
 /// Writes the first `limit` rows as an aligned text table.
-pub fn write_top(
-    p: &Profile,
-    by: TopBy,
-    limit: usize,
-    out: &mut impl Write,
-) -> std::io::Result<()> {
+pub fn write_top(p: &Profile, by: TopBy, limit: usize, out: &mut impl Write) -> std::io::Result<()> {
     let rows = top_table(p, by);
     let what = match by {
         TopBy::Function => "FUNCTION",
         TopBy::Module => "MODULE",
     };
-    writeln!(
-        out,
-        "{:>7} {:>12} {:>7} {:>12}  {what}",
-        "SELF%", "SELF", "TOTAL%", "TOTAL"
-    )?;
+    writeln!(out, "{:>7} {:>12} {:>7} {:>12}  {what}", "SELF%", "SELF", "TOTAL%", "TOTAL")?;
     for r in rows.iter().take(limit) {
         writeln!(
             out,
@@ -98,10 +80,5 @@ pub fn write_top(
             r.name
         )?;
     }
-    writeln!(
-        out,
-        "{} samples, {} in all",
-        p.samples,
-        p.format_value(p.total)
-    )
+    writeln!(out, "{} samples, {} in all", p.samples, p.format_value(p.total))
 }

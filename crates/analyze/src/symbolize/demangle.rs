@@ -22,10 +22,7 @@ mod tests {
 
     #[test]
     fn demangles_rust_and_cpp() {
-        assert_eq!(
-            demangle("_ZN3std2rt10lang_start17h0123456789abcdefE"),
-            "std::rt::lang_start"
-        );
+        assert_eq!(demangle("_ZN3std2rt10lang_start17h0123456789abcdefE"), "std::rt::lang_start");
         assert_eq!(demangle("_RNvCs1234_7mycrate3foo"), "mycrate::foo");
         assert_eq!(
             demangle("_ZNSt6vectorIiSaIiEE9push_backERKi"),

@@ -93,12 +93,8 @@ fn basename(path: &str) -> &str {
 impl<'a> Symbolizer<'a> {
     /// A symbolizer for the addresses of `material`.
     pub fn new(material: &'a Material, opts: SymbolizeOptions) -> Self {
-        let mut kernel: Vec<(u64, u64, Arc<str>)> = material
-            .kernel
-            .symbols
-            .iter()
-            .map(|s| (s.addr, s.size, Arc::from(s.name.as_str())))
-            .collect();
+        let mut kernel: Vec<(u64, u64, Arc<str>)> =
+            material.kernel.symbols.iter().map(|s| (s.addr, s.size, Arc::from(s.name.as_str()))).collect();
         kernel.sort_by_key(|k| k.0);
         Symbolizer {
             material,
@@ -119,27 +115,14 @@ impl<'a> Symbolizer<'a> {
             .checked_sub(1)
             .map(|i| &self.kernel[i])
             .filter(|(start, size, _)| *size == 0 || addr < start + size)
-            .map_or_else(
-                || Arc::from(format!("[kernel]+0x{addr:x}")),
-                |k| Arc::clone(&k.2),
-            );
-        Frame {
-            name,
-            module: Arc::clone(&self.kernel_module),
-            kind: FrameKind::Kernel,
-        }
+            .map_or_else(|| Arc::from(format!("[kernel]+0x{addr:x}")), |k| Arc::clone(&k.2));
+        Frame { name, module: Arc::clone(&self.kernel_module), kind: FrameKind::Kernel }
     }
 
     /// The frames of a user address of `pid` (innermost inlined first).
     /// `leaf` is true for the sampled instruction itself; other frames are
     /// return addresses and are looked up one byte earlier, at the call.
-    pub fn user_frames(
-        &mut self,
-        pid: u32,
-        generation: u64,
-        addr: u64,
-        leaf: bool,
-    ) -> Arc<[Frame]> {
+    pub fn user_frames(&mut self, pid: u32, generation: u64, addr: u64, leaf: bool) -> Arc<[Frame]> {
         let Some(mapping) = self.material.mapping_at(pid, generation, addr) else {
             let frame = Frame {
                 name: Arc::clone(&self.unknown),
@@ -158,11 +141,7 @@ impl<'a> Symbolizer<'a> {
         if !self.objects.contains_key(key) {
             let syms = ObjectSyms::load(self.material, mapping, &self.opts);
             if syms.is_none() {
-                self.missing.insert(format!(
-                    "{} (build id {})",
-                    mapping.path,
-                    hex(&mapping.build_id)
-                ));
+                self.missing.insert(format!("{} (build id {})", mapping.path, hex(&mapping.build_id)));
             }
             self.objects.insert(key.clone(), syms);
         }
@@ -173,11 +152,7 @@ impl<'a> Symbolizer<'a> {
         };
         let frames: Arc<[Frame]> = if frames.is_empty() {
             let name = Arc::from(format!("{module}+0x{file_offset:x}"));
-            Arc::from(vec![Frame {
-                name,
-                module,
-                kind: FrameKind::User,
-            }])
+            Arc::from(vec![Frame { name, module, kind: FrameKind::User }])
         } else {
             Arc::from(frames)
         };
@@ -187,13 +162,7 @@ impl<'a> Symbolizer<'a> {
 
     /// All frames of a stack, root first (outermost user frame first, then
     /// down to the innermost kernel frame), as a flame graph wants them.
-    pub fn stack_frames(
-        &mut self,
-        pid: u32,
-        generation: u64,
-        stack_id: u64,
-        kernel: bool,
-    ) -> Vec<Frame> {
+    pub fn stack_frames(&mut self, pid: u32, generation: u64, stack_id: u64, kernel: bool) -> Vec<Frame> {
         let material = self.material;
         let Some(stack) = material.stacks.get(&stack_id) else {
             return vec![Frame {

@@ -46,11 +46,7 @@ fn candidates(mapping: &Mapping, opts: &SymbolizeOptions) -> Vec<PathBuf> {
     let system_debug = opts.local_files.then(|| PathBuf::from(SYSTEM_DEBUG_DIR));
     for dir in opts.debug_dirs.iter().chain(system_debug.as_ref()) {
         if id.len() > 2 {
-            out.push(
-                dir.join(".build-id")
-                    .join(&id[..2])
-                    .join(format!("{}.debug", &id[2..])),
-            );
+            out.push(dir.join(".build-id").join(&id[..2]).join(format!("{}.debug", &id[2..])));
         }
         out.push(dir.join(rel));
     }
@@ -80,9 +76,7 @@ fn matching_file(path: &Path, build_id: &[u8]) -> Option<Vec<u8>> {
 }
 
 fn loader(path: &Path) -> Option<addr2line::Loader> {
-    addr2line::Loader::new(path)
-        .map_err(|e| log::debug!("{}: no DWARF: {e}", path.display()))
-        .ok()
+    addr2line::Loader::new(path).map_err(|e| log::debug!("{}: no DWARF: {e}", path.display())).ok()
 }
 
 impl ObjectSyms {
@@ -92,15 +86,8 @@ impl ObjectSyms {
         mapping: &Mapping,
         opts: &SymbolizeOptions,
     ) -> Option<ObjectSyms> {
-        let blob = material
-            .blobs
-            .get(&blob_key(&mapping.build_id, &mapping.path));
-        let mut syms = ObjectSyms {
-            symbols: Vec::new(),
-            segments: Vec::new(),
-            dwarf: None,
-            _temp: None,
-        };
+        let blob = material.blobs.get(&blob_key(&mapping.build_id, &mapping.path));
+        let mut syms = ObjectSyms { symbols: Vec::new(), segments: Vec::new(), dwarf: None, _temp: None };
         if let Some(b) = blob {
             syms.symbols = b.symbols.clone();
             syms.segments = b.segments.clone();
@@ -147,9 +134,7 @@ impl ObjectSyms {
 
     fn symbol(&self, probe: u64) -> Option<&Symbol> {
         let i = self.symbols.partition_point(|s| s.addr <= probe);
-        self.symbols
-            .get(i.checked_sub(1)?)
-            .filter(|s| s.size == 0 || probe < s.addr + s.size)
+        self.symbols.get(i.checked_sub(1)?).filter(|s| s.size == 0 || probe < s.addr + s.size)
     }
 
     /// Frames for the code at `file_offset`, innermost inlined first; empty
@@ -175,10 +160,7 @@ impl ObjectSyms {
                     if opts.lines {
                         if let Some(loc) = &f.location {
                             if let (Some(file), Some(line)) = (loc.file, loc.line) {
-                                name = format!(
-                                    "{name} ({}:{line})",
-                                    file.rsplit('/').next().unwrap_or(file)
-                                );
+                                name = format!("{name} ({}:{line})", file.rsplit('/').next().unwrap_or(file));
                             }
                         }
                     }

@@ -1679,6 +1679,9 @@ impl<'a> Samples<'a> {
   pub const VT_STACK_ID: ::flatbuffers::VOffsetT = 16;
   pub const VT_VALUE: ::flatbuffers::VOffsetT = 18;
   pub const VT_ID: ::flatbuffers::VOffsetT = 20;
+  pub const VT_WAKER_PID: ::flatbuffers::VOffsetT = 22;
+  pub const VT_WAKER_TID: ::flatbuffers::VOffsetT = 24;
+  pub const VT_WAKER_STACK_ID: ::flatbuffers::VOffsetT = 26;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -1690,6 +1693,9 @@ impl<'a> Samples<'a> {
     args: &'args SamplesArgs<'args>
   ) -> ::flatbuffers::WIPOffset<Samples<'bldr>> {
     let mut builder = SamplesBuilder::new(_fbb);
+    if let Some(x) = args.waker_stack_id { builder.add_waker_stack_id(x); }
+    if let Some(x) = args.waker_tid { builder.add_waker_tid(x); }
+    if let Some(x) = args.waker_pid { builder.add_waker_pid(x); }
     if let Some(x) = args.id { builder.add_id(x); }
     if let Some(x) = args.value { builder.add_value(x); }
     if let Some(x) = args.stack_id { builder.add_stack_id(x); }
@@ -1767,6 +1773,29 @@ impl<'a> Samples<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u64>>>(Samples::VT_ID, None)}
   }
+  /// Optional (format 1.1): who woke the thread of an off-CPU sample; all
+  /// three empty, or one entry per sample with waker_tid 0 meaning none.
+  #[inline]
+  pub fn waker_pid(&self) -> Option<::flatbuffers::Vector<'a, u32>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u32>>>(Samples::VT_WAKER_PID, None)}
+  }
+  #[inline]
+  pub fn waker_tid(&self) -> Option<::flatbuffers::Vector<'a, u32>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u32>>>(Samples::VT_WAKER_TID, None)}
+  }
+  #[inline]
+  pub fn waker_stack_id(&self) -> Option<::flatbuffers::Vector<'a, u64>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u64>>>(Samples::VT_WAKER_STACK_ID, None)}
+  }
 }
 
 impl ::flatbuffers::Verifiable for Samples<'_> {
@@ -1784,6 +1813,9 @@ impl ::flatbuffers::Verifiable for Samples<'_> {
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u64>>>("stack_id", Self::VT_STACK_ID, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, i64>>>("value", Self::VT_VALUE, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u64>>>("id", Self::VT_ID, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u32>>>("waker_pid", Self::VT_WAKER_PID, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u32>>>("waker_tid", Self::VT_WAKER_TID, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u64>>>("waker_stack_id", Self::VT_WAKER_STACK_ID, false)?
      .finish();
     Ok(())
   }
@@ -1798,6 +1830,9 @@ pub struct SamplesArgs<'a> {
     pub stack_id: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u64>>>,
     pub value: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, i64>>>,
     pub id: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u64>>>,
+    pub waker_pid: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u32>>>,
+    pub waker_tid: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u32>>>,
+    pub waker_stack_id: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u64>>>,
 }
 impl<'a> Default for SamplesArgs<'a> {
   #[inline]
@@ -1812,6 +1847,9 @@ impl<'a> Default for SamplesArgs<'a> {
       stack_id: None,
       value: None,
       id: None,
+      waker_pid: None,
+      waker_tid: None,
+      waker_stack_id: None,
     }
   }
 }
@@ -1858,6 +1896,18 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> SamplesBuilder<'a, 'b, A> {
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Samples::VT_ID, id);
   }
   #[inline]
+  pub fn add_waker_pid(&mut self, waker_pid: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u32>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Samples::VT_WAKER_PID, waker_pid);
+  }
+  #[inline]
+  pub fn add_waker_tid(&mut self, waker_tid: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u32>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Samples::VT_WAKER_TID, waker_tid);
+  }
+  #[inline]
+  pub fn add_waker_stack_id(&mut self, waker_stack_id: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u64>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Samples::VT_WAKER_STACK_ID, waker_stack_id);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> SamplesBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     SamplesBuilder {
@@ -1884,6 +1934,9 @@ impl ::core::fmt::Debug for Samples<'_> {
       ds.field("stack_id", &self.stack_id());
       ds.field("value", &self.value());
       ds.field("id", &self.id());
+      ds.field("waker_pid", &self.waker_pid());
+      ds.field("waker_tid", &self.waker_tid());
+      ds.field("waker_stack_id", &self.waker_stack_id());
       ds.finish()
   }
 }

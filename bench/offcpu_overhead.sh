@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Off-CPU recording overhead on a context-switch-heavy workload (root):
+# fixtures/programs/pingpong.c bounces a byte between two threads over pipes.
+# Runs alone and under `profrec --events offcpu` alternately, REPS times each
+# (alternating, because this VM's context-switch speed drifts over seconds),
+# and prints the median run times (the program times itself), the slowdown,
+# the event rate profrec sustained, and drops. Also at --min-block 0.
+#
+# A control run matters here: on this VM an idle CPU wakes slowly, and any
+# process that polls (as profrec does every 100 ms) makes ping-pong faster.
+# "control" runs the workload while profrec records an unrelated sleeping
+# process: same polling and the same sched_switch hook on every switch, but
+# no stacks taken for the workload. Overhead = recorded versus control.
+# Usage: bench/offcpu_overhead.sh [ROUNDS] [REPS]   (defaults 50000, 7)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROUNDS=${1:-50000}
+REPS=${2:-7}
+fixtures/build.sh target/fixtures >/dev/null
+cargo build --release --quiet -p profcap-recorder -p profcap-analyze
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+work=(target/fixtures/pingpong "$ROUNDS")
+median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+# Prints "wall-seconds cpu-seconds" of one run, as the program measured them.
+elapsed() { "$@" 2>"$tmp/err" | awk '/^elapsed/ {w=$2} /^cpu/ {c=$2} END {print w, c}'; }
+control() {
+  sleep 600 & local idle=$!
+  target/release/profrec -q -o "$tmp/c.cap" --events offcpu -p "$idle" & local rec=$!
+  sleep 1
+  elapsed "${work[@]}"
+  kill -INT "$rec"; wait "$rec" || true
+  kill "$idle"; wait "$idle" 2>/dev/null || true
+}
+for _ in $(seq "$REPS"); do
+  elapsed "${work[@]}" >> "$tmp/base"
+  control >> "$tmp/control"
+  elapsed target/release/profrec -q -o "$tmp/o.cap" --events offcpu -- "${work[@]}" >> "$tmp/off"
+  elapsed target/release/profrec -q -o "$tmp/z.cap" --events offcpu --min-block 0 -- "${work[@]}" >> "$tmp/zero"
+done
+col() { awk -v c="$1" '{print $c}' "$tmp/$2" | median; }
+printf 'pingpong %s rounds, %s alternating runs, medians of the times the program measured\n' "$ROUNDS" "$REPS"
+printf '%-40s %9s %9s %9s\n' config "wall (s)" "CPU (s)" "CPU vs control"
+ctl=$(col 2 control)
+for cfg in base:"alone" control:"control (profrec on another process)" off:"profrec --events offcpu" zero:"profrec --events offcpu --min-block 0"; do
+  name=${cfg%%:*}; label=${cfg#*:}
+  w=$(col 1 "$name"); c=$(col 2 "$name")
+  printf '%-40s %9.3f %9.3f %+8.2f%%\n' "$label" "$w" "$c" "$(echo "($c / $ctl - 1) * 100" | bc -l)"
+done
+for f in o z; do
+  echo
+  target/release/profanalyze info "$tmp/$f.cap" | grep -E '^(samples|duration|lost|size)|^  offcpu'
+  s=$(target/release/profanalyze info --json "$tmp/$f.cap" | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["samples"] / d["duration_s"])')
+  printf 'sustained: %.0f off-CPU events/s\n' "$s"
+done
+
+# The probe's own cost, from the kernel's BPF run-time statistics.
+echo
+old=$(cat /proc/sys/kernel/bpf_stats_enabled)
+echo 1 > /proc/sys/kernel/bpf_stats_enabled
+for flags in "" "--no-offcpu-kernel-stacks"; do
+  target/release/profrec -q -o "$tmp/s.cap" --events offcpu $flags -- "${work[@]}" >/dev/null &
+  rec=$!
+  sleep 2
+  echo "profrec --events offcpu $flags:"
+  bpftool prog show -j 2>/dev/null | python3 -c '
+import json, sys
+for p in json.load(sys.stdin):
+    if p.get("name") in ("on_switch", "on_cpu_sample", "on_wakeup") and p.get("run_cnt"):
+        print("  %-12s %10d runs, %6.0f ns per run" % (p["name"], p["run_cnt"], p["run_time_ns"] / p["run_cnt"]))'
+  wait "$rec" || true
+done
+echo "$old" > /proc/sys/kernel/bpf_stats_enabled

@@ -1,0 +1,197 @@
+// SPDX-License-Identifier: GPL-2.0 OR MIT
+/* Off-CPU time for profrec, by the rules of DeepFlow's off-CPU profiler:
+ * a target thread that leaves the CPU in TASK_INTERRUPTIBLE or
+ * TASK_UNINTERRUPTIBLE has its block time and stacks remembered; when it is
+ * switched in again, one event with the blocked nanoseconds is sent. Threads
+ * of pid 0, stacks without a user frame, and blocks longer than max_block_ns
+ * or shorter than min_block_ns are dropped and counted by reason.
+ *
+ * Stacks go through a BPF stack map (deduplicated in the kernel) so that the
+ * switch-out path stays cheap; profrec reads each new stack id once.
+ *
+ * `targets` and `events` are the maps of oncpu.bpf.c: profrec makes them the
+ * same kernel maps (bpf_map__reuse_fd) before loading. */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
+#include "profrec.h"
+
+char LICENSE[] SEC("license") = "Dual MIT/GPL";
+
+#define TASK_INTERRUPTIBLE 0x1
+#define TASK_UNINTERRUPTIBLE 0x2
+#define EFAULT 14 /* bpf_get_stackid: no frames to walk */
+#define EINVAL 22
+
+const volatile bool filter_pids = false;
+const volatile __u64 min_block_ns = 10000;
+const volatile __u64 max_block_ns = 3600ULL * 1000000000ULL;
+const volatile bool kernel_stacks = true;
+const volatile bool track_wakers = false;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 16 << 20);
+} events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u32);
+	__type(value, __u8);
+} targets SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, DROP_REASONS);
+	__type(key, __u32);
+	__type(value, __u64);
+} offcpu_drops SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_STACK_TRACE);
+	__uint(max_entries, 32768);
+	__uint(key_size, sizeof(__u32));
+	__uint(value_size, MAX_STACK_DEPTH * sizeof(__u64));
+} stacks SEC(".maps");
+
+struct blocked {
+	__u64 since_ns;
+	__s32 user_stack_id;
+	__s32 kernel_stack_id;
+};
+
+/* Threads now off the CPU, by tid. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u32);
+	__type(value, struct blocked);
+} blocked SEC(".maps");
+
+struct waker {
+	__u32 pid;
+	__u32 tid;
+	__s32 user_stack_id;
+	__s32 kernel_stack_id;
+};
+
+/* Who last woke each blocked thread, by tid (with track_wakers). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u32);
+	__type(value, struct waker);
+} wakers SEC(".maps");
+
+static __always_inline void count_drop(__u32 reason)
+{
+	__u64 *n = bpf_map_lookup_elem(&offcpu_drops, &reason);
+	if (n)
+		*n += 1;
+}
+
+static __always_inline bool is_target(__u32 tgid)
+{
+	if (!filter_pids)
+		return true;
+	return bpf_map_lookup_elem(&targets, &tgid) != NULL;
+}
+
+SEC("tp_btf/sched_switch")
+int BPF_PROG(on_switch, bool preempt, struct task_struct *prev, struct task_struct *next,
+	     unsigned int prev_state)
+{
+	__u64 now = bpf_ktime_get_ns();
+	__u32 prev_tid = BPF_CORE_READ(prev, pid), prev_tgid = BPF_CORE_READ(prev, tgid);
+
+	/* prev is the current task here, so its stacks can be taken. */
+	if (prev_tid != 0 && (prev_state & (TASK_INTERRUPTIBLE | TASK_UNINTERRUPTIBLE)) &&
+	    is_target(prev_tgid)) {
+		struct blocked b = { .since_ns = now };
+		b.user_stack_id = bpf_get_stackid(ctx, &stacks, BPF_F_USER_STACK);
+		/* Skip this program's own frame and the tracepoint's (bpf_trace_run4)
+		 * so kernel stacks start at __schedule. */
+		b.kernel_stack_id = kernel_stacks ? bpf_get_stackid(ctx, &stacks, 2) : -1;
+		if (bpf_map_update_elem(&blocked, &prev_tid, &b, BPF_ANY))
+			count_drop(DROP_OFFCPU_TABLE_FULL);
+	}
+
+	__u32 next_tid = BPF_CORE_READ(next, pid);
+	if (next_tid == 0)
+		return 0;
+	struct blocked *b = bpf_map_lookup_elem(&blocked, &next_tid);
+	if (!b)
+		return 0;
+	struct blocked seen = *b;
+	bpf_map_delete_elem(&blocked, &next_tid);
+	__u64 delta = now - seen.since_ns;
+	if (delta < min_block_ns) {
+		count_drop(DROP_OFFCPU_SHORT);
+		return 0;
+	}
+	if (delta > max_block_ns) {
+		count_drop(DROP_OFFCPU_LONG);
+		return 0;
+	}
+	if (seen.user_stack_id < 0) {
+		count_drop(seen.user_stack_id == -EFAULT || seen.user_stack_id == -EINVAL
+				   ? DROP_OFFCPU_NO_USER : DROP_OFFCPU_STACKMAP);
+		return 0;
+	}
+	struct profrec_offcpu_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		count_drop(DROP_RINGBUF_FULL);
+		return 0;
+	}
+	e->h.type = EVENT_OFFCPU;
+	e->h.pid = BPF_CORE_READ(next, tgid);
+	e->h.tid = next_tid;
+	e->h.cpu = bpf_get_smp_processor_id();
+	e->h.time_ns = seen.since_ns;
+	e->blocked_ns = delta;
+	e->user_stack_id = seen.user_stack_id;
+	e->kernel_stack_id = seen.kernel_stack_id;
+	e->waker_pid = 0;
+	e->waker_tid = 0;
+	e->waker_user_stack_id = -1;
+	e->waker_kernel_stack_id = -1;
+	if (track_wakers) {
+		struct waker *w = bpf_map_lookup_elem(&wakers, &next_tid);
+		if (w) {
+			e->waker_pid = w->pid;
+			e->waker_tid = w->tid;
+			e->waker_user_stack_id = w->user_stack_id;
+			e->waker_kernel_stack_id = w->kernel_stack_id;
+			bpf_map_delete_elem(&wakers, &next_tid);
+		}
+	}
+	BPF_CORE_READ_STR_INTO(&e->comm, next, comm);
+	__u64 pending = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
+	bpf_ringbuf_submit(e, pending >= (1 << 20) ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP);
+	return 0;
+}
+
+static __always_inline void note_waker(void *ctx, struct task_struct *p)
+{
+	__u32 tid = BPF_CORE_READ(p, pid);
+	if (!bpf_map_lookup_elem(&blocked, &tid))
+		return;
+	__u64 id = bpf_get_current_pid_tgid();
+	struct waker w = {
+		.pid = id >> 32,
+		.tid = (__u32)id,
+		.user_stack_id = bpf_get_stackid(ctx, &stacks, BPF_F_USER_STACK),
+		.kernel_stack_id = kernel_stacks ? bpf_get_stackid(ctx, &stacks, 2) : -1,
+	};
+	bpf_map_update_elem(&wakers, &tid, &w, BPF_ANY);
+}
+
+SEC("tp_btf/sched_wakeup")
+int BPF_PROG(on_wakeup, struct task_struct *p)
+{
+	if (track_wakers)
+		note_waker(ctx, p);
+	return 0;
+}
