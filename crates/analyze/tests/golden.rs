@@ -11,7 +11,7 @@ use profcap_analyze::export::{flame_graph, write_folded, write_top, FlameOptions
 use profcap_analyze::info::{info, write_text};
 use profcap_analyze::{build, Material, ProfileOptions};
 
-const CASES: &[&str] = &["cpu_split", "threads", "spawner", "rust_split"];
+const CASES: &[&str] = &["cpu_split", "threads", "spawner", "rust_split", "blocker"];
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures")
@@ -64,12 +64,46 @@ fn outputs(case: &str) {
     flame_graph(&p, &FlameOptions::default(), &mut svg).unwrap();
     check(case, "flame.svg", &svg);
 
+    if m.kind_counts.contains_key("offcpu") {
+        offcpu_outputs(case, &m);
+    }
+
     // info without the absolute path, which differs between checkouts
     let mut i = info(&m, (1, 0));
     i.path = format!("fixtures/{case}/capture.cap");
     let mut text = Vec::new();
     write_text(&i, &mut text).unwrap();
     check(case, "info.txt", &text);
+}
+
+/// Off-CPU time per thread with wakers, and the wall-clock view.
+fn offcpu_outputs(case: &str, m: &Material) {
+    let mut o = offline();
+    o.filter.kind = Some(profcap_format::SampleKind::OffCpu);
+    o.filter.wakers = true;
+    o.grouping.thread = true;
+    let p = build(m, &o).unwrap();
+    let mut folded = Vec::new();
+    write_folded(&p, &mut folded).unwrap();
+    check(case, "offcpu-wakers-folded.txt", &folded);
+    let mut top = Vec::new();
+    write_top(&p, TopBy::Function, 30, &mut top).unwrap();
+    check(case, "offcpu-top.txt", &top);
+
+    let mut o = offline();
+    o.filter.wall = true;
+    let p = build(m, &o).unwrap();
+    let mut folded = Vec::new();
+    write_folded(&p, &mut folded).unwrap();
+    check(case, "wall-folded.txt", &folded);
+    let mut svg = Vec::new();
+    flame_graph(&p, &FlameOptions::default(), &mut svg).unwrap();
+    check(case, "wall-flame.svg", &svg);
+}
+
+#[test]
+fn golden_blocker() {
+    outputs("blocker");
 }
 
 #[test]

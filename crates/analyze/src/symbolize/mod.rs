@@ -174,6 +174,12 @@ impl<'a> Symbolizer<'a> {
         let mut out = Vec::with_capacity(stack.user.len() + stack.kernel.len());
         for (i, &addr) in stack.user.iter().enumerate().rev() {
             let frames = self.user_frames(pid, generation, addr, i == 0);
+            // A run of addresses outside every mapping (a broken frame-pointer
+            // chain, typically) is one [unknown] frame, not dozens.
+            let repeat = frames.len() == 1 && out.last().is_some_and(|l: &Frame| l.name == self.unknown);
+            if repeat && frames[0].name == self.unknown {
+                continue;
+            }
             out.extend(frames.iter().rev().cloned());
         }
         if kernel {

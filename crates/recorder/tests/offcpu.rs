@@ -1,0 +1,152 @@
+//! Off-CPU recordings of a real program whose threads block in known
+//! functions for known times. Root only, like tests/record.rs.
+
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Once};
+
+use profcap_analyze::{build, Filter, Grouping, Material, Profile, ProfileOptions};
+use profcap_format::SampleKind;
+use profcap_recorder::{record, RecordOptions, Target};
+
+fn root_or_skip() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
+    }
+    if std::env::var_os("PROFCAP_SKIP_ROOT_TESTS").is_some() {
+        eprintln!("skipping: needs root (PROFCAP_SKIP_ROOT_TESTS is set)");
+        return false;
+    }
+    panic!("this test loads BPF programs and must run as root; set PROFCAP_SKIP_ROOT_TESTS=1 to skip it");
+}
+
+fn blocker() -> PathBuf {
+    static BUILD: Once = Once::new();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let out = root.join("target/fixtures");
+    BUILD.call_once(|| {
+        assert!(Command::new(root.join("fixtures/build.sh")).arg(&out).status().unwrap().success());
+    });
+    out.join("blocker")
+}
+
+fn record_blocker(dir: &Path, wakers: bool) -> PathBuf {
+    let cap = dir.join("blocker.cap");
+    let mut o = RecordOptions::new(cap.clone(), Target::Spawn(vec![blocker().display().to_string()]));
+    o.offcpu = true;
+    o.wakers = wakers;
+    let summary = record(&o, Arc::new(AtomicBool::new(false))).unwrap();
+    assert_eq!(summary.child_exit, Some(0));
+    cap
+}
+
+fn offcpu_profile(cap: &Path, wakers: bool) -> (Material, Profile) {
+    let m = Material::load(cap, true).unwrap();
+    let mut o = ProfileOptions::default();
+    let mut f = Filter::default();
+    f.kind = Some(SampleKind::OffCpu);
+    f.no_kernel = true;
+    f.wakers = wakers;
+    o.filter = f;
+    let mut g = Grouping::default();
+    g.thread = true;
+    o.grouping = g;
+    o.symbolize.local_files = false;
+    let p = build(&m, &o).unwrap();
+    (m, p)
+}
+
+/// Off-CPU milliseconds per thread name.
+fn per_thread_ms(p: &Profile) -> HashMap<String, f64> {
+    let mut out = HashMap::new();
+    for (frames, v) in &p.stacks {
+        let thread = frames[0].name.rsplit_once(" (").unwrap().0.to_owned();
+        *out.entry(thread).or_insert(0.0) += *v as f64 / 1e6;
+    }
+    out
+}
+
+fn within(got: f64, want: f64, pct: f64) -> bool {
+    (got - want).abs() <= want * pct / 100.0
+}
+
+#[test]
+fn blocked_time_per_thread_matches_the_program() {
+    if !root_or_skip() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let cap = record_blocker(dir.path(), false);
+    let (m, p) = offcpu_profile(&cap, false);
+    let ms = per_thread_ms(&p);
+    eprintln!("off-CPU ms per thread: {ms:?}");
+    // Sleeps are exact up to timer slack (50 us per sleep by default).
+    assert!(within(ms["sleeper"], 500.0, 3.0), "sleeper {:.1} ms", ms["sleeper"]);
+    assert!(within(ms["writer"], 500.0, 3.0), "writer {:.1} ms", ms["writer"]);
+    // The reader waits for the writer's five writes, 100 ms apart.
+    assert!(within(ms["reader"], 500.0, 5.0), "reader {:.1} ms", ms["reader"]);
+    // The condition variable is signalled 300 ms after start.
+    assert!(within(ms["condvar"], 300.0, 5.0), "condvar {:.1} ms", ms["condvar"]);
+    // A thread that never blocks shows no off-CPU time.
+    assert!(!ms.contains_key("spinner"), "spinner blocked for {:?} ms", ms.get("spinner"));
+    // The blocking functions are on the stacks (see blocker.c on why each
+    // blocking call goes through a wrapper).
+    for (thread, func) in [("sleeper", "sleep_wait"), ("reader", "pipe_wait")] {
+        let blocked_in: f64 = p
+            .stacks
+            .iter()
+            .filter(|(f, _)| f[0].name.starts_with(thread) && f.iter().any(|x| &*x.name == func))
+            .map(|(_, v)| *v as f64 / 1e6)
+            .sum();
+        assert!(
+            within(blocked_in, ms[thread], 1.0),
+            "{thread}: {blocked_in:.1} of {:.1} ms in {func}",
+            ms[thread]
+        );
+    }
+    assert!(m.meta.events.contains(&"offcpu".to_string()));
+    assert!(m.lost.iter().all(|l| l.reason.starts_with("filtered") || l.count == 0), "{:?}", m.lost);
+}
+
+#[test]
+fn wakers_name_who_woke_each_thread() {
+    if !root_or_skip() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let cap = record_blocker(dir.path(), true);
+    let (_, p) = offcpu_profile(&cap, true);
+    let woken = |thread: &str, by: &str| -> f64 {
+        p.stacks
+            .iter()
+            .filter(|(f, _)| {
+                f[0].name.starts_with(thread)
+                    && f.iter().any(|x| x.name.starts_with(&format!("[woken by {by} (")))
+            })
+            .map(|(_, v)| *v as f64 / 1e6)
+            .sum()
+    };
+    let reader_total = per_thread_ms(&p)["reader"];
+    // Every read wait ends with the writer's write.
+    assert!(
+        woken("reader", "writer") > 0.95 * reader_total,
+        "reader woken by writer {:.1} of {reader_total:.1} ms",
+        woken("reader", "writer")
+    );
+    // The main thread signals the condition variable.
+    assert!(
+        woken("condvar", "blocker") > 250.0,
+        "condvar woken by main {:.1} ms",
+        woken("condvar", "blocker")
+    );
+    // The writer's stack at the wakeup is there, leaf first after the marker.
+    let writer_stack = p.stacks.iter().any(|(f, _)| {
+        f.windows(2).any(|w| w[0].name.starts_with("[woken by writer") && w[1].name.contains("write"))
+    });
+    assert!(writer_stack, "no write frame next to [woken by writer]");
+}
