@@ -153,6 +153,33 @@ pub fn exists(pid: u32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
 }
 
+/// Parses a JIT symbol map (`/tmp/perf-PID.map`, the format perf reads):
+/// `START SIZE NAME` per line, START and SIZE in hex. Bad lines are skipped.
+pub fn parse_perf_map(text: &str) -> Vec<profcap_format::Symbol> {
+    let mut out: Vec<profcap_format::Symbol> = text
+        .lines()
+        .filter_map(|line| {
+            let mut f = line.splitn(3, ' ');
+            let hex = |s: &str| u64::from_str_radix(s.trim_start_matches("0x"), 16).ok();
+            let addr = hex(f.next()?)?;
+            let size = hex(f.next()?)?;
+            let name = f.next()?.trim();
+            (!name.is_empty()).then(|| profcap_format::Symbol { addr, size, name: name.to_owned() })
+        })
+        .collect();
+    out.sort_by_key(|s| s.addr);
+    out
+}
+
+/// The JIT symbol map a process wrote for profilers, if any: looked up in
+/// its own root (containers) first, then in this machine's /tmp.
+pub fn read_perf_map(pid: u32) -> Option<Vec<profcap_format::Symbol>> {
+    [format!("/proc/{pid}/root/tmp/perf-{pid}.map"), format!("/tmp/perf-{pid}.map")]
+        .iter()
+        .find_map(|p| fs::read_to_string(p).ok())
+        .map(|text| parse_perf_map(&text))
+}
+
 /// Kernel release and hostname, from uname.
 pub fn uname() -> (String, String) {
     let release = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
@@ -184,6 +211,14 @@ mod tests {
         let deleted = parse_maps_line("1000-2000 r-xp 0 08:02 77 /tmp/a b (deleted)").unwrap();
         assert_eq!(deleted.path, "/tmp/a b (deleted)");
         assert_eq!(parse_maps_line("garbage"), None);
+    }
+
+    #[test]
+    fn parses_perf_maps() {
+        let syms = parse_perf_map("7f00001000 40 jitted::hot loop\nbad line\n0x7f00000000 10 stub\n");
+        assert_eq!(syms.len(), 2);
+        assert_eq!((syms[0].addr, syms[0].size, syms[0].name.as_str()), (0x7f_0000_0000, 0x10, "stub"));
+        assert_eq!(syms[1].name, "jitted::hot loop");
     }
 
     #[test]

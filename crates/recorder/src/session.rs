@@ -377,6 +377,18 @@ impl Session {
 
     /// Writes the end-of-recording material: symbols, kernel symbols, drops.
     fn finish_material(&mut self, embed: EmbedMode, probes: &Probes) -> Result<()> {
+        // JIT symbol maps, read last because JITs append to them while running.
+        let mut pids: Vec<u32> = self.seen_pids.iter().copied().collect();
+        pids.sort_unstable();
+        for pid in pids {
+            if let Some(symbols) = procfs::read_perf_map(pid) {
+                log::info!("pid {pid}: {} JIT symbols", symbols.len());
+                let blob =
+                    profcap_format::SymbolBlob { path: perf_map_path(pid), symbols, ..Default::default() };
+                let r = self.writer.push_symbols(blob);
+                self.write(r)?;
+            }
+        }
         let used: Vec<usize> = (0..self.objects.len()).filter(|&i| self.objects[i].used).collect();
         log::info!("embedding material for {} objects", used.len());
         let vdso = elf::own_vdso();
@@ -412,6 +424,12 @@ impl Session {
         }
         Ok(())
     }
+}
+
+/// The path under which a process's JIT symbols are stored in the capture
+/// (a symbol blob without build id); the analyzer looks them up the same way.
+fn perf_map_path(pid: u32) -> String {
+    format!("[perf-map:{pid}]")
 }
 
 fn open_output(path: &PathBuf) -> Result<File> {

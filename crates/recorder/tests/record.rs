@@ -208,3 +208,29 @@ fn clear_errors_for_bad_targets() {
         "{err}"
     );
 }
+
+#[test]
+fn jit_code_is_named_from_the_perf_map() {
+    if !root_or_skip() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let cap = dir.path().join("jit.cap");
+    let exe = fixture("jit").display().to_string();
+    record(&opts(&cap, Target::Spawn(vec![exe, "1".into()]), 999), stop_flag()).unwrap();
+    let (m, p) = profile(&cap, Grouping::default());
+    for pid in m.processes.keys() {
+        let _ = std::fs::remove_file(format!("/tmp/perf-{pid}.map"));
+    }
+    let s = shares(&p, &["jit_hot", "jit_cold"]);
+    eprintln!("jit_hot/jit_cold: {s:?}");
+    // jit_hot loops three times as long as jit_cold.
+    assert!((s[0] - 75.0).abs() < 6.0 && (s[1] - 25.0).abs() < 6.0, "{s:?}");
+    let jit_kind = p
+        .stacks
+        .iter()
+        .flat_map(|(f, _)| f)
+        .filter(|f| &*f.name == "jit_hot")
+        .all(|f| f.kind == profcap_analyze::symbolize::FrameKind::Jit && &*f.module == "[jit]");
+    assert!(jit_kind, "JIT frames are marked as such");
+}

@@ -6,13 +6,14 @@ use crate::profile::Profile;
 use crate::symbolize::{Frame, FrameKind};
 
 /// A frame's name with the suffix flame graph tools use to color it:
-/// `_[k]` for kernel, `_[i]` for inlined frames.
+/// `_[k]` for kernel, `_[i]` for inlined, `_[j]` for JIT frames.
 pub fn frame_label(f: &Frame) -> String {
     // ';' separates frames and would split a name in two.
     let name = f.name.replace(';', ":");
     match f.kind {
         FrameKind::Kernel => format!("{name}_[k]"),
         FrameKind::Inlined => format!("{name}_[i]"),
+        FrameKind::Jit => format!("{name}_[j]"),
         FrameKind::User => name,
     }
 }

@@ -56,6 +56,8 @@ pub enum FrameKind {
     /// A function inlined into the frame below it.
     Inlined,
     Kernel,
+    /// Code generated at run time, named by the process's perf map.
+    Jit,
 }
 
 /// One symbolized frame.
@@ -73,6 +75,8 @@ pub struct Symbolizer<'a> {
     material: &'a Material,
     opts: SymbolizeOptions,
     objects: HashMap<Vec<u8>, Option<ObjectSyms>>,
+    /// JIT symbols per pid, sorted by address (from `[perf-map:PID]` blobs).
+    jit: HashMap<u32, Vec<(u64, u64, Arc<str>)>>,
     cache: HashMap<(Vec<u8>, u64, bool), Arc<[Frame]>>,
     kernel: Vec<(u64, u64, Arc<str>)>,
     kernel_module: Arc<str>,
@@ -100,6 +104,7 @@ impl<'a> Symbolizer<'a> {
             material,
             opts,
             objects: HashMap::new(),
+            jit: HashMap::new(),
             cache: HashMap::new(),
             kernel,
             kernel_module: Arc::from("[kernel]"),
@@ -124,11 +129,11 @@ impl<'a> Symbolizer<'a> {
     /// return addresses and are looked up one byte earlier, at the call.
     pub fn user_frames(&mut self, pid: u32, generation: u64, addr: u64, leaf: bool) -> Arc<[Frame]> {
         let Some(mapping) = self.material.mapping_at(pid, generation, addr) else {
-            let frame = Frame {
+            let frame = self.jit_frame(pid, addr).unwrap_or_else(|| Frame {
                 name: Arc::clone(&self.unknown),
                 module: Arc::clone(&self.unknown),
                 kind: FrameKind::User,
-            };
+            });
             return Arc::from(vec![frame]);
         };
         let key = blob_key(&mapping.build_id, &mapping.path);
@@ -158,6 +163,29 @@ impl<'a> Symbolizer<'a> {
         };
         self.cache.insert(cache_key, Arc::clone(&frames));
         frames
+    }
+
+    /// The JIT symbol of `pid` covering `addr`, from the capture's copy of
+    /// the process's `/tmp/perf-PID.map`.
+    fn jit_frame(&mut self, pid: u32, addr: u64) -> Option<Frame> {
+        let material = self.material;
+        let syms = self.jit.entry(pid).or_insert_with(|| {
+            let key = blob_key(&[], &format!("[perf-map:{pid}]"));
+            let mut v: Vec<_> = material
+                .blobs
+                .get(&key)
+                .map(|b| b.symbols.iter().map(|s| (s.addr, s.size, Arc::from(s.name.as_str()))).collect())
+                .unwrap_or_default();
+            v.sort_by_key(|s| s.0);
+            v
+        });
+        let i = syms.partition_point(|s| s.0 <= addr);
+        let (start, size, name) = syms.get(i.checked_sub(1)?)?;
+        (addr < start + size.max(&1)).then(|| Frame {
+            name: Arc::clone(name),
+            module: Arc::from("[jit]"),
+            kind: FrameKind::Jit,
+        })
     }
 
     /// All frames of a stack, root first (outermost user frame first, then
