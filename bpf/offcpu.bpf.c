@@ -9,13 +9,13 @@
  * Stacks go through a BPF stack map (deduplicated in the kernel) so that the
  * switch-out path stays cheap; profrec reads each new stack id once.
  *
- * `targets` and `events` are the maps of oncpu.bpf.c: profrec makes them the
- * same kernel maps (bpf_map__reuse_fd) before loading. */
+ * `targets` and `events` (common.h) are the maps of oncpu.bpf.c: profrec
+ * makes them the same kernel maps (bpf_map__reuse_fd) before loading. */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
 #include <bpf/bpf_core_read.h>
-#include "profrec.h"
+#include "common.h"
 
 char LICENSE[] SEC("license") = "Dual MIT/GPL";
 
@@ -24,30 +24,10 @@ char LICENSE[] SEC("license") = "Dual MIT/GPL";
 #define EFAULT 14 /* bpf_get_stackid: no frames to walk */
 #define EINVAL 22
 
-const volatile bool filter_pids = false;
 const volatile __u64 min_block_ns = 10000;
 const volatile __u64 max_block_ns = 3600ULL * 1000000000ULL;
 const volatile bool kernel_stacks = true;
 const volatile bool track_wakers = false;
-
-struct {
-	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 16 << 20);
-} events SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 65536);
-	__type(key, __u32);
-	__type(value, __u8);
-} targets SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, DROP_REASONS);
-	__type(key, __u32);
-	__type(value, __u64);
-} offcpu_drops SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_STACK_TRACE);
@@ -84,20 +64,6 @@ struct {
 	__type(key, __u32);
 	__type(value, struct waker);
 } wakers SEC(".maps");
-
-static __always_inline void count_drop(__u32 reason)
-{
-	__u64 *n = bpf_map_lookup_elem(&offcpu_drops, &reason);
-	if (n)
-		*n += 1;
-}
-
-static __always_inline bool is_target(__u32 tgid)
-{
-	if (!filter_pids)
-		return true;
-	return bpf_map_lookup_elem(&targets, &tgid) != NULL;
-}
 
 SEC("tp_btf/sched_switch")
 int BPF_PROG(on_switch, bool preempt, struct task_struct *prev, struct task_struct *next,
@@ -168,8 +134,7 @@ int BPF_PROG(on_switch, bool preempt, struct task_struct *prev, struct task_stru
 		}
 	}
 	BPF_CORE_READ_STR_INTO(&e->comm, next, comm);
-	__u64 pending = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
-	bpf_ringbuf_submit(e, pending >= (1 << 20) ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP);
+	bpf_ringbuf_submit(e, sample_wakeup_flag());
 	return 0;
 }
 

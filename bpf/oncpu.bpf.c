@@ -11,52 +11,12 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
 #include <bpf/bpf_core_read.h>
-#include "profrec.h"
+#include "common.h"
 
 char LICENSE[] SEC("license") = "Dual MIT/GPL";
 
-/* Settings, written by profrec before load. */
-const volatile bool filter_pids = false;   /* false: every process (--all) */
+/* Settings, written by profrec before load (filter_pids is in common.h). */
 const volatile bool follow_children = true;
-/* Samples do not wake profrec up (a wakeup per sample would preempt the very
- * workload being measured); it reads them on a timer, and is woken only when
- * this much is pending. Process events always wake it: it must read /proc
- * while the process still exists. */
-const volatile __u64 wakeup_bytes = 1 << 20;
-
-struct {
-	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 16 << 20);
-} events SEC(".maps");
-
-/* Target processes (tgid -> 1), filled by profrec and by on_fork. */
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 65536);
-	__type(key, __u32);
-	__type(value, __u8);
-} targets SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, DROP_REASONS);
-	__type(key, __u32);
-	__type(value, __u64);
-} drops SEC(".maps");
-
-static __always_inline void count_drop(__u32 reason)
-{
-	__u64 *n = bpf_map_lookup_elem(&drops, &reason);
-	if (n)
-		*n += 1;
-}
-
-static __always_inline bool is_target(__u32 tgid)
-{
-	if (!filter_pids)
-		return true;
-	return bpf_map_lookup_elem(&targets, &tgid) != NULL;
-}
 
 static __always_inline void fill_header(struct profrec_event_header *h, __u32 type, __u32 pid, __u32 tid)
 {
@@ -86,8 +46,7 @@ int on_cpu_sample(struct bpf_perf_event_data *ctx)
 	bpf_get_current_comm(e->comm, sizeof(e->comm));
 	e->kstack_bytes = bpf_get_stack(ctx, e->kstack, sizeof(e->kstack), 0);
 	e->ustack_bytes = bpf_get_stack(ctx, e->ustack, sizeof(e->ustack), BPF_F_USER_STACK);
-	__u64 pending = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
-	bpf_ringbuf_submit(e, pending >= wakeup_bytes ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP);
+	bpf_ringbuf_submit(e, sample_wakeup_flag());
 	return 0;
 }
 
@@ -102,6 +61,8 @@ static __always_inline void send_proc_event(__u32 type, __u32 pid, __u32 ppid)
 	e->ppid = ppid;
 	e->pad = 0;
 	bpf_get_current_comm(e->comm, sizeof(e->comm));
+	/* Process events always wake profrec: it must read /proc while the
+	 * process still exists. */
 	bpf_ringbuf_submit(e, BPF_RB_FORCE_WAKEUP);
 }
 

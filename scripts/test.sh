@@ -20,4 +20,7 @@ scripts/gen-schema.sh --check
 echo "== fuzz target builds"
 cargo build --locked --manifest-path fuzz/Cargo.toml --quiet
 echo "== tests"
-cargo test --locked --workspace
+cargo test --locked --workspace --exclude profcap-recorder
+# The recorder's tests measure real programs' CPU profiles: one at a time, so
+# they do not compete with each other for this machine's two cores.
+cargo test --locked -p profcap-recorder -- --test-threads=1

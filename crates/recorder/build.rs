@@ -20,5 +20,6 @@ fn main() {
         println!("cargo:rerun-if-changed={}", src.display());
     }
     println!("cargo:rerun-if-changed={}", bpf_dir.join("profrec.h").display());
+    println!("cargo:rerun-if-changed={}", bpf_dir.join("common.h").display());
     println!("cargo:rerun-if-changed={}", bpf_dir.join("vmlinux.h").display());
 }

@@ -56,8 +56,10 @@ pub fn blob_key(build_id: &[u8], path: &str) -> Vec<u8> {
 }
 
 fn open(path: &Path, strict: bool) -> Result<CaptureReader<std::fs::File>> {
-    CaptureReader::open(path, ReadOptions::strict(strict))
-        .map_err(|source| Error::Capture { path: path.to_owned(), source })
+    CaptureReader::open(path, ReadOptions::strict(strict)).map_err(|source| match source {
+        e @ profcap_format::Error::Open { .. } => Error::Open(e),
+        source => Error::Capture { path: path.to_owned(), source },
+    })
 }
 
 impl Material {

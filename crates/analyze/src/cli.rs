@@ -242,7 +242,8 @@ impl Common {
 }
 
 fn load(path: &Path, strict: bool) -> Result<Material> {
-    let m = Material::load(path, strict).with_context(|| format!("reading {}", path.display()))?;
+    // The error names the file already.
+    let m = Material::load(path, strict)?;
     for w in &m.warnings {
         log::warn!("{}: {w}", path.display());
     }

@@ -22,8 +22,11 @@ pub use symbolize::SymbolizeOptions;
 #[non_exhaustive]
 pub enum Error {
     /// The capture could not be read.
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Capture { path: PathBuf, source: profcap_format::Error },
+    /// The capture could not be opened (the error names the file).
+    #[error(transparent)]
+    Open(profcap_format::Error),
     /// Nothing matched.
     #[error("{0}")]
     NoSamples(String),
@@ -31,7 +34,7 @@ pub enum Error {
     #[error("rendering failed: {0}")]
     Render(String),
     /// Writing output failed.
-    #[error("writing output: {0}")]
+    #[error("writing output")]
     Output(#[source] std::io::Error),
 }
 

@@ -40,7 +40,7 @@ use std::path::PathBuf;
 #[non_exhaustive]
 pub enum Error {
     /// The capture could not be opened.
-    #[error("cannot open capture {path}: {source}")]
+    #[error("cannot open capture {path}")]
     Open { path: PathBuf, source: std::io::Error },
     /// The input does not start with the capture magic.
     #[error("not a profcap capture (bad magic bytes)")]
@@ -58,10 +58,10 @@ pub enum Error {
     #[error("corrupt chunk at byte {offset}: {reason}")]
     Corrupt { offset: u64, reason: String },
     /// Reading failed.
-    #[error("read error: {0}")]
+    #[error("read error")]
     Read(#[source] std::io::Error),
     /// Writing failed (disk full, closed pipe, ...).
-    #[error("write error: {0}")]
+    #[error("write error")]
     Write(#[source] std::io::Error),
     /// A record or chunk exceeds the format's limits.
     #[error("{what} is too large for one chunk ({bytes} bytes)")]

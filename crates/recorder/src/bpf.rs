@@ -360,7 +360,7 @@ impl Probes {
         let mut out: Vec<_> =
             sum_drops(&self.skel.maps.drops).into_iter().map(|(r, n)| ("cpu", r, n)).collect();
         if let Some(off) = &self.offcpu {
-            out.extend(sum_drops(&off.maps.offcpu_drops).into_iter().map(|(r, n)| ("offcpu", r, n)));
+            out.extend(sum_drops(&off.maps.drops).into_iter().map(|(r, n)| ("offcpu", r, n)));
         }
         out
     }

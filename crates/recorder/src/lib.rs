@@ -94,22 +94,22 @@ pub enum Error {
     #[error("process {pid} exited")]
     Gone { pid: u32 },
     /// A /proc file could not be read.
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}")]
     Proc { path: PathBuf, source: std::io::Error },
     /// A file could not be opened, read or written.
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Io { path: PathBuf, source: std::io::Error },
     /// The command to record could not be started.
-    #[error("cannot start {command}: {source}")]
+    #[error("cannot start {command}")]
     Spawn { command: String, source: std::io::Error },
     /// A BPF step failed; `detail` holds libbpf's message.
     #[error("BPF {what} failed: {detail}")]
     Bpf { what: String, detail: String },
     /// The sampling event could not be opened.
-    #[error("cannot open the cpu-clock perf event on CPU {cpu}: {source}")]
+    #[error("cannot open the cpu-clock perf event on CPU {cpu}")]
     PerfEvent { cpu: u32, source: std::io::Error },
     /// Writing the capture failed.
-    #[error("writing {path}: {source}")]
+    #[error("writing {path}")]
     Capture { path: PathBuf, source: profcap_format::Error },
 }
 

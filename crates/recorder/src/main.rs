@@ -171,9 +171,19 @@ fn init_logging(verbose: u8, quiet: bool) {
     })));
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose, cli.quiet);
+    match run(&cli) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("profrec: error: {e:#}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}
+
+fn run(cli: &Cli) -> anyhow::Result<()> {
     let opts = cli.options()?;
     let stop = Arc::new(AtomicBool::new(false));
     let flag = Arc::clone(&stop);

@@ -3,41 +3,22 @@
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
+mod common;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, Once};
+use std::sync::Arc;
 
+use common::{fixture, root_or_skip};
 use profcap_analyze::{build, Filter, Grouping, Material, Profile, ProfileOptions};
 use profcap_format::SampleKind;
 use profcap_recorder::{record, RecordOptions, Target};
 
-fn root_or_skip() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
-        return true;
-    }
-    if std::env::var_os("PROFCAP_SKIP_ROOT_TESTS").is_some() {
-        eprintln!("skipping: needs root (PROFCAP_SKIP_ROOT_TESTS is set)");
-        return false;
-    }
-    panic!("this test loads BPF programs and must run as root; set PROFCAP_SKIP_ROOT_TESTS=1 to skip it");
-}
-
-fn blocker() -> PathBuf {
-    static BUILD: Once = Once::new();
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let out = root.join("target/fixtures");
-    BUILD.call_once(|| {
-        assert!(Command::new(root.join("fixtures/build.sh")).arg(&out).status().unwrap().success());
-    });
-    out.join("blocker")
-}
-
 fn record_blocker(dir: &Path, wakers: bool) -> PathBuf {
     let cap = dir.join("blocker.cap");
-    let mut o = RecordOptions::new(cap.clone(), Target::Spawn(vec![blocker().display().to_string()]));
+    let mut o =
+        RecordOptions::new(cap.clone(), Target::Spawn(vec![fixture("blocker").display().to_string()]));
     o.offcpu = true;
     o.wakers = wakers;
     let summary = record(&o, Arc::new(AtomicBool::new(false))).unwrap();

@@ -4,39 +4,18 @@
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, Once};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::{fixture, root_or_skip};
 use profcap_analyze::export::{top_table, TopBy};
 use profcap_analyze::{build, Grouping, Material, Profile, ProfileOptions};
 use profcap_recorder::{record, Error, RecordOptions, Target};
-
-fn root_or_skip() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
-        return true;
-    }
-    if std::env::var_os("PROFCAP_SKIP_ROOT_TESTS").is_some() {
-        eprintln!("skipping: needs root (PROFCAP_SKIP_ROOT_TESTS is set)");
-        return false;
-    }
-    panic!("this test loads BPF programs and must run as root; set PROFCAP_SKIP_ROOT_TESTS=1 to skip it");
-}
-
-fn fixture(name: &str) -> PathBuf {
-    static BUILD: Once = Once::new();
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let out = root.join("target/fixtures");
-    BUILD.call_once(|| {
-        let ok =
-            Command::new(root.join("fixtures/build.sh")).arg(&out).status().expect("run fixtures/build.sh");
-        assert!(ok.success(), "fixtures/build.sh failed");
-    });
-    out.join(name)
-}
 
 fn opts(out: &Path, target: Target, freq: u64) -> RecordOptions {
     let mut o = RecordOptions::new(out.to_owned(), target);
@@ -79,7 +58,12 @@ fn cpu_split_matches_the_programs_schedule() {
     let exe = fixture("cpu_split").display().to_string();
     let summary = record(&opts(&cap, Target::Spawn(vec![exe, "2".into()]), 999), stop_flag()).unwrap();
     assert_eq!(summary.child_exit, Some(0));
-    assert!(summary.samples > 1500, "expected ~2000 samples at 999 Hz for 2 s, got {}", summary.samples);
+    // The program runs for 2 s of CPU time, so ~2000 samples whatever the load.
+    assert!(
+        summary.samples > 1800,
+        "expected ~2000 samples at 999 Hz for 2 CPU-seconds, got {}",
+        summary.samples
+    );
     let mode = std::fs::metadata(&cap).unwrap().permissions();
     assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777, 0o600);
     let (m, p) = profile(&cap, Grouping::default());
@@ -174,7 +158,8 @@ fn attaching_to_a_running_process_and_seeing_it_exit() {
     let mut o = opts(&cap, Target::Pids(vec![pid]), 999);
     o.duration = Some(Duration::from_secs(1));
     let summary = record(&o, stop_flag()).unwrap();
-    assert!(summary.samples > 700, "{} samples in 1 s at 999 Hz", summary.samples);
+    // Up to 999 if the target had a CPU to itself for the whole second.
+    assert!(summary.samples > 300, "{} samples in 1 s at 999 Hz", summary.samples);
     assert!(child.try_wait().unwrap().is_none(), "the target must keep running");
     let (_, p) = profile(&cap, Grouping::default());
     assert!(shares(&p, &["work_a"])[0] > 50.0);
