@@ -59,8 +59,27 @@ for hz in 99 999; do
   samples=$(target/release/profanalyze info --json "$cap" 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)["samples"])' || echo 0)
   psamp=$(perf script -i "$tmp/perf$hz.data" -F period 2>/dev/null | grep -c . || true)
   csize=$(stat -c %s "$cap"); psize=$(stat -c %s "$tmp/perf$hz.data")
+  target/release/profrec -q -F "$hz" --embed none -o "$tmp/n$hz.cap" -- "${work[@]}" >/dev/null
+  nsize=$(stat -c %s "$tmp/n$hz.cap")
   printf '%4s Hz: profrec %s (%s)\n' "$hz" "$(grep -o 'using [0-9.]*s CPU' "$tmp/profrec$hz.log")" "$(grep -o '[0-9]* samples' "$tmp/profrec$hz.log")"
   printf '         capture %d bytes, %d samples: %.1f bytes/sample (symbols included)\n' "$csize" "$samples" "$(echo "$csize / $samples" | bc -l)"
   printf '         perf.data %d bytes, %d samples: %.1f bytes/sample; capture/perf.data = %.2f\n' \
     "$psize" "$psamp" "$(echo "$psize / $psamp" | bc -l)" "$(echo "$csize / $psize" | bc -l)"
+  printf '         with --embed none (no symbol tables; like perf.data, needs the binaries): %d bytes, /perf.data = %.3f\n' \
+    "$nsize" "$(echo "$nsize / $psize" | bc -l)"
 done
+
+# The sampling program's own cost, from the kernel's BPF run-time statistics.
+echo
+old=$(cat /proc/sys/kernel/bpf_stats_enabled)
+echo 1 > /proc/sys/kernel/bpf_stats_enabled
+target/release/profrec -q -F 999 -o "$tmp/s.cap" -- "${work[@]}" >/dev/null &
+rec=$!
+sleep 2
+bpftool prog show -j 2>/dev/null | python3 -c '
+import json, sys
+for p in json.load(sys.stdin):
+    if p.get("name") == "on_cpu_sample" and p.get("run_cnt"):
+        print("on_cpu_sample at 999 Hz: %d runs, %.0f ns per run" % (p["run_cnt"], p["run_time_ns"] / p["run_cnt"]))'
+wait "$rec" || true
+echo "$old" > /proc/sys/kernel/bpf_stats_enabled

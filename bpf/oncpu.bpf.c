@@ -27,6 +27,16 @@ static __always_inline void fill_header(struct profrec_event_header *h, __u32 ty
 	h->time_ns = bpf_ktime_get_ns();
 }
 
+/* The privilege level of the interrupted code: CPL 3 is user mode. The
+ * 8-byte load covers cs and its padding (perf_event contexts only allow
+ * 8-byte loads of registers). */
+static __always_inline bool user_mode(struct bpf_perf_event_data *ctx)
+{
+	__u64 cs = *(__u64 *)((void *)ctx + __builtin_offsetof(struct bpf_perf_event_data, regs) +
+			      __builtin_offsetof(struct pt_regs, cs));
+	return (cs & 3) == 3;
+}
+
 SEC("perf_event")
 int on_cpu_sample(struct bpf_perf_event_data *ctx)
 {
@@ -44,7 +54,11 @@ int on_cpu_sample(struct bpf_perf_event_data *ctx)
 	}
 	fill_header(&e->h, EVENT_SAMPLE, tgid, tid);
 	bpf_get_current_comm(e->comm, sizeof(e->comm));
-	e->kstack_bytes = bpf_get_stack(ctx, e->kstack, sizeof(e->kstack), 0);
+	/* A sample taken in user mode has no kernel stack: skip the unwinder. */
+	if (user_mode(ctx))
+		e->kstack_bytes = 0;
+	else
+		e->kstack_bytes = bpf_get_stack(ctx, e->kstack, sizeof(e->kstack), 0);
 	e->ustack_bytes = bpf_get_stack(ctx, e->ustack, sizeof(e->ustack), BPF_F_USER_STACK);
 	bpf_ringbuf_submit(e, sample_wakeup_flag());
 	return 0;
