@@ -219,3 +219,30 @@ fn jit_code_is_named_from_the_perf_map() {
         .all(|f| f.kind == profcap_analyze::symbolize::FrameKind::Jit && &*f.module == "[jit]");
     assert!(jit_kind, "JIT frames are marked as such");
 }
+
+#[test]
+fn system_wide_recording_sees_every_busy_process() {
+    if !root_or_skip() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut busy = Command::new(fixture("cpu_split")).arg("1.5").stdout(Stdio::null()).spawn().unwrap();
+    let cap = dir.path().join("all.cap");
+    let mut o = opts(&cap, Target::All, 999);
+    o.duration = Some(Duration::from_millis(700));
+    let summary = record(&o, stop_flag()).unwrap();
+    let pid = busy.id();
+    assert!(busy.wait().unwrap().success());
+    let mut g = Grouping::default();
+    g.process = true;
+    let (m, p) = profile(&cap, g);
+    assert!(summary.samples > 300, "{} samples", summary.samples);
+    // The busy process is there with its functions named; profrec's own
+    // process and others may be too, but never the idle task.
+    let root = format!("cpu_split ({pid})");
+    assert!(
+        p.stacks.iter().any(|(f, _)| *f[0].name == root && f.iter().any(|x| &*x.name == "work_a")),
+        "{root} missing"
+    );
+    assert!(!m.processes.contains_key(&0), "the idle task must not be recorded");
+}
