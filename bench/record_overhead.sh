@@ -7,11 +7,11 @@
 # times itself, so a profiler's start-up and shutdown are not counted; they
 # are shown apart as the whole command's wall time). Prints the ratios,
 # profrec's own CPU time, and capture bytes per sample versus perf.data's.
-# Usage: bench/record_overhead.sh [ROUNDS] [REPS]   (defaults 800, 5)
+# Usage: bench/record_overhead.sh [ROUNDS] [REPS]   (defaults 800, 9)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${1:-800}
-REPS=${2:-5}
+REPS=${2:-9}
 THREADS=$(nproc)
 fixtures/build.sh target/fixtures >/dev/null
 cargo build --release --quiet -p profcap-recorder
@@ -28,19 +28,28 @@ timed() {
   echo "$(echo "$out" | awk '/^elapsed/ {print $2}') $(echo "$(now) - $t0" | bc)"
 }
 
-run_config() { # name, then the command prefix (empty for the baseline)
+# One run of a configuration, appended to its list.
+run_once() { # name, then the command prefix (empty for the baseline)
   local name=$1; shift
-  for _ in $(seq "$REPS"); do timed "$@" "${work[@]}"; done > "$tmp/$name.runs"
-  awk '{print $1}' "$tmp/$name.runs" | median > "$tmp/$name.time"
-  awk '{print $2}' "$tmp/$name.runs" | median > "$tmp/$name.wall"
+  timed "$@" "${work[@]}" >> "$tmp/$name.runs"
 }
 
-echo "workload: ${work[*]} ($THREADS threads), $REPS runs each, medians"
-run_config base
+echo "workload: ${work[*]} ($THREADS threads), $REPS rounds of every configuration, interleaved, medians"
+# Interleaved so that drift of this machine's speed over minutes hits every
+# configuration alike.
+for _ in $(seq "$REPS"); do
+  run_once base
+  for hz in 99 999; do
+    run_once "profrec$hz" target/release/profrec -q -F "$hz" -o "$tmp/p$hz.cap" --
+    run_once "perf$hz" perf record -q -F "$hz" -g -e cpu-clock -o "$tmp/perf$hz.data" --
+  done
+done
+for name in base profrec99 perf99 profrec999 perf999; do
+  awk '{print $1}' "$tmp/$name.runs" | median > "$tmp/$name.time"
+  awk '{print $2}' "$tmp/$name.runs" | median > "$tmp/$name.wall"
+done
 for hz in 99 999; do
-  run_config "profrec$hz" target/release/profrec -q -F "$hz" -o "$tmp/p$hz.cap" --
   target/release/profrec -F "$hz" -o "$tmp/p$hz.cap" -- "${work[@]}" 2>"$tmp/profrec$hz.log" >/dev/null
-  run_config "perf$hz" perf record -q -F "$hz" -g -e cpu-clock -o "$tmp/perf$hz.data" --
 done
 
 base=$(cat "$tmp/base.time")
@@ -68,6 +77,17 @@ for hz in 99 999; do
   printf '         with --embed none (no symbol tables; like perf.data, needs the binaries): %d bytes, /perf.data = %.3f\n' \
     "$nsize" "$(echo "$nsize / $psize" | bc -l)"
 done
+
+# Size over a recording of realistic length: the symbol material embedded
+# once per object (~125 KiB here, mostly libc's tables) dominates a 3 s
+# capture at 99 Hz but not a 30 s one.
+LONG=$((ROUNDS * 10))
+echo
+target/release/profrec -q -F 99 -o "$tmp/long.cap" -- target/fixtures/fixed_work "$LONG" "$THREADS" >/dev/null
+perf record -q -F 99 -g -e cpu-clock -o "$tmp/long.data" -- target/fixtures/fixed_work "$LONG" "$THREADS" >/dev/null 2>&1
+lc=$(stat -c %s "$tmp/long.cap"); lp=$(stat -c %s "$tmp/long.data")
+printf 'a %dx longer run at 99 Hz: capture %d bytes, perf.data %d bytes, capture/perf.data = %.3f\n' \
+  10 "$lc" "$lp" "$(echo "$lc / $lp" | bc -l)"
 
 # The sampling program's own cost, from the kernel's BPF run-time statistics.
 echo
