@@ -539,6 +539,27 @@ pub fn record(opts: &RecordOptions, stop: Arc<AtomicBool>) -> Result<RecordSumma
             session.scan_process(pid, if held.is_some() { now } else { 0 }, now);
         }
     }
+    // Set up before the child runs: mapping the ring buffer takes a few ms
+    // of kernel time that should not compete with the target's start.
+    let queue: Rc<RefCell<Vec<Option<Event>>>> = Rc::default();
+    let sink = Rc::clone(&queue);
+    let mut builder = RingBufferBuilder::new();
+    let added = builder.add(probes.events_map(), move |data: &[u8]| {
+        sink.borrow_mut().push(Event::parse(data));
+        0
+    });
+    let ring = added.map(|_| ()).and_then(|()| builder.build());
+    let ring = match ring {
+        Ok(r) => r,
+        Err(e) => {
+            // Never let a held command run unrecorded.
+            if let Some(h) = held {
+                h.abort();
+            }
+            return Err(Error::Bpf { what: "ring buffer".into(), detail: e.to_string() });
+        }
+    };
+
     let mut child: Option<RunningChild> = match held {
         Some(h) => Some(h.release()?),
         None => None,
@@ -547,18 +568,6 @@ pub fn record(opts: &RecordOptions, stop: Arc<AtomicBool>) -> Result<RecordSumma
         Targets::Pids { pids, .. } => pids.iter().copied().collect(),
         Targets::All => BTreeSet::new(),
     };
-
-    let queue: Rc<RefCell<Vec<Option<Event>>>> = Rc::default();
-    let sink = Rc::clone(&queue);
-    let mut builder = RingBufferBuilder::new();
-    builder
-        .add(probes.events_map(), move |data: &[u8]| {
-            sink.borrow_mut().push(Event::parse(data));
-            0
-        })
-        .map_err(|e| Error::Bpf { what: "ring buffer".into(), detail: e.to_string() })?;
-    let ring =
-        builder.build().map_err(|e| Error::Bpf { what: "ring buffer".into(), detail: e.to_string() })?;
 
     let mut last_liveness_check = Instant::now();
     let mut finished = false;

@@ -246,3 +246,27 @@ fn system_wide_recording_sees_every_busy_process() {
     );
     assert!(!m.processes.contains_key(&0), "the idle task must not be recorded");
 }
+
+#[test]
+fn sigterm_stops_the_recorder_and_finishes_the_file() {
+    if !root_or_skip() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut target = Command::new(fixture("cpu_split")).arg("30").stdout(Stdio::null()).spawn().unwrap();
+    let cap = dir.path().join("term.cap");
+    let mut rec = Command::new(env!("CARGO_BIN_EXE_profrec"))
+        .args(["-q", "-o", cap.to_str().unwrap(), "-p", &target.id().to_string()])
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    // SAFETY: signalling a child process we started.
+    unsafe { libc::kill(rec.id() as i32, libc::SIGTERM) };
+    let status = rec.wait().unwrap();
+    target.kill().unwrap();
+    let _ = target.wait();
+    assert!(status.success(), "profrec exited with {status}");
+    let (m, p) = profile(&cap, Grouping::default());
+    assert!(m.stats.trailer, "the file was finished");
+    assert!(p.samples > 50, "{} samples", p.samples);
+}
