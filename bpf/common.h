@@ -44,6 +44,17 @@ static __always_inline bool is_target(__u32 tgid)
 	return bpf_map_lookup_elem(&targets, &tgid) != NULL;
 }
 
+/* Reads the current task's user stack pointer and the stack bytes above it. */
+static __always_inline void read_leaf(struct profrec_leaf *l)
+{
+	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
+	__u64 sp = regs ? regs->sp : 0;
+
+	l->sp = sp;
+	l->pad = 0;
+	l->len = sp && bpf_probe_read_user(l->window, sizeof(l->window), (void *)sp) == 0 ? sizeof(l->window) : 0;
+}
+
 /* Samples do not wake profrec up (a wakeup per sample would preempt the very
  * workload being measured); it reads them on a timer, and is woken only when
  * this much is pending. */

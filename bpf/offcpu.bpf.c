@@ -40,11 +40,21 @@ struct blocked {
 	__u64 since_ns;
 	__s32 user_stack_id;
 	__s32 kernel_stack_id;
+	struct profrec_leaf leaf;
 };
 
-/* Threads now off the CPU, by tid. */
+/* Too large for the BPF stack: the value is built here. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct blocked);
+} scratch SEC(".maps");
+
+/* Threads now off the CPU, by tid (allocated on use: values are ~300 bytes). */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(max_entries, 65536);
 	__type(key, __u32);
 	__type(value, struct blocked);
@@ -75,50 +85,56 @@ int BPF_PROG(on_switch, bool preempt, struct task_struct *prev, struct task_stru
 	/* prev is the current task here, so its stacks can be taken. */
 	if (prev_tid != 0 && (prev_state & (TASK_INTERRUPTIBLE | TASK_UNINTERRUPTIBLE)) &&
 	    is_target(prev_tgid)) {
-		struct blocked b = { .since_ns = now };
-		b.user_stack_id = bpf_get_stackid(ctx, &stacks, BPF_F_USER_STACK);
-		/* Skip this program's own frame and the tracepoint's (bpf_trace_run4)
-		 * so kernel stacks start at __schedule. */
-		b.kernel_stack_id = kernel_stacks ? bpf_get_stackid(ctx, &stacks, 2) : -1;
-		if (bpf_map_update_elem(&blocked, &prev_tid, &b, BPF_ANY))
-			count_drop(DROP_OFFCPU_TABLE_FULL);
+		__u32 zero = 0;
+		struct blocked *b = bpf_map_lookup_elem(&scratch, &zero);
+		if (b) {
+			b->since_ns = now;
+			b->user_stack_id = bpf_get_stackid(ctx, &stacks, BPF_F_USER_STACK);
+			/* Skip this program's own frame and the tracepoint's
+			 * (bpf_trace_run4) so kernel stacks start at __schedule. */
+			b->kernel_stack_id = kernel_stacks ? bpf_get_stackid(ctx, &stacks, 2) : -1;
+			read_leaf(&b->leaf);
+			if (bpf_map_update_elem(&blocked, &prev_tid, b, BPF_ANY))
+				count_drop(DROP_OFFCPU_TABLE_FULL);
+		}
 	}
 
 	__u32 next_tid = BPF_CORE_READ(next, pid);
 	if (next_tid == 0)
 		return 0;
-	struct blocked *b = bpf_map_lookup_elem(&blocked, &next_tid);
-	if (!b)
+	struct blocked *seen = bpf_map_lookup_elem(&blocked, &next_tid);
+	if (!seen)
 		return 0;
-	struct blocked seen = *b;
-	bpf_map_delete_elem(&blocked, &next_tid);
-	__u64 delta = now - seen.since_ns;
-	if (delta < min_block_ns) {
-		count_drop(DROP_OFFCPU_SHORT);
-		return 0;
+	__u64 delta = now - seen->since_ns;
+	__u32 reason = DROP_REASONS;
+	if (delta < min_block_ns)
+		reason = DROP_OFFCPU_SHORT;
+	else if (delta > max_block_ns)
+		reason = DROP_OFFCPU_LONG;
+	else if (seen->user_stack_id < 0)
+		reason = seen->user_stack_id == -EFAULT || seen->user_stack_id == -EINVAL ? DROP_OFFCPU_NO_USER
+											: DROP_OFFCPU_STACKMAP;
+	struct profrec_offcpu_event *e = NULL;
+	if (reason == DROP_REASONS) {
+		e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+		if (!e)
+			reason = DROP_RINGBUF_FULL;
 	}
-	if (delta > max_block_ns) {
-		count_drop(DROP_OFFCPU_LONG);
-		return 0;
-	}
-	if (seen.user_stack_id < 0) {
-		count_drop(seen.user_stack_id == -EFAULT || seen.user_stack_id == -EINVAL
-				   ? DROP_OFFCPU_NO_USER : DROP_OFFCPU_STACKMAP);
-		return 0;
-	}
-	struct profrec_offcpu_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 	if (!e) {
-		count_drop(DROP_RINGBUF_FULL);
+		count_drop(reason);
+		bpf_map_delete_elem(&blocked, &next_tid);
 		return 0;
 	}
 	e->h.type = EVENT_OFFCPU;
 	e->h.pid = BPF_CORE_READ(next, tgid);
 	e->h.tid = next_tid;
 	e->h.cpu = bpf_get_smp_processor_id();
-	e->h.time_ns = seen.since_ns;
+	e->h.time_ns = seen->since_ns;
 	e->blocked_ns = delta;
-	e->user_stack_id = seen.user_stack_id;
-	e->kernel_stack_id = seen.kernel_stack_id;
+	e->user_stack_id = seen->user_stack_id;
+	e->kernel_stack_id = seen->kernel_stack_id;
+	__builtin_memcpy(&e->leaf, &seen->leaf, sizeof(e->leaf));
+	bpf_map_delete_elem(&blocked, &next_tid);
 	e->waker_pid = 0;
 	e->waker_tid = 0;
 	e->waker_user_stack_id = -1;

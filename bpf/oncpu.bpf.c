@@ -60,6 +60,7 @@ int on_cpu_sample(struct bpf_perf_event_data *ctx)
 	else
 		e->kstack_bytes = bpf_get_stack(ctx, e->kstack, sizeof(e->kstack), 0);
 	e->ustack_bytes = bpf_get_stack(ctx, e->ustack, sizeof(e->ustack), BPF_F_USER_STACK);
+	read_leaf(&e->leaf);
 	bpf_ringbuf_submit(e, sample_wakeup_flag());
 	return 0;
 }

@@ -35,6 +35,17 @@ struct profrec_event_header {
 	__u64 time_ns; /* CLOCK_MONOTONIC */
 };
 
+/* The top of the user stack when a stack was taken. Frame-pointer unwinding
+ * loses the caller of a function that has no frame (most of libc); profrec
+ * recovers it from these bytes and the object's .eh_frame. */
+#define LEAF_WINDOW 256
+struct profrec_leaf {
+	__u64 sp;  /* user stack pointer */
+	__u32 len; /* bytes of window read from sp (0 = none) */
+	__u32 pad;
+	__u8 window[LEAF_WINDOW];
+};
+
 struct profrec_sample_event {
 	struct profrec_event_header h;
 	char comm[TASK_COMM_LEN];
@@ -43,6 +54,7 @@ struct profrec_sample_event {
 	__s32 ustack_bytes;
 	__u64 kstack[MAX_STACK_DEPTH];
 	__u64 ustack[MAX_STACK_DEPTH];
+	struct profrec_leaf leaf;
 };
 
 /* fork (new process, not thread), exec and process exit. */
@@ -66,6 +78,7 @@ struct profrec_offcpu_event {
 	__s32 waker_user_stack_id;
 	__s32 waker_kernel_stack_id;
 	char comm[TASK_COMM_LEN];
+	struct profrec_leaf leaf;
 };
 
 #endif

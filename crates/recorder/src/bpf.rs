@@ -36,9 +36,14 @@ const SAMPLE_KLEN: usize = SAMPLE_COMM + 16;
 const SAMPLE_ULEN: usize = SAMPLE_KLEN + 4;
 const SAMPLE_KSTACK: usize = SAMPLE_ULEN + 4;
 const SAMPLE_USTACK: usize = SAMPLE_KSTACK + 8 * MAX_STACK_DEPTH;
-const SAMPLE_LEN: usize = SAMPLE_USTACK + 8 * MAX_STACK_DEPTH;
-/// Size of `struct profrec_offcpu_event`.
-const OFFCPU_LEN: usize = HEADER_LEN + 8 + 6 * 4 + 16;
+const SAMPLE_LEAF: usize = SAMPLE_USTACK + 8 * MAX_STACK_DEPTH;
+/// Mirrors `LEAF_WINDOW`; `struct profrec_leaf` is 16 bytes of header and this.
+pub const LEAF_WINDOW: usize = 256;
+const LEAF_LEN: usize = 16 + LEAF_WINDOW;
+const SAMPLE_LEN: usize = SAMPLE_LEAF + LEAF_LEN;
+/// Offset of the leaf window in, and size of, `struct profrec_offcpu_event`.
+const OFFCPU_LEAF: usize = HEADER_LEN + 8 + 6 * 4 + 16;
+const OFFCPU_LEN: usize = OFFCPU_LEAF + LEAF_LEN;
 /// Drop reasons, the index of the `drops` maps (enum drop_reason).
 pub const DROP_REASONS: [&str; 7] = [
     "ring buffer full",
@@ -58,6 +63,7 @@ pub enum Event {
         comm: String,
         kernel: Vec<u64>,
         user: Vec<u64>,
+        leaf: Leaf,
     },
     Fork {
         head: Header,
@@ -78,6 +84,7 @@ pub enum Event {
         user_stack: i32,
         kernel_stack: i32,
         waker: Option<WakerIds>,
+        leaf: Leaf,
     },
 }
 
@@ -88,6 +95,22 @@ pub struct WakerIds {
     pub tid: u32,
     pub user_stack: i32,
     pub kernel_stack: i32,
+}
+
+/// The top of the user stack when a stack was taken (`struct profrec_leaf`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Leaf {
+    /// The user stack pointer.
+    pub sp: u64,
+    /// Bytes from `sp` upwards (empty if they could not be read).
+    pub window: Vec<u8>,
+}
+
+fn leaf_at(b: &[u8], at: usize) -> Leaf {
+    let sp = u64_at(b, at).unwrap_or(0);
+    let len = (u32_at(b, at + 8).unwrap_or(0) as usize).min(LEAF_WINDOW);
+    let window = b.get(at + 16..at + 16 + len).map(<[u8]>::to_vec).unwrap_or_default();
+    Leaf { sp, window }
 }
 
 /// Common fields of every event.
@@ -133,6 +156,7 @@ impl Event {
                     comm: comm_at(b, SAMPLE_COMM),
                     kernel: frames_at(b, SAMPLE_KSTACK, klen),
                     user: frames_at(b, SAMPLE_USTACK, ulen),
+                    leaf: leaf_at(b, SAMPLE_LEAF),
                 })
             }
             EVENT_FORK => Some(Event::Fork { head, ppid: u32_at(b, HEADER_LEN)? }),
@@ -153,6 +177,7 @@ impl Event {
                         kernel_stack: i32_at(HEADER_LEN + 28)?,
                     }),
                     comm: comm_at(b, HEADER_LEN + 32),
+                    leaf: leaf_at(b, OFFCPU_LEAF),
                 })
             }
             _ => None,
@@ -431,7 +456,8 @@ mod tests {
     #[test]
     fn layout_matches_the_c_header() {
         assert_eq!(std::mem::size_of::<PerfEventAttr>(), 112);
-        assert_eq!(SAMPLE_LEN, 24 + 16 + 8 + 2 * 8 * 127);
+        assert_eq!(SAMPLE_LEN, 24 + 16 + 8 + 2 * 8 * 127 + 16 + 256);
+        assert_eq!(OFFCPU_LEN, 72 + 16 + 256);
     }
 
     #[test]
@@ -446,13 +472,17 @@ mod tests {
         b[SAMPLE_ULEN..SAMPLE_ULEN + 4].copy_from_slice(&16i32.to_ne_bytes());
         b[SAMPLE_USTACK..SAMPLE_USTACK + 8].copy_from_slice(&0x1234u64.to_ne_bytes());
         b[SAMPLE_USTACK + 8..SAMPLE_USTACK + 16].copy_from_slice(&0x5678u64.to_ne_bytes());
-        let Some(Event::Sample { head, comm, kernel, user }) = Event::parse(&b) else {
+        b[SAMPLE_LEAF..SAMPLE_LEAF + 8].copy_from_slice(&0x7ffd_0000u64.to_ne_bytes());
+        b[SAMPLE_LEAF + 8..SAMPLE_LEAF + 12].copy_from_slice(&8u32.to_ne_bytes());
+        b[SAMPLE_LEAF + 16..SAMPLE_LEAF + 24].copy_from_slice(&0xabcdu64.to_ne_bytes());
+        let Some(Event::Sample { head, comm, kernel, user, leaf }) = Event::parse(&b) else {
             panic!("not a sample")
         };
         assert_eq!((head.pid, head.tid, head.time_ns), (7, 8, 99));
         assert_eq!(comm, "demo");
         assert!(kernel.is_empty(), "negative length means no kernel stack");
         assert_eq!(user, vec![0x1234, 0x5678]);
+        assert_eq!(leaf, Leaf { sp: 0x7ffd_0000, window: 0xabcdu64.to_ne_bytes().to_vec() });
         assert_eq!(Event::parse(&b[..100]), None);
         assert_eq!(Event::parse(&[]), None);
     }

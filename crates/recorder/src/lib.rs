@@ -11,6 +11,7 @@ mod kallsyms;
 pub mod procfs;
 mod session;
 mod spawn;
+pub mod unwind;
 
 use std::path::PathBuf;
 use std::time::Duration;

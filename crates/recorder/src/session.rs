@@ -16,10 +16,11 @@ use profcap_format::{
     CaptureWriter, Lost, Mapping, Meta, Sample, SampleKind, Thread, ValueUnit, WriteOptions,
 };
 
-use crate::bpf::{Event, Header, OffCpuOptions, ProbeOptions, Probes, Targets, WakerIds};
+use crate::bpf::{Event, Header, Leaf, OffCpuOptions, ProbeOptions, Probes, Targets, WakerIds};
 use crate::elf::{self, EmbedMode, MappedFile};
 use crate::procfs::{self, MapsEntry};
 use crate::spawn::{spawn_held, RunningChild};
+use crate::unwind::{self, Locate, UnwindTable};
 use crate::{kallsyms, Error, RecordOptions, Result, Target};
 
 /// What a finished recording wrote.
@@ -54,6 +55,7 @@ struct Object {
 struct KnownMap {
     start: u64,
     end: u64,
+    file_offset: u64,
     object: usize,
 }
 
@@ -97,6 +99,7 @@ fn wall_ns() -> u64 {
 
 /// The fields of [`Event::OffCpu`].
 struct OffCpuEvent {
+    leaf: Leaf,
     head: Header,
     comm: String,
     blocked_ns: u64,
@@ -114,6 +117,10 @@ struct Session {
     thread_names: HashMap<u32, String>,
     kernel_addrs: BTreeSet<u64>,
     malformed_events: u64,
+    /// Unwind tables per object, read when first needed.
+    unwind_tables: HashMap<usize, Option<UnwindTable>>,
+    /// rsp-based CFA offsets per (object, file offset), `None` = not frameless.
+    cfa_rules: HashMap<(usize, u64), Option<u64>>,
     /// Frames of off-CPU stack-map ids already read.
     offcpu_stacks: HashMap<i32, Vec<u64>>,
     /// Pending map re-reads after an exec: (when, pid).
@@ -185,7 +192,12 @@ impl Session {
             let Some(state) = self.procs.get_mut(&pid) else {
                 return;
             };
-            state.maps.push(KnownMap { start: entry.start, end: entry.end, object });
+            state.maps.push(KnownMap {
+                start: entry.start,
+                end: entry.end,
+                file_offset: entry.offset,
+                object,
+            });
             let mapping = Mapping {
                 pid,
                 start: entry.start,
@@ -282,8 +294,17 @@ impl Session {
         id
     }
 
-    fn on_sample(&mut self, head: Header, comm: String, kernel: &[u64], user: &[u64]) -> Result<()> {
+    fn on_sample(
+        &mut self,
+        head: Header,
+        comm: String,
+        kernel: &[u64],
+        mut user: Vec<u64>,
+        leaf: &Leaf,
+    ) -> Result<()> {
         self.note_task(head, comm)?;
+        unwind::fix_leaf_frames(self, head.pid, &mut user, leaf);
+        let user = user.as_slice();
         let stack_id = self.stack_id(head.pid, kernel, user);
         let sample = Sample {
             kind: SampleKind::Cpu,
@@ -311,7 +332,8 @@ impl Session {
 
     fn on_offcpu(&mut self, probes: &Probes, e: OffCpuEvent) -> Result<()> {
         self.note_task(e.head, e.comm)?;
-        let user = self.offcpu_frames(probes, e.user_stack);
+        let mut user = self.offcpu_frames(probes, e.user_stack);
+        unwind::fix_leaf_frames(self, e.head.pid, &mut user, &e.leaf);
         let kernel = self.offcpu_frames(probes, e.kernel_stack);
         let stack_id = self.stack_id(e.head.pid, &kernel, &user);
         let waker = match e.waker {
@@ -345,11 +367,13 @@ impl Session {
     /// Handles one event; returns the pid of a process that exited.
     fn on_event(&mut self, probes: &Probes, event: Event) -> Result<Option<u32>> {
         match event {
-            Event::OffCpu { head, comm, blocked_ns, user_stack, kernel_stack, waker } => {
-                let e = OffCpuEvent { head, comm, blocked_ns, user_stack, kernel_stack, waker };
+            Event::OffCpu { head, comm, blocked_ns, user_stack, kernel_stack, waker, leaf } => {
+                let e = OffCpuEvent { head, comm, blocked_ns, user_stack, kernel_stack, waker, leaf };
                 self.on_offcpu(probes, e)?;
             }
-            Event::Sample { head, comm, kernel, user } => self.on_sample(head, comm, &kernel, &user)?,
+            Event::Sample { head, comm, kernel, user, leaf } => {
+                self.on_sample(head, comm, &kernel, user, &leaf)?
+            }
             Event::Fork { head, .. } => self.scan_process(head.pid, head.time_ns, head.time_ns),
             Event::Exec { head, .. } => {
                 self.procs.remove(&head.pid);
@@ -432,6 +456,33 @@ fn perf_map_path(pid: u32) -> String {
     format!("[perf-map:{pid}]")
 }
 
+impl Locate for Session {
+    fn locate(&mut self, pid: u32, addr: u64) -> Option<(usize, u64)> {
+        let maps = &self.procs.get(&pid)?.maps;
+        let i = maps.partition_point(|m| m.start <= addr).checked_sub(1)?;
+        let m = maps.get(i).filter(|m| addr < m.end)?;
+        Some((m.object, addr - m.start + m.file_offset))
+    }
+
+    fn rsp_cfa_offset(&mut self, object: usize, file_offset: u64) -> Option<u64> {
+        if let Some(rule) = self.cfa_rules.get(&(object, file_offset)) {
+            return *rule;
+        }
+        let objects = &self.objects;
+        let table = self.unwind_tables.entry(object).or_insert_with(|| {
+            let o = objects.get(object)?;
+            match (&o.file, o.path.as_str()) {
+                (Some(f), _) => UnwindTable::from_elf(f.bytes()),
+                (None, "[vdso]") => elf::own_vdso().and_then(|v| UnwindTable::from_elf(&v)),
+                (None, _) => None,
+            }
+        });
+        let rule = table.as_ref().and_then(|t| t.rsp_cfa_offset(t.vaddr(file_offset)?));
+        self.cfa_rules.insert((object, file_offset), rule);
+        rule
+    }
+}
+
 fn open_output(path: &PathBuf) -> Result<File> {
     OpenOptions::new()
         .write(true)
@@ -502,6 +553,8 @@ pub fn record(opts: &RecordOptions, stop: Arc<AtomicBool>) -> Result<RecordSumma
         seen_pids: Default::default(),
         rescans: Vec::new(),
         offcpu_stacks: HashMap::new(),
+        unwind_tables: HashMap::new(),
+        cfa_rules: HashMap::new(),
     };
     let mut meta = base_meta(opts);
     let r = session.writer.push_meta(meta.clone());
