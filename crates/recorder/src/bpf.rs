@@ -76,16 +76,21 @@ pub enum Event {
     Exit {
         head: Header,
     },
-    /// A thread ran again after blocking; `head.time_ns` is when it blocked.
-    OffCpu {
-        head: Header,
-        comm: String,
-        blocked_ns: u64,
-        user_stack: i32,
-        kernel_stack: i32,
-        waker: Option<WakerIds>,
-        leaf: Leaf,
-    },
+    /// A thread ran again after blocking.
+    OffCpu(OffCpu),
+}
+
+/// A thread ran again after blocking; `head.time_ns` is when it blocked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OffCpu {
+    pub head: Header,
+    pub comm: String,
+    pub blocked_ns: u64,
+    /// Stack ids in the off-CPU stack map (negative: none).
+    pub user_stack: i32,
+    pub kernel_stack: i32,
+    pub waker: Option<WakerIds>,
+    pub leaf: Leaf,
 }
 
 /// Who woke a blocked thread, with stack ids in the off-CPU stack map.
@@ -165,7 +170,7 @@ impl Event {
             EVENT_OFFCPU if b.len() >= OFFCPU_LEN => {
                 let i32_at = |at| u32_at(b, at).map(|v| v as i32);
                 let waker_tid = u32_at(b, HEADER_LEN + 20)?;
-                Some(Event::OffCpu {
+                Some(Event::OffCpu(OffCpu {
                     head,
                     blocked_ns: u64_at(b, HEADER_LEN)?,
                     user_stack: i32_at(HEADER_LEN + 8)?,
@@ -178,7 +183,7 @@ impl Event {
                     }),
                     comm: comm_at(b, HEADER_LEN + 32),
                     leaf: leaf_at(b, OFFCPU_LEAF),
-                })
+                }))
             }
             _ => None,
         }

@@ -16,7 +16,7 @@ use profcap_format::{
     CaptureWriter, Lost, Mapping, Meta, Sample, SampleKind, Thread, ValueUnit, WriteOptions,
 };
 
-use crate::bpf::{Event, Header, Leaf, OffCpuOptions, ProbeOptions, Probes, Targets, WakerIds};
+use crate::bpf::{Event, Header, Leaf, OffCpu, OffCpuOptions, ProbeOptions, Probes, Targets};
 use crate::elf::{self, EmbedMode, MappedFile};
 use crate::procfs::{self, MapsEntry};
 use crate::spawn::{spawn_held, RunningChild};
@@ -95,17 +95,6 @@ fn own_cpu_time() -> Duration {
 
 fn wall_ns() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
-}
-
-/// The fields of [`Event::OffCpu`].
-struct OffCpuEvent {
-    leaf: Leaf,
-    head: Header,
-    comm: String,
-    blocked_ns: u64,
-    user_stack: i32,
-    kernel_stack: i32,
-    waker: Option<WakerIds>,
 }
 
 struct Session {
@@ -330,7 +319,7 @@ impl Session {
         self.offcpu_stacks.entry(id).or_insert_with(|| probes.offcpu_stack(id)).clone()
     }
 
-    fn on_offcpu(&mut self, probes: &Probes, e: OffCpuEvent) -> Result<()> {
+    fn on_offcpu(&mut self, probes: &Probes, e: OffCpu) -> Result<()> {
         self.note_task(e.head, e.comm)?;
         let mut user = self.offcpu_frames(probes, e.user_stack);
         unwind::fix_leaf_frames(self, e.head.pid, &mut user, &e.leaf);
@@ -367,10 +356,7 @@ impl Session {
     /// Handles one event; returns the pid of a process that exited.
     fn on_event(&mut self, probes: &Probes, event: Event) -> Result<Option<u32>> {
         match event {
-            Event::OffCpu { head, comm, blocked_ns, user_stack, kernel_stack, waker, leaf } => {
-                let e = OffCpuEvent { head, comm, blocked_ns, user_stack, kernel_stack, waker, leaf };
-                self.on_offcpu(probes, e)?;
-            }
+            Event::OffCpu(e) => self.on_offcpu(probes, e)?,
             Event::Sample { head, comm, kernel, user, leaf } => {
                 self.on_sample(head, comm, &kernel, user, &leaf)?
             }
