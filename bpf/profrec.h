@@ -13,6 +13,7 @@ enum event_type {
 	EVENT_EXEC = 3,
 	EVENT_EXIT = 4,
 	EVENT_OFFCPU = 5,
+	EVENT_REQUEST = 6,
 };
 
 /* Why an event was dropped in the kernel; index of the `drops` map. */
@@ -24,7 +25,8 @@ enum drop_reason {
 	DROP_OFFCPU_NO_USER = 4,    /* no user frame (kernel thread, or unwinding failed) */
 	DROP_OFFCPU_STACKMAP = 5,   /* stack map full or hash collision */
 	DROP_OFFCPU_TABLE_FULL = 6, /* too many threads blocked at once */
-	DROP_REASONS = 7,
+	DROP_REQUEST_TABLE_FULL = 7, /* too many threads in socket syscalls at once */
+	DROP_REASONS = 8,
 };
 
 struct profrec_event_header {
@@ -79,6 +81,32 @@ struct profrec_offcpu_event {
 	__s32 waker_kernel_stack_id;
 	char comm[TASK_COMM_LEN];
 	struct profrec_leaf leaf;
+};
+
+/* What a socket syscall did (struct profrec_request_event.op). */
+enum request_op {
+	REQ_READ = 0,    /* read, readv, recvfrom, recvmsg */
+	REQ_WRITE = 1,   /* write, writev, sendto, sendmsg */
+	REQ_ACCEPT = 2,  /* accept, accept4: fd is the new connection */
+	REQ_CONNECT = 3, /* connect */
+	REQ_CLOSE = 4,   /* close of a socket */
+};
+
+/* Largest payload prefix a request event can carry (--payload-bytes). */
+#define MAX_PAYLOAD 4096
+
+/* One socket syscall of a target thread, sent when it returns. h.time_ns is
+ * the return; enter_ns the entry. Only payload_len bytes of payload are sent. */
+struct profrec_request_event {
+	struct profrec_event_header h;
+	__u64 enter_ns;
+	__s64 ret; /* bytes transferred, the accepted fd, or a negative errno */
+	__s32 fd;
+	__u32 op;
+	__u32 syscall_nr;
+	__u32 payload_len;
+	char comm[TASK_COMM_LEN];
+	__u8 payload[MAX_PAYLOAD];
 };
 
 #endif

@@ -12,10 +12,11 @@ use rayon::prelude::*;
 use rustc_hash::FxHashMap;
 
 use profcap_format::{
-    CaptureReader, KernelSymbols, Lost, Mapping, Meta, Process, ReadOptions, ReadStats, Sample, Stack,
+    Batch, CaptureReader, KernelSymbols, Lost, Mapping, Meta, Process, ReadOptions, ReadStats, Sample, Stack,
     SymbolBlob,
 };
 
+use crate::requests::{IoAssembler, IoEvent};
 use crate::{Error, Result};
 
 /// Everything in a capture except its samples.
@@ -42,6 +43,8 @@ pub struct Material {
     pub kind_counts: HashMap<&'static str, u64>,
     pub first_ns: u64,
     pub last_ns: u64,
+    /// Socket events (profrec --requests), payloads parsed and dropped.
+    pub io: Vec<IoEvent>,
 }
 
 /// Key of a blob: its build id, or its path for objects that have none.
@@ -67,6 +70,7 @@ impl Material {
     pub fn load(path: &Path, strict: bool) -> Result<Material> {
         let mut reader = open(path, strict)?;
         let mut m = Material { path: path.to_owned(), first_ns: u64::MAX, ..Material::default() };
+        let mut heads = IoAssembler::default();
         for batch in reader.by_ref() {
             let batch = batch.map_err(|source| Error::Capture { path: path.to_owned(), source })?;
             if let Some(meta) = batch.meta {
@@ -98,6 +102,9 @@ impl Material {
                 m.kernel.modules.extend(k.modules);
             }
             m.lost.extend(batch.lost);
+            for r in &batch.requests {
+                heads.push(r, &mut m.io);
+            }
         }
         for maps in m.mappings.values_mut() {
             maps.sort_by_key(|x| (x.seen_ns, x.start));
@@ -124,6 +131,7 @@ impl Material {
         const IN_FLIGHT: usize = 16;
         let mut reader = open(&self.path, strict)?;
         let mut acc = init();
+        let mut next_id = 0u64;
         loop {
             let mut group = Vec::with_capacity(IN_FLIGHT);
             while group.len() < IN_FLIGHT {
@@ -138,13 +146,21 @@ impl Material {
             if group.is_empty() {
                 return Ok(acc);
             }
-            let part = group
+            let mut decoded: Vec<Option<Batch>> = group.par_iter().map(|raw| raw.decode().ok()).collect();
+            // Sample ids as the sequential reader assigns them: ordinals of
+            // the readable samples, unless the recorder wrote ids.
+            for s in decoded.iter_mut().flatten().flat_map(|b| b.samples.iter_mut()) {
+                next_id += 1;
+                if s.id == 0 {
+                    s.id = next_id;
+                }
+            }
+            let part = decoded
                 .par_iter()
-                .map(|raw| {
+                .flatten()
+                .map(|batch| {
                     let mut a = init();
-                    if let Ok(batch) = raw.decode() {
-                        batch.samples.iter().for_each(|s| fold(&mut a, s));
-                    }
+                    batch.samples.iter().for_each(|s| fold(&mut a, s));
                     a
                 })
                 .reduce(&init, &merge);

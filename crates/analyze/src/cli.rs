@@ -4,12 +4,17 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use profcap_analyze::diff::{diff_flame_graph, diff_table, regressions, write_table};
 use profcap_analyze::export::{flame_graph, write_folded, write_pprof, write_top, FlameOptions, TopBy};
 use profcap_analyze::info::{info, write_text};
+use profcap_analyze::profile::list_samples;
+use profcap_analyze::requests::{
+    self, capture_spans, join, load_span_file, Selection, SortBy, Span, SpanIndex,
+};
 use profcap_analyze::{build, Filter, Grouping, Material, Profile, ProfileOptions, SymbolizeOptions};
 use profcap_format::SampleKind;
 
@@ -24,6 +29,9 @@ use profcap_format::SampleKind;
 ///   profanalyze folded app.cap | grep parse      folded stacks for other tools
 ///   profanalyze pprof app.cap -o app.pb.gz       for `go tool pprof`
 ///   profanalyze diff before.cap after.cap -o d.svg --fail-if-regressed 5
+///   profanalyze requests web.cap --sort latency  HTTP requests, their CPU and blocked time
+///   profanalyze flame web.cap --trace-id 4bf92f35 -o req.svg
+///                                                one request's flame graph
 #[derive(Debug, Parser)]
 #[command(name = "profanalyze", version, verbatim_doc_comment)]
 pub struct Cli {
@@ -93,6 +101,39 @@ enum Command {
         #[arg(short, long, value_name = "FILE")]
         output: Option<PathBuf>,
     },
+    /// List the HTTP requests of a capture recorded with `profrec --requests`
+    /// (or of a --spans file): trace id, method, path, status, latency, and the
+    /// on-CPU and off-CPU time of the threads that served them.
+    ///
+    /// A server request lasts from the read of its head to the last write of
+    /// its response, on the threads that did them; a client request from the
+    /// write of its head to the last read of the response. Samples taken on
+    /// those threads meanwhile are the request's. The ID column names the
+    /// request for --request; --trace-id, --slowest and --request work on
+    /// every command (flame, top, folded, pprof, samples).
+    Requests {
+        #[command(flatten)]
+        input: Input,
+        /// Order of the rows.
+        #[arg(long, value_enum, default_value_t = RequestSort::Start)]
+        sort: RequestSort,
+        /// Rows at most. Default: all.
+        #[arg(short = 'n', long)]
+        limit: Option<usize>,
+        /// Print JSON (with the socket event ids of each request) instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List individual samples with their ids, times, threads, values, the
+    /// request they fall in and their innermost function, to cross-reference
+    /// a sample or request seen elsewhere.
+    Samples {
+        #[command(flatten)]
+        input: Input,
+        /// Samples at most (the first ones, by id).
+        #[arg(short = 'n', long, default_value_t = 100)]
+        limit: usize,
+    },
     /// Compare two captures: a differential flame graph and the functions
     /// whose share changed most.
     Diff {
@@ -116,6 +157,16 @@ enum Command {
         #[arg(long, value_name = "REGEX")]
         function: Option<String>,
     },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum RequestSort {
+    /// When they started.
+    Start,
+    /// Slowest first.
+    Latency,
+    /// Most on-CPU time first.
+    Cpu,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -171,6 +222,22 @@ struct Common {
     /// End this many seconds after the first sample.
     #[arg(long, value_name = "SECONDS")]
     to: Option<f64>,
+    /// Only samples inside requests with this trace id (traceparent, B3,
+    /// uber-trace-id or X-Request-Id; 8+ leading characters suffice); repeatable.
+    #[arg(long, value_name = "ID")]
+    trace_id: Vec<String>,
+    /// Only samples inside the request with this id (the ID column of
+    /// `profanalyze requests`); repeatable.
+    #[arg(long, value_name = "ID")]
+    request: Vec<u64>,
+    /// Only samples inside the N slowest requests.
+    #[arg(long, value_name = "N")]
+    slowest: Option<usize>,
+    /// Also join against the spans of this OTLP JSON file (OpenTelemetry's
+    /// JSON encoding; each span needs a `thread.id` attribute and a
+    /// `process.pid` span or resource attribute).
+    #[arg(long, value_name = "FILE")]
+    spans: Option<PathBuf>,
     /// Leave out kernel frames.
     #[arg(long)]
     no_kernel: bool,
@@ -250,9 +317,54 @@ fn load(path: &Path, strict: bool) -> Result<Material> {
     Ok(m)
 }
 
+impl Common {
+    fn selection(&self) -> Selection {
+        let mut sel = Selection::default();
+        sel.trace_ids = self.trace_id.clone();
+        sel.request_ids = self.request.clone();
+        sel.slowest = self.slowest;
+        sel.pids = self.pid.clone();
+        sel
+    }
+
+    /// The requests of the capture (and --spans file) that the options select.
+    fn requests(&self, m: &Material) -> Result<Vec<Span>> {
+        let external = match &self.spans {
+            Some(path) => load_span_file(m, path)?,
+            None => Vec::new(),
+        };
+        if m.io.is_empty() && external.is_empty() {
+            bail!(
+                "{} has no request events: record with `profrec --requests`, or give spans with --spans FILE",
+                m.path.display()
+            );
+        }
+        let spans = self.selection().apply(capture_spans(m, external));
+        if spans.is_empty() {
+            bail!(
+                "no request of {} matches; `profanalyze requests {}` lists them",
+                m.path.display(),
+                m.path.display()
+            );
+        }
+        Ok(spans)
+    }
+
+    /// Profile options, with the request selection resolved against `m`.
+    fn options_for(&self, m: &Material) -> Result<ProfileOptions> {
+        let mut opts = self.profile_options()?;
+        if self.selection().is_active() || self.spans.is_some() {
+            let spans = self.requests(m)?;
+            log::info!("{} request(s) selected", spans.len());
+            opts.filter.spans = Some(Arc::new(SpanIndex::new(&spans)));
+        }
+        Ok(opts)
+    }
+}
+
 /// Builds the profile and reports objects that could not be symbolized.
 fn profile(m: &Material, opts: &Common) -> Result<Profile> {
-    let p = build(m, &opts.profile_options()?).with_context(|| format!("analyzing {}", m.path.display()))?;
+    let p = build(m, &opts.options_for(m)?).with_context(|| format!("analyzing {}", m.path.display()))?;
     if !p.missing.is_empty() {
         log::warn!(
             "no symbols for {} object(s); their frames show as module+offset. Supply the binaries \
@@ -351,6 +463,39 @@ impl Cli {
                     eprintln!("profanalyze: wrote {}", output.display());
                 }
             }
+            Command::Requests { input, sort, limit, json } => {
+                let m = load(&input.capture, input.opts.strict)?;
+                let spans = input.opts.requests(&m)?;
+                let symbolize = input.opts.profile_options()?.symbolize;
+                let mut rows = join(&m, &spans, &symbolize, input.opts.strict)?;
+                requests::sort(
+                    &mut rows,
+                    match sort {
+                        RequestSort::Start => SortBy::Start,
+                        RequestSort::Latency => SortBy::Latency,
+                        RequestSort::Cpu => SortBy::OnCpu,
+                    },
+                );
+                rows.truncate(limit.unwrap_or(usize::MAX));
+                let mut out = writer(None)?;
+                if json {
+                    serde_json::to_writer_pretty(&mut out, &rows)?;
+                    writeln!(out)?;
+                } else {
+                    requests::write_table(&rows, &mut out)?;
+                }
+                out.flush()?;
+            }
+            Command::Samples { input, limit } => {
+                let m = load(&input.capture, input.opts.strict)?;
+                let opts = input.opts.options_for(&m)?;
+                let rows = list_samples(&m, &opts, limit)?;
+                let spans = if m.io.is_empty() { Vec::new() } else { capture_spans(&m, Vec::new()) };
+                let index = SpanIndex::new(&spans);
+                let mut out = writer(None)?;
+                write_samples(&m, &rows, &spans, &index, &mut out)?;
+                out.flush()?;
+            }
             Command::Diff { before, after, opts, output, limit, fail_if_regressed, function } => {
                 return run_diff(
                     &before,
@@ -365,6 +510,50 @@ impl Cli {
         }
         Ok(ExitCode::SUCCESS)
     }
+}
+
+/// The `samples` table: one line per sample.
+fn write_samples(
+    m: &Material,
+    rows: &[profcap_analyze::profile::ListedSample],
+    spans: &[Span],
+    index: &SpanIndex,
+    out: &mut dyn Write,
+) -> Result<()> {
+    writeln!(
+        out,
+        "{:>8}  {:>10}  {:>7} {:>7}  {:<6} {:>10}  {:>7}  {:<16}  FUNCTION",
+        "ID", "TIME (s)", "PID", "TID", "KIND", "VALUE", "REQUEST", "TRACE ID"
+    )?;
+    let period_ns = if m.freq() > 0 { 1e9 / f64::from(m.freq()) } else { 0.0 };
+    for r in rows {
+        let s = &r.sample;
+        let value = match s.kind {
+            SampleKind::Cpu if period_ns > 0.0 => {
+                profcap_analyze::profile::format_ns(r.value as f64 * period_ns)
+            }
+            SampleKind::OffCpu => profcap_analyze::profile::format_ns(r.value as f64),
+            SampleKind::Alloc | SampleKind::Inuse => profcap_analyze::profile::format_bytes(r.value),
+            _ => r.value.to_string(),
+        };
+        let span =
+            index.overlapping(s.pid, s.tid, s.time_ns, s.time_ns).first().and_then(|&(i, _)| spans.get(i));
+        let trace = span.and_then(|sp| sp.trace.as_ref()).map_or("-", |t| t.trace_id.as_str());
+        writeln!(
+            out,
+            "{:>8}  {:>10.6}  {:>7} {:>7}  {:<6} {:>10}  {:>7}  {:<16}  {}",
+            s.id,
+            s.time_ns.saturating_sub(m.first_ns) as f64 / 1e9,
+            s.pid,
+            s.tid,
+            s.kind.name(),
+            value,
+            span.map_or("-".to_owned(), |sp| sp.id.to_string()),
+            trace.get(..16).unwrap_or(trace),
+            r.leaf.as_ref().map_or("-", |f| &f.name),
+        )?;
+    }
+    Ok(())
 }
 
 fn run_diff(

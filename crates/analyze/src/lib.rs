@@ -9,6 +9,7 @@ pub mod diff;
 pub mod export;
 pub mod info;
 pub mod profile;
+pub mod requests;
 pub mod symbolize;
 
 use std::path::PathBuf;

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use profcap_format::{Sample, SampleKind, ValueUnit};
 
 use crate::capture::Material;
+use crate::requests::SpanIndex;
 use crate::symbolize::{Frame, FrameKind, SymbolizeOptions, Symbolizer};
 use crate::{Error, Result};
 
@@ -35,6 +36,9 @@ pub struct Filter {
     /// Off-CPU: show who woke each thread above the blocked stack (needs a
     /// capture recorded with --wakers). Default: false.
     pub wakers: bool,
+    /// Only samples inside these requests (see [`crate::requests`]); an
+    /// off-CPU sample counts with its blocked time inside them. Default: all.
+    pub spans: Option<Arc<SpanIndex>>,
 }
 
 /// Extra root frames. Default: none.
@@ -188,6 +192,19 @@ impl<'a> Keep<'a> {
             && f.from_s.is_none_or(|from| rel_s >= from)
             && f.to_s.is_none_or(|to| rel_s <= to)
             && self.named.as_ref().is_none_or(|(p, t)| p.contains(&s.pid) || t.contains(&s.tid))
+            && self.in_spans(s).is_none_or(|v| v > 0)
+    }
+
+    /// With a request filter: the sample's value inside the requests
+    /// (blocked time is clipped to them); `None` without one.
+    fn in_spans(&self, s: &Sample) -> Option<i64> {
+        let spans = self.filter.spans.as_ref()?;
+        if s.kind != SampleKind::OffCpu {
+            return Some(if spans.covers(s.pid, s.tid, s.time_ns) { s.value } else { 0 });
+        }
+        let end = s.time_ns.saturating_add(u64::try_from(s.value).unwrap_or(0));
+        let inside: u64 = spans.overlapping(s.pid, s.tid, s.time_ns, end).iter().map(|(_, ns)| ns).sum();
+        Some(i64::try_from(inside.min(u64::try_from(s.value).unwrap_or(0))).unwrap_or(i64::MAX))
     }
 }
 
@@ -236,8 +253,9 @@ pub fn build(m: &Material, opts: &ProfileOptions) -> Result<Profile> {
             if !keep.keep(s) {
                 return;
             }
+            let value = keep.in_spans(s).unwrap_or(s.value);
             let value =
-                if wall && s.kind == SampleKind::Cpu { (s.value as f64 * cpu_ns) as i64 } else { s.value };
+                if wall && s.kind == SampleKind::Cpu { (value as f64 * cpu_ns) as i64 } else { value };
             a.unit.get_or_insert(if wall { ValueUnit::Nanoseconds } else { s.unit });
             a.samples += 1;
             a.total = a.total.saturating_add(value);
@@ -335,4 +353,56 @@ fn root_frames(m: &Material, g: Grouping, key: Key) -> Vec<Frame> {
         out.push(Frame { name: Arc::from(name), module, kind: FrameKind::User });
     }
     out
+}
+
+/// One sample as [`list_samples`] gives it.
+#[derive(Debug, Clone)]
+pub struct ListedSample {
+    pub sample: Sample,
+    /// Its value inside the selected requests (the value, without a request filter).
+    pub value: i64,
+    /// The innermost frame of its stack, if it has one.
+    pub leaf: Option<Frame>,
+}
+
+/// The first `limit` samples (by id) that pass the filter, each with its leaf frame.
+pub fn list_samples(m: &Material, opts: &ProfileOptions, limit: usize) -> Result<Vec<ListedSample>> {
+    let kind = opts.filter.kind.unwrap_or_else(|| default_kind(m));
+    let keep = Keep::new(m, &opts.filter, kind);
+    let trim = |mut v: Vec<Sample>| {
+        if v.len() > limit.saturating_mul(2).max(1024) {
+            v.sort_unstable_by_key(|s| s.id);
+            v.truncate(limit);
+        }
+        v
+    };
+    let mut kept = m.fold_samples(
+        opts.strict,
+        Vec::new,
+        |v: &mut Vec<Sample>, s| {
+            if keep.keep(s) {
+                v.push(*s);
+                if v.len() > limit.saturating_mul(2).max(1024) {
+                    *v = trim(std::mem::take(v));
+                }
+            }
+        },
+        |mut a, b| {
+            a.extend(b);
+            trim(a)
+        },
+    )?;
+    kept.sort_unstable_by_key(|s| s.id);
+    kept.truncate(limit);
+    let generations = m.generations();
+    let mut sym = Symbolizer::new(m, opts.symbolize.clone());
+    Ok(kept
+        .into_iter()
+        .map(|s| {
+            let g =
+                Material::generation_at(generations.get(&s.pid).map_or(&[][..], Vec::as_slice), s.time_ns);
+            let leaf = sym.stack_frames(s.pid, g, s.stack_id, !opts.filter.no_kernel).pop();
+            ListedSample { value: keep.in_spans(&s).unwrap_or(s.value), sample: s, leaf }
+        })
+        .collect())
 }

@@ -155,11 +155,12 @@ fn not_a_capture_and_newer_versions_are_refused() {
 
     let mut bytes = std::fs::read(fixture("cpu_split")).unwrap();
     bytes[8] = 9; // major version 9
+    let minor = u16::from_le_bytes([bytes[10], bytes[11]]);
     let newer = dir.path().join("newer.cap");
     std::fs::write(&newer, &bytes).unwrap();
     let o = run(&["info", newer.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(2));
-    let newer = format!("version 9.{} is newer", profcap_format::VERSION_MINOR);
+    let newer = format!("version 9.{minor} is newer");
     assert!(stderr(&o).contains(&newer) && stderr(&o).contains("upgrade"), "{}", stderr(&o));
     assert_eq!(stderr(&o).matches("upgrade").count(), 1, "said once: {}", stderr(&o));
 }

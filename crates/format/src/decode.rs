@@ -263,6 +263,13 @@ fn request(r: fb::RequestEvent<'_>) -> RequestEvent {
         direction: if r.direction() == fb::Direction::Write { Direction::Write } else { Direction::Read },
         length: r.length(),
         payload: byte_vec(r.payload()),
+        op: match r.op() {
+            fb::RequestOp::Accept => RequestOp::Accept,
+            fb::RequestOp::Connect => RequestOp::Connect,
+            fb::RequestOp::Close => RequestOp::Close,
+            _ => RequestOp::Transfer,
+        },
+        start_ns: r.start_ns(),
     }
 }
 

@@ -262,6 +262,13 @@ fn request<'a>(fbb: &mut Fbb<'a>, r: &RequestEvent) -> WIPOffset<fb::RequestEven
         },
         length: r.length,
         payload: bytes(fbb, &r.payload),
+        op: match r.op {
+            RequestOp::Transfer => fb::RequestOp::Transfer,
+            RequestOp::Accept => fb::RequestOp::Accept,
+            RequestOp::Connect => fb::RequestOp::Connect,
+            RequestOp::Close => fb::RequestOp::Close,
+        },
+        start_ns: r.start_ns,
     };
     fb::RequestEvent::create(fbb, &args)
 }

@@ -293,17 +293,38 @@ pub enum Direction {
     Write,
 }
 
-/// A socket read or write, for trace-id joins.
+/// What a socket event is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum RequestOp {
+    /// Bytes read or written (see [`RequestEvent::direction`]).
+    #[default]
+    Transfer,
+    /// A connection was accepted; the event's fd is the new connection.
+    Accept,
+    /// A connect call on the event's fd.
+    Connect,
+    /// The event's fd was closed.
+    Close,
+}
+
+/// A socket syscall of a recorded thread, for trace-id joins.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RequestEvent {
+    /// Unique within the capture (the recorder numbers them from 1).
     pub id: u64,
+    /// When the syscall returned.
     pub time_ns: u64,
     pub pid: u32,
     pub tid: u32,
     pub fd: i32,
     pub direction: Direction,
+    /// Bytes transferred.
     pub length: u64,
+    /// The first bytes transferred (bounded by the recorder's setting).
     pub payload: Vec<u8>,
+    pub op: RequestOp,
+    /// When the syscall was entered (0 = unknown).
+    pub start_ns: u64,
 }
 
 /// Everything one chunk carries. Readers handle the parts in field order:

@@ -92,6 +92,8 @@ fn sample_capture() -> (Vec<u8>, Vec<Batch>) {
         direction: Direction::Write,
         length: 12,
         payload: b"GET / HTTP/1.1".to_vec(),
+        op: RequestOp::Transfer,
+        start_ns: 8,
     })
     .unwrap();
     let (bytes, stats) = w.finish().unwrap();

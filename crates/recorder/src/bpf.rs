@@ -21,6 +21,12 @@ mod offcpu {
 }
 use offcpu::{OffcpuSkel, OffcpuSkelBuilder};
 
+#[allow(clippy::all, clippy::unwrap_used, missing_debug_implementations, unsafe_op_in_unsafe_fn)]
+mod requests {
+    include!(concat!(env!("OUT_DIR"), "/requests.skel.rs"));
+}
+use requests::{RequestsSkel, RequestsSkelBuilder};
+
 /// Mirrors `MAX_STACK_DEPTH` in bpf/profrec.h.
 pub const MAX_STACK_DEPTH: usize = 127;
 const EVENT_SAMPLE: u32 = 1;
@@ -28,6 +34,7 @@ const EVENT_FORK: u32 = 2;
 const EVENT_EXEC: u32 = 3;
 const EVENT_EXIT: u32 = 4;
 const EVENT_OFFCPU: u32 = 5;
+const EVENT_REQUEST: u32 = 6;
 /// Size of `struct profrec_event_header`.
 const HEADER_LEN: usize = 24;
 /// Offsets in `struct profrec_sample_event`.
@@ -44,8 +51,12 @@ const SAMPLE_LEN: usize = SAMPLE_LEAF + LEAF_LEN;
 /// Offset of the leaf window in, and size of, `struct profrec_offcpu_event`.
 const OFFCPU_LEAF: usize = HEADER_LEN + 8 + 6 * 4 + 16;
 const OFFCPU_LEN: usize = OFFCPU_LEAF + LEAF_LEN;
+/// Offset of the payload in `struct profrec_request_event`.
+const REQUEST_PAYLOAD: usize = HEADER_LEN + 8 + 8 + 4 * 4 + 16;
+/// Mirrors `MAX_PAYLOAD`: the most payload bytes a request event carries.
+pub const MAX_PAYLOAD: usize = 4096;
 /// Drop reasons, the index of the `drops` maps (enum drop_reason).
-pub const DROP_REASONS: [&str; 7] = [
+pub const DROP_REASONS: [&str; 8] = [
     "ring buffer full",
     "target table full",
     "filtered: blocked less than --min-block",
@@ -53,6 +64,7 @@ pub const DROP_REASONS: [&str; 7] = [
     "no user frame",
     "stack map full or collision",
     "too many threads blocked at once",
+    "too many threads in socket syscalls at once",
 ];
 
 /// An event from the BPF side, decoded.
@@ -78,6 +90,34 @@ pub enum Event {
     },
     /// A thread ran again after blocking.
     OffCpu(OffCpu),
+    /// A socket syscall of a target thread returned.
+    Request(Request),
+}
+
+/// What a socket syscall did (`enum request_op`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestOp {
+    Read,
+    Write,
+    Accept,
+    Connect,
+    Close,
+}
+
+/// A socket syscall returned; `head.time_ns` is when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    pub head: Header,
+    pub comm: String,
+    pub enter_ns: u64,
+    /// Bytes transferred, the accepted fd, or a negative errno.
+    pub ret: i64,
+    /// The socket (for accept: the new connection).
+    pub fd: i32,
+    pub op: RequestOp,
+    pub syscall_nr: u32,
+    /// The first bytes transferred (first buffer of a vector).
+    pub payload: Vec<u8>,
 }
 
 /// A thread ran again after blocking; `head.time_ns` is when it blocked.
@@ -185,6 +225,28 @@ impl Event {
                     leaf: leaf_at(b, OFFCPU_LEAF),
                 }))
             }
+            EVENT_REQUEST if b.len() >= REQUEST_PAYLOAD => {
+                let at = HEADER_LEN;
+                let op = match u32_at(b, at + 20)? {
+                    0 => RequestOp::Read,
+                    1 => RequestOp::Write,
+                    2 => RequestOp::Accept,
+                    3 => RequestOp::Connect,
+                    4 => RequestOp::Close,
+                    _ => return None,
+                };
+                let len = (u32_at(b, at + 28)? as usize).min(MAX_PAYLOAD);
+                Some(Event::Request(Request {
+                    head,
+                    enter_ns: u64_at(b, at)?,
+                    ret: u64_at(b, at + 8)? as i64,
+                    fd: u32_at(b, at + 16)? as i32,
+                    op,
+                    syscall_nr: u32_at(b, at + 24)?,
+                    comm: comm_at(b, at + 32),
+                    payload: b.get(REQUEST_PAYLOAD..REQUEST_PAYLOAD + len)?.to_vec(),
+                }))
+            }
             _ => None,
         }
     }
@@ -206,6 +268,9 @@ pub struct ProbeOptions {
     pub cpu_freq: Option<u64>,
     /// Off-CPU time; `None` = none.
     pub offcpu: Option<OffCpuOptions>,
+    /// Socket request events with this many payload bytes each (at most
+    /// [`MAX_PAYLOAD`]); `None` = none.
+    pub request_payload: Option<u32>,
 }
 
 /// Settings of off-CPU recording.
@@ -223,6 +288,7 @@ pub struct OffCpuOptions {
 pub struct Probes {
     skel: OncpuSkel<'static>,
     offcpu: Option<OffcpuSkel<'static>>,
+    requests: Option<RequestsSkel<'static>>,
     links: Vec<Link>,
 }
 
@@ -368,7 +434,11 @@ impl Probes {
             Some(o) => Some(load_offcpu(&skel, targets, o, &mut links)?),
             None => None,
         };
-        Ok(Probes { skel, offcpu, links })
+        let requests = match opts.request_payload {
+            Some(bytes) => Some(load_requests(&skel, targets, bytes, &mut links)?),
+            None => None,
+        };
+        Ok(Probes { skel, offcpu, requests, links })
     }
 
     /// The ring buffer map the events arrive on.
@@ -391,6 +461,9 @@ impl Probes {
             sum_drops(&self.skel.maps.drops).into_iter().map(|(r, n)| ("cpu", r, n)).collect();
         if let Some(off) = &self.offcpu {
             out.extend(sum_drops(&off.maps.drops).into_iter().map(|(r, n)| ("offcpu", r, n)));
+        }
+        if let Some(req) = &self.requests {
+            out.extend(sum_drops(&req.maps.drops).into_iter().map(|(r, n)| ("requests", r, n)));
         }
         out
     }
@@ -454,6 +527,30 @@ fn load_offcpu(
     Ok(off)
 }
 
+/// Loads the socket-syscall programs onto the target table and ring buffer of `skel`.
+fn load_requests(
+    skel: &OncpuSkel<'static>,
+    targets: &Targets,
+    payload_bytes: u32,
+    links: &mut Vec<Link>,
+) -> Result<RequestsSkel<'static>> {
+    let storage: &'static mut MaybeUninit<libbpf_rs::OpenObject> = Box::leak(Box::new(MaybeUninit::uninit()));
+    let mut open =
+        RequestsSkelBuilder::default().open(storage).map_err(|e| load_error("open requests", e))?;
+    let rodata = open.maps.rodata_data.as_deref_mut().ok_or_else(|| Error::Bpf {
+        what: "open requests".into(),
+        detail: "skeleton has no .rodata".into(),
+    })?;
+    rodata.filter_pids = matches!(targets, Targets::Pids { .. });
+    rodata.payload_bytes = payload_bytes.min(MAX_PAYLOAD as u32);
+    open.maps.targets.reuse_fd(skel.maps.targets.as_fd()).map_err(|e| load_error("share target table", e))?;
+    open.maps.events.reuse_fd(skel.maps.events.as_fd()).map_err(|e| load_error("share ring buffer", e))?;
+    let req = open.load().map_err(|e| load_error("load requests (verifier log above)", e))?;
+    links.push(req.progs.on_sys_enter.attach().map_err(|e| load_error("attach tp_btf/sys_enter", e))?);
+    links.push(req.progs.on_sys_exit.attach().map_err(|e| load_error("attach tp_btf/sys_exit", e))?);
+    Ok(req)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -463,6 +560,7 @@ mod tests {
         assert_eq!(std::mem::size_of::<PerfEventAttr>(), 112);
         assert_eq!(SAMPLE_LEN, 24 + 16 + 8 + 2 * 8 * 127 + 16 + 256);
         assert_eq!(OFFCPU_LEN, 72 + 16 + 256);
+        assert_eq!(REQUEST_PAYLOAD, 72);
     }
 
     #[test]

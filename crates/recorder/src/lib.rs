@@ -51,6 +51,12 @@ pub struct RecordOptions {
     pub wakers: bool,
     /// With `offcpu`: take kernel stacks of blocked threads (and wakers). Default: true.
     pub offcpu_kernel_stacks: bool,
+    /// Record socket request events (reads, writes, accepts, connects,
+    /// closes) for trace-id joins. Default: false.
+    pub requests: bool,
+    /// With `requests`: payload bytes kept per event (at most 4096; 0 = none).
+    /// Default: 1024.
+    pub payload_bytes: u32,
     /// Stop after this long. Default: none (until the target exits or Ctrl-C).
     pub duration: Option<Duration>,
     /// Off-box material to embed. Default: [`EmbedMode::Symbols`].
@@ -73,6 +79,8 @@ impl RecordOptions {
             min_block: Duration::from_micros(10),
             wakers: false,
             offcpu_kernel_stacks: true,
+            requests: false,
+            payload_bytes: 1024,
             duration: None,
             embed: EmbedMode::Symbols,
             follow_children: true,

@@ -23,6 +23,9 @@ use profcap_recorder::{record, EmbedMode, RecordOptions, Target};
 ///   profrec -o app.cap -p 1234 -d 30         attach to pid 1234 for 30 seconds
 ///   profrec -o all.cap --all -d 10 -F 999    the whole machine, 10 s at 999 Hz
 ///   profrec -o io.cap --off-cpu -- ./server  on-CPU and blocked time of ./server
+///   profrec -o web.cap --off-cpu --requests -p 1234 -d 60
+///                                            also socket requests, to join samples
+///                                            to trace ids (profanalyze requests)
 ///
 /// Needs root (CAP_BPF and CAP_PERFMON). Stops at Ctrl-C or SIGTERM and still
 /// writes a complete file.
@@ -53,13 +56,27 @@ struct Cli {
     freq: u64,
 
     /// What to record, comma-separated: `cpu` (on-CPU samples), `offcpu`
-    /// (time threads spend blocked, with the stack where they blocked).
+    /// (time threads spend blocked, with the stack where they blocked),
+    /// `requests` (socket reads and writes, see --requests).
     #[arg(short, long, value_enum, value_delimiter = ',', default_value = "cpu")]
     events: Vec<EventKind>,
 
     /// Record off-CPU time too (same as adding `offcpu` to --events).
     #[arg(long)]
     off_cpu: bool,
+
+    /// Record the target's socket traffic: every read, write, send, recv,
+    /// accept, connect and close on a socket, with time, thread, fd, length and
+    /// the first --payload-bytes bytes. profanalyze finds HTTP requests and
+    /// their trace ids (traceparent, B3, uber-trace-id, X-Request-Id) in them.
+    /// Payloads can hold sensitive data: use --payload-bytes 0 to keep none.
+    #[arg(long)]
+    requests: bool,
+
+    /// With --requests: bytes of payload kept per socket read or write (the
+    /// start of each; 0 to 4096). HTTP headers must fit for trace ids to be found.
+    #[arg(long, default_value_t = 1024, value_name = "BYTES")]
+    payload_bytes: u32,
 
     /// Off-CPU: drop blocks shorter than this many microseconds (counted as
     /// dropped). Short blocks are frequent and cheap; see the user guide for
@@ -103,6 +120,7 @@ struct Cli {
 enum EventKind {
     Cpu,
     Offcpu,
+    Requests,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -128,6 +146,11 @@ impl Cli {
         opts.freq = self.freq;
         opts.cpu = self.events.contains(&EventKind::Cpu);
         opts.offcpu = self.off_cpu || self.events.contains(&EventKind::Offcpu);
+        opts.requests = self.requests || self.events.contains(&EventKind::Requests);
+        if self.payload_bytes > 4096 {
+            bail!("--payload-bytes must be at most 4096, not {}", self.payload_bytes);
+        }
+        opts.payload_bytes = self.payload_bytes;
         if !(self.min_block.is_finite() && self.min_block >= 0.0) {
             bail!("--min-block must be a non-negative number of microseconds, not {}", self.min_block);
         }

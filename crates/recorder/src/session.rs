@@ -16,7 +16,9 @@ use profcap_format::{
     CaptureWriter, Lost, Mapping, Meta, Sample, SampleKind, Thread, ValueUnit, WriteOptions,
 };
 
-use crate::bpf::{Event, Header, Leaf, OffCpu, OffCpuOptions, ProbeOptions, Probes, Targets};
+use crate::bpf::{
+    Event, Header, Leaf, OffCpu, OffCpuOptions, ProbeOptions, Probes, Request, RequestOp, Targets,
+};
 use crate::elf::{self, EmbedMode, MappedFile};
 use crate::procfs::{self, MapsEntry};
 use crate::spawn::{spawn_held, RunningChild};
@@ -116,6 +118,8 @@ struct Session {
     rescans: Vec<(Instant, u32)>,
     /// Distinct pids described in the capture.
     seen_pids: std::collections::HashSet<u32>,
+    /// Request events written so far (their ids count from 1).
+    requests: u64,
 }
 
 impl Session {
@@ -353,9 +357,36 @@ impl Session {
         self.write(r)
     }
 
+    fn on_request(&mut self, e: Request) -> Result<()> {
+        self.note_task(e.head, e.comm)?;
+        self.requests += 1;
+        let (op, direction) = match e.op {
+            RequestOp::Read => (profcap_format::RequestOp::Transfer, profcap_format::Direction::Read),
+            RequestOp::Write => (profcap_format::RequestOp::Transfer, profcap_format::Direction::Write),
+            RequestOp::Accept => (profcap_format::RequestOp::Accept, profcap_format::Direction::Read),
+            RequestOp::Connect => (profcap_format::RequestOp::Connect, profcap_format::Direction::Write),
+            RequestOp::Close => (profcap_format::RequestOp::Close, profcap_format::Direction::Write),
+        };
+        let event = profcap_format::RequestEvent {
+            id: self.requests,
+            time_ns: e.head.time_ns,
+            pid: e.head.pid,
+            tid: e.head.tid,
+            fd: e.fd,
+            direction,
+            length: if op == profcap_format::RequestOp::Transfer { e.ret.max(0) as u64 } else { 0 },
+            payload: e.payload,
+            op,
+            start_ns: e.enter_ns,
+        };
+        let r = self.writer.push_request(event);
+        self.write(r)
+    }
+
     /// Handles one event; returns the pid of a process that exited.
     fn on_event(&mut self, probes: &Probes, event: Event) -> Result<Option<u32>> {
         match event {
+            Event::Request(e) => self.on_request(e)?,
             Event::OffCpu(e) => self.on_offcpu(probes, e)?,
             Event::Sample { head, comm, kernel, user, leaf } => {
                 self.on_sample(head, comm, &kernel, user, &leaf)?
@@ -497,16 +528,24 @@ fn base_meta(opts: &RecordOptions) -> Meta {
         start_wall_ns: wall_ns(),
         start_mono_ns: monotonic_ns(),
         sample_freq_hz: if opts.cpu { u32::try_from(opts.freq).unwrap_or(u32::MAX) } else { 0 },
-        events: [(opts.cpu, "cpu"), (opts.offcpu, "offcpu"), (opts.offcpu && opts.wakers, "wakers")]
-            .iter()
-            .filter(|(on, _)| *on)
-            .map(|(_, name)| (*name).to_owned())
-            .collect(),
-        extra: if opts.offcpu {
-            vec![("min_block_ns".into(), opts.min_block.as_nanos().to_string())]
-        } else {
-            Vec::new()
-        },
+        events: [
+            (opts.cpu, "cpu"),
+            (opts.offcpu, "offcpu"),
+            (opts.offcpu && opts.wakers, "wakers"),
+            (opts.requests, "requests"),
+        ]
+        .iter()
+        .filter(|(on, _)| *on)
+        .map(|(_, name)| (*name).to_owned())
+        .collect(),
+        extra: [
+            (opts.offcpu, "min_block_ns", opts.min_block.as_nanos().to_string()),
+            (opts.requests, "payload_bytes", opts.payload_bytes.to_string()),
+        ]
+        .into_iter()
+        .filter(|(on, _, _)| *on)
+        .map(|(_, k, v)| (k.to_owned(), v))
+        .collect(),
         recorder_version: concat!("profrec ", env!("CARGO_PKG_VERSION")).into(),
         command_line: opts.command_line.clone(),
         // SAFETY: sysconf has no preconditions.
@@ -541,6 +580,7 @@ pub fn record(opts: &RecordOptions, stop: Arc<AtomicBool>) -> Result<RecordSumma
         offcpu_stacks: HashMap::new(),
         unwind_tables: HashMap::new(),
         cfa_rules: HashMap::new(),
+        requests: 0,
     };
     let mut meta = base_meta(opts);
     let r = session.writer.push_meta(meta.clone());
@@ -561,6 +601,7 @@ pub fn record(opts: &RecordOptions, stop: Arc<AtomicBool>) -> Result<RecordSumma
             wakers: opts.wakers,
             kernel_stacks: opts.offcpu_kernel_stacks,
         }),
+        request_payload: opts.requests.then_some(opts.payload_bytes),
     };
     let probes = match Probes::load(&targets, &probe_opts) {
         Ok(p) => p,

@@ -362,6 +362,104 @@ impl<'a> ::flatbuffers::Verifiable for Direction {
 }
 
 impl ::flatbuffers::SimpleToVerifyInSlice for Direction {}
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MIN_REQUEST_OP: u8 = 0;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MAX_REQUEST_OP: u8 = 3;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+#[allow(non_camel_case_types)]
+pub const ENUM_VALUES_REQUEST_OP: [RequestOp; 4] = [
+  RequestOp::Transfer,
+  RequestOp::Accept,
+  RequestOp::Connect,
+  RequestOp::Close,
+];
+
+/// What a socket event is (1.2). Old readers see only `Transfer` events'
+/// fields they know; the others have length 0.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[repr(transparent)]
+pub struct RequestOp(pub u8);
+#[allow(non_upper_case_globals)]
+impl RequestOp {
+  /// Bytes read or written (`direction` says which).
+  pub const Transfer: Self = Self(0);
+  /// A connection was accepted; `fd` is the new connection.
+  pub const Accept: Self = Self(1);
+  /// A connect call on `fd` (length 0 = done, else in progress).
+  pub const Connect: Self = Self(2);
+  /// The socket `fd` was closed.
+  pub const Close: Self = Self(3);
+
+  pub const ENUM_MIN: u8 = 0;
+  pub const ENUM_MAX: u8 = 3;
+  pub const ENUM_VALUES: &'static [Self] = &[
+    Self::Transfer,
+    Self::Accept,
+    Self::Connect,
+    Self::Close,
+  ];
+  /// Returns the variant's name or "" if unknown.
+  pub fn variant_name(self) -> Option<&'static str> {
+    match self {
+      Self::Transfer => Some("Transfer"),
+      Self::Accept => Some("Accept"),
+      Self::Connect => Some("Connect"),
+      Self::Close => Some("Close"),
+      _ => None,
+    }
+  }
+}
+impl ::core::fmt::Debug for RequestOp {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter) -> ::core::fmt::Result {
+    if let Some(name) = self.variant_name() {
+      f.write_str(name)
+    } else {
+      f.write_fmt(format_args!("<UNKNOWN {:?}>", self.0))
+    }
+  }
+}
+impl<'a> ::flatbuffers::Follow<'a> for RequestOp {
+  type Inner = Self;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    let b = unsafe { ::flatbuffers::read_scalar_at::<u8>(buf, loc) };
+    Self(b)
+  }
+}
+
+impl ::flatbuffers::Push for RequestOp {
+    type Output = RequestOp;
+    #[inline]
+    unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        unsafe { ::flatbuffers::emplace_scalar::<u8>(dst, self.0) };
+    }
+}
+
+impl ::flatbuffers::EndianScalar for RequestOp {
+  type Scalar = u8;
+  #[inline]
+  fn to_little_endian(self) -> u8 {
+    self.0.to_le()
+  }
+  #[inline]
+  #[allow(clippy::wrong_self_convention)]
+  fn from_little_endian(v: u8) -> Self {
+    let b = u8::from_le(v);
+    Self(b)
+  }
+}
+
+impl<'a> ::flatbuffers::Verifiable for RequestOp {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    u8::run_verifier(v, pos)
+  }
+}
+
+impl ::flatbuffers::SimpleToVerifyInSlice for RequestOp {}
 pub enum KeyValueOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -3146,7 +3244,8 @@ impl ::core::fmt::Debug for KernelSymbols<'_> {
 pub enum RequestEventOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
-/// A socket read or write for trace-id joins.
+/// A socket syscall of a recorded thread, for trace-id joins. `time_ns` is
+/// when the syscall returned.
 pub struct RequestEvent<'a> {
   pub _tab: ::flatbuffers::Table<'a>,
 }
@@ -3168,6 +3267,8 @@ impl<'a> RequestEvent<'a> {
   pub const VT_DIRECTION: ::flatbuffers::VOffsetT = 14;
   pub const VT_LENGTH: ::flatbuffers::VOffsetT = 16;
   pub const VT_PAYLOAD: ::flatbuffers::VOffsetT = 18;
+  pub const VT_OP: ::flatbuffers::VOffsetT = 20;
+  pub const VT_START_NS: ::flatbuffers::VOffsetT = 22;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -3179,6 +3280,7 @@ impl<'a> RequestEvent<'a> {
     args: &'args RequestEventArgs<'args>
   ) -> ::flatbuffers::WIPOffset<RequestEvent<'bldr>> {
     let mut builder = RequestEventBuilder::new(_fbb);
+    builder.add_start_ns(args.start_ns);
     builder.add_length(args.length);
     builder.add_time_ns(args.time_ns);
     builder.add_id(args.id);
@@ -3186,6 +3288,7 @@ impl<'a> RequestEvent<'a> {
     builder.add_fd(args.fd);
     builder.add_tid(args.tid);
     builder.add_pid(args.pid);
+    builder.add_op(args.op);
     builder.add_direction(args.direction);
     builder.finish()
   }
@@ -3233,6 +3336,7 @@ impl<'a> RequestEvent<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<Direction>(RequestEvent::VT_DIRECTION, Some(Direction::Read)).unwrap()}
   }
+  /// Bytes transferred (the syscall's result).
   #[inline]
   pub fn length(&self) -> u64 {
     // Safety:
@@ -3240,12 +3344,29 @@ impl<'a> RequestEvent<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<u64>(RequestEvent::VT_LENGTH, Some(0)).unwrap()}
   }
+  /// The first bytes transferred, at most the recorder's --payload-bytes.
   #[inline]
   pub fn payload(&self) -> Option<::flatbuffers::Vector<'a, u8>> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(RequestEvent::VT_PAYLOAD, None)}
+  }
+  /// (1.2) What happened; default Transfer.
+  #[inline]
+  pub fn op(&self) -> RequestOp {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<RequestOp>(RequestEvent::VT_OP, Some(RequestOp::Transfer)).unwrap()}
+  }
+  /// (1.2) When the syscall was entered (0 = unknown).
+  #[inline]
+  pub fn start_ns(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(RequestEvent::VT_START_NS, Some(0)).unwrap()}
   }
 }
 
@@ -3263,6 +3384,8 @@ impl ::flatbuffers::Verifiable for RequestEvent<'_> {
      .visit_field::<Direction>("direction", Self::VT_DIRECTION, false)?
      .visit_field::<u64>("length", Self::VT_LENGTH, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("payload", Self::VT_PAYLOAD, false)?
+     .visit_field::<RequestOp>("op", Self::VT_OP, false)?
+     .visit_field::<u64>("start_ns", Self::VT_START_NS, false)?
      .finish();
     Ok(())
   }
@@ -3276,6 +3399,8 @@ pub struct RequestEventArgs<'a> {
     pub direction: Direction,
     pub length: u64,
     pub payload: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
+    pub op: RequestOp,
+    pub start_ns: u64,
 }
 impl<'a> Default for RequestEventArgs<'a> {
   #[inline]
@@ -3289,6 +3414,8 @@ impl<'a> Default for RequestEventArgs<'a> {
       direction: Direction::Read,
       length: 0,
       payload: None,
+      op: RequestOp::Transfer,
+      start_ns: 0,
     }
   }
 }
@@ -3331,6 +3458,14 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> RequestEventBuilder<'a, 'b, A
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(RequestEvent::VT_PAYLOAD, payload);
   }
   #[inline]
+  pub fn add_op(&mut self, op: RequestOp) {
+    self.fbb_.push_slot::<RequestOp>(RequestEvent::VT_OP, op, RequestOp::Transfer);
+  }
+  #[inline]
+  pub fn add_start_ns(&mut self, start_ns: u64) {
+    self.fbb_.push_slot::<u64>(RequestEvent::VT_START_NS, start_ns, 0);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> RequestEventBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     RequestEventBuilder {
@@ -3356,6 +3491,8 @@ impl ::core::fmt::Debug for RequestEvent<'_> {
       ds.field("direction", &self.direction());
       ds.field("length", &self.length());
       ds.field("payload", &self.payload());
+      ds.field("op", &self.op());
+      ds.field("start_ns", &self.start_ns());
       ds.finish()
   }
 }
