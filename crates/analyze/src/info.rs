@@ -29,6 +29,9 @@ pub struct Info {
     pub symbol_blobs: Vec<BlobInfo>,
     pub kernel_symbols: usize,
     pub lost: Vec<LostInfo>,
+    /// Socket events (profrec --requests), and the HTTP request heads among them.
+    pub socket_events: usize,
+    pub http_requests: usize,
     pub chunks: u64,
     pub file_bytes: u64,
     pub compressed_bytes: u64,
@@ -114,6 +117,12 @@ pub fn info(m: &Material, format_version: (u16, u16)) -> Info {
             .iter()
             .map(|l| LostInfo { source: l.source.clone(), reason: l.reason.clone(), count: l.count })
             .collect(),
+        socket_events: m.io.len(),
+        http_requests: m
+            .io
+            .iter()
+            .filter(|e| matches!(e.http, Some(crate::requests::http::HttpMessage::Request { .. })))
+            .count(),
         chunks: s.chunks,
         file_bytes: s.file_bytes,
         compressed_bytes: s.stored_bytes,
@@ -151,6 +160,13 @@ pub fn write_text(i: &Info, out: &mut impl Write) -> std::io::Result<()> {
     for b in &i.symbol_blobs {
         let what = if b.full_elf { "full ELF".to_owned() } else { format!("{} symbols", b.symbols) };
         writeln!(out, "  {}  {}  ({what})", b.build_id, b.path)?;
+    }
+    if i.socket_events > 0 {
+        writeln!(
+            out,
+            "requests:     {} socket events, {} HTTP request heads (profanalyze requests)",
+            i.socket_events, i.http_requests
+        )?;
     }
     // Records dropped by a recording option (e.g. --min-block) are filtered, not lost.
     let (filtered, lost): (Vec<&LostInfo>, Vec<&LostInfo>) =

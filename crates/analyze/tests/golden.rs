@@ -9,9 +9,11 @@ use std::path::{Path, PathBuf};
 
 use profcap_analyze::export::{flame_graph, write_folded, write_top, FlameOptions, TopBy};
 use profcap_analyze::info::{info, write_text};
+use profcap_analyze::requests::{capture_spans, join, write_table, Selection, SpanIndex};
 use profcap_analyze::{build, Material, ProfileOptions};
+use std::sync::Arc;
 
-const CASES: &[&str] = &["cpu_split", "threads", "spawner", "rust_split", "blocker"];
+const CASES: &[&str] = &["cpu_split", "threads", "spawner", "rust_split", "blocker", "httpd"];
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures")
@@ -67,6 +69,9 @@ fn outputs(case: &str) {
     if m.kind_counts.contains_key("offcpu") {
         offcpu_outputs(case, &m);
     }
+    if !m.io.is_empty() {
+        request_outputs(case, &m);
+    }
 
     // info without the absolute path, which differs between checkouts
     let mut i = info(&m, (1, 0));
@@ -74,6 +79,27 @@ fn outputs(case: &str) {
     let mut text = Vec::new();
     write_text(&i, &mut text).unwrap();
     check(case, "info.txt", &text);
+}
+
+/// The request table, and the wall-clock folded stacks of each traced request.
+fn request_outputs(case: &str, m: &Material) {
+    let spans = capture_spans(m, Vec::new());
+    let rows = join(m, &spans, &offline().symbolize, true).unwrap();
+    let mut table = Vec::new();
+    write_table(&rows, &mut table).unwrap();
+    check(case, "requests.txt", &table);
+    for r in rows.iter().filter(|r| r.trace_id.is_some()) {
+        let mut sel = Selection::default();
+        sel.trace_ids = vec![r.trace_id.clone().unwrap()];
+        let mut o = offline();
+        o.filter.wall = true;
+        o.filter.no_kernel = true;
+        o.filter.spans = Some(Arc::new(SpanIndex::new(&sel.apply(spans.clone()))));
+        let p = build(m, &o).unwrap();
+        let mut folded = Vec::new();
+        write_folded(&p, &mut folded).unwrap();
+        check(case, &format!("trace-{}-wall-folded.txt", r.trace_id.as_deref().unwrap()), &folded);
+    }
 }
 
 /// Off-CPU time per thread with wakers, and the wall-clock view.
@@ -124,6 +150,32 @@ fn golden_spawner() {
 #[test]
 fn golden_rust_split() {
     outputs("rust_split");
+}
+
+#[test]
+fn golden_httpd() {
+    outputs("httpd");
+}
+
+#[test]
+fn fixture_httpd_requests_show_the_work_each_asked_for() {
+    // Not golden: the meaning behind requests.txt, checked directly.
+    let m = Material::load(&fixtures().join("httpd/capture.cap"), true).unwrap();
+    let rows = join(&m, &capture_spans(&m, Vec::new()), &offline().symbolize, true).unwrap();
+    // (trace id, CPU ms asked, sleep ms asked), from fixtures/httpd/README.md
+    let asked = [
+        ("4bf92f3577b34da6a3ce929d0e0e4736", 120.0, 40.0),
+        ("80f198ee56343ba864fe8b2a57d3eff7", 150.0, 0.0),
+        ("5a1b2c3d4e5f6a7b", 20.0, 150.0),
+        ("checkout-7781", 120.0, 100.0),
+    ];
+    for (trace, cpu, sleep) in asked {
+        let r = rows.iter().find(|r| r.trace_id.as_deref() == Some(trace)).unwrap();
+        let (on, off) = (r.on_cpu_ns as f64 / 1e6, r.off_cpu_ns as f64 / 1e6);
+        assert!((on - cpu).abs() <= cpu * 0.1 + 3.0, "{trace}: on-CPU {on} ms, asked {cpu}");
+        assert!((off - sleep).abs() <= sleep * 0.05 + 2.0, "{trace}: off-CPU {off} ms, asked {sleep}");
+        assert_eq!((r.method.as_str(), r.status), ("GET", Some(200)));
+    }
 }
 
 #[test]
