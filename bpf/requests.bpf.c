@@ -174,6 +174,10 @@ SEC("tp_btf/sys_exit")
 int BPF_PROG(on_sys_exit, struct pt_regs *regs, long ret)
 {
 	__u32 tid = (__u32)bpf_get_current_pid_tgid(), zero = 0;
+
+	/* Most syscalls are none of ours: decide that without a map lookup. */
+	if (op_of(regs->orig_ax) < 0)
+		return 0;
 	struct pending *p = bpf_map_lookup_elem(&in_syscall, &tid);
 
 	if (!p)

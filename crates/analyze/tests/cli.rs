@@ -219,3 +219,98 @@ fn help_teaches_with_examples() {
     let o = run(&["flame", "--help"]);
     assert!(stdout(&o).contains("--debug-dir"));
 }
+
+#[test]
+fn requests_table_json_and_per_trace_selection() {
+    let cap = fixture("httpd");
+    let cap = cap.to_str().unwrap();
+    let o = run(&["requests", cap, "--sort", "latency"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let table = stdout(&o);
+    let first_row = table.lines().nth(1).unwrap();
+    assert!(first_row.contains("checkout-7781"), "the slowest first: {table}");
+    assert!(table.contains("4bf92f3577b34da6a3ce929d0e0e4736") && table.contains("/quit"), "{table}");
+
+    let o = run(&["requests", cap, "--json"]);
+    let rows: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let b3 = rows.as_array().unwrap().iter().find(|r| r["trace_header"] == "b3").unwrap();
+    assert_eq!(b3["trace_id"], "80f198ee56343ba864fe8b2a57d3eff7");
+    assert!(!b3["event_ids"].as_array().unwrap().is_empty());
+    let id = b3["id"].as_u64().unwrap().to_string();
+
+    // The same request by trace-id prefix and by request id: the same folded profile.
+    let by_trace = run(&["folded", cap, "--trace-id", "80f198ee", "--no-kernel"]);
+    let by_id = run(&["folded", cap, "--request", &id, "--no-kernel"]);
+    assert!(by_trace.status.success(), "{}", stderr(&by_trace));
+    assert_eq!(stdout(&by_trace), stdout(&by_id));
+    assert!(stdout(&by_trace).contains("parse_request_body"), "{}", stdout(&by_trace));
+    assert!(!stdout(&by_trace).contains("wait_backend"), "on-CPU only: {}", stdout(&by_trace));
+
+    // samples lists ids, the request and its trace id.
+    let o = run(&["samples", cap, "--request", &id, "-n", "5"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let lines: Vec<String> = stdout(&o).lines().map(str::to_owned).collect();
+    assert_eq!(lines.len(), 6, "a header and 5 samples: {lines:?}");
+    assert!(
+        lines[1..].iter().all(|l| l.contains(&format!(" {id} ")) && l.contains("80f198ee56343ba8")),
+        "{lines:?}"
+    );
+}
+
+#[test]
+fn request_selection_errors_say_what_to_do() {
+    let o = run(&["requests", fixture("cpu_split").to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("no request events") && stderr(&o).contains("--requests"), "{}", stderr(&o));
+
+    let httpd = fixture("httpd");
+    let o = run(&["flame", httpd.to_str().unwrap(), "--trace-id", "deadbeefdeadbeef", "-o", "/dev/null"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("no request") && stderr(&o).contains("profanalyze requests"),
+        "{}",
+        stderr(&o)
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("spans.json");
+    std::fs::write(&bad, "{\"spans\": []}").unwrap();
+    let o = run(&["requests", httpd.to_str().unwrap(), "--spans", bad.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("not an OTLP JSON trace file"), "{}", stderr(&o));
+}
+
+#[test]
+fn external_otlp_spans_join_the_threads_they_name() {
+    // A span file naming the thread and time of the fixture's b3 request.
+    let cap = fixture("httpd");
+    let m = profcap_analyze::Material::load(&cap, true).unwrap();
+    let spans = profcap_analyze::requests::capture_spans(&m, Vec::new());
+    let b3 =
+        spans.iter().find(|s| s.trace.as_ref().is_some_and(|t| t.trace_id.starts_with("80f198ee"))).unwrap();
+    let wall = |mono: u64| {
+        (i128::from(mono) + i128::from(m.meta.start_wall_ns) - i128::from(m.meta.start_mono_ns)).to_string()
+    };
+    let json = serde_json::json!({"resourceSpans": [{
+        "resource": {"attributes": [{"key": "process.pid", "value": {"intValue": b3.pid.to_string()}}]},
+        "scopeSpans": [{"spans": [{
+            "traceId": "0123456789abcdef0123456789abcdef", "spanId": "0123456789abcdef",
+            "name": "GET /from-tracer",
+            "startTimeUnixNano": wall(b3.start_ns), "endTimeUnixNano": wall(b3.end_ns),
+            "attributes": [{"key": "thread.id", "value": {"intValue": b3.tids[0]}}]
+        }]}]
+    }]});
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("spans.json");
+    std::fs::write(&file, json.to_string()).unwrap();
+    let (cap, file) = (cap.to_str().unwrap(), file.to_str().unwrap());
+    let o = run(&["requests", cap, "--spans", file, "--json", "--trace-id", "0123456789abcdef"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let rows: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let ext = &rows.as_array().unwrap()[0];
+    assert_eq!((ext["role"].as_str(), ext["target"].as_str()), (Some("external"), Some("/from-tracer")));
+    let by_ext = run(&["folded", cap, "--spans", file, "--trace-id", "0123456789abcdef"]);
+    let by_b3 = run(&["folded", cap, "--trace-id", "80f198ee"]);
+    assert!(by_ext.status.success(), "{}", stderr(&by_ext));
+    assert_eq!(stdout(&by_ext), stdout(&by_b3), "the tracer's span covers the same samples");
+}

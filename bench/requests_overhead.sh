@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Overhead of `profrec --requests` on a request-heavy load (root): wrk sends
+# many small HTTP requests over loopback keep-alive connections to
+# fixtures/programs/httpd.c, and the server's
+# throughput is measured alone, under profrec with on-CPU sampling only,
+# and under profrec --requests (default 1 KiB payloads, and --payload-bytes 0).
+# Configurations alternate, REPS times each; medians are printed, then the
+# BPF programs' own cost per run from the kernel's BPF statistics. Done for
+# requests that do no work (the worst case: ~25 us each, mostly syscalls) and
+# for requests that burn 1 ms of CPU each.
+# Usage: bench/requests_overhead.sh [SECONDS] [REPS] [CONNECTIONS]  (defaults 5, 5, 4)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SECS=${1:-5}
+REPS=${2:-5}
+CONNS=${3:-4}
+for tool in wrk bpftool; do
+  command -v $tool >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $tool >/dev/null
+done
+fixtures/build.sh target/fixtures >/dev/null
+cargo build --release --quiet -p profcap-recorder -p profcap-analyze
+tmp=$(mktemp -d)
+target/fixtures/httpd 0 > "$tmp/port" &
+server=$!
+trap 'kill $server 2>/dev/null; rm -rf "$tmp"' EXIT
+until grep -q listening "$tmp/port" 2>/dev/null; do sleep 0.05; done
+port=$(awk '{print $3}' "$tmp/port")
+header="traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+load() { local url="http://127.0.0.1:$port/work?parse=$WORK"; wrk -t1 -c"$CONNS" -d"${SECS}s" -H "$header" "$url" | awk '/^Requests\/sec/ {print $2}'; }
+# Runs the load while profrec records the server with the given options.
+under() {
+  local name=$1; shift
+  target/release/profrec -q -o "$tmp/$name.cap" -p "$server" "$@" & local rec=$!
+  sleep 1
+  load >> "$tmp/$name"
+  kill -INT "$rec"; wait "$rec" || true
+}
+for WORK in 0 1; do
+  rm -f "$tmp"/{alone,cpu,req,req0}
+  for _ in $(seq "$REPS"); do
+    load >> "$tmp/alone"
+    under cpu
+    under req --requests
+    under req0 --requests --payload-bytes 0
+  done
+  printf 'httpd on loopback, %s ms of CPU per request, wrk -c%s for %ss, %s alternating runs, median requests/s\n' \
+    "$WORK" "$CONNS" "$SECS" "$REPS"
+  base=$(median < "$tmp/alone")
+  for cfg in alone:"alone" cpu:"profrec (on-CPU 99 Hz)" req:"profrec --requests" req0:"profrec --requests --payload-bytes 0"; do
+    name=${cfg%%:*}; label=${cfg#*:}
+    r=$(median < "$tmp/$name")
+    printf '%-40s %10.0f req/s  %+7.2f%%\n' "$label" "$r" "$(echo "($r / $base - 1) * 100" | bc -l)"
+  done
+  target/release/profanalyze info "$tmp/req.cap" | grep -E '^(duration|requests|lost)'
+  echo
+done
+WORK=0
+old=$(cat /proc/sys/kernel/bpf_stats_enabled)
+echo 1 > /proc/sys/kernel/bpf_stats_enabled
+target/release/profrec -q -o "$tmp/s.cap" -p "$server" --requests & rec=$!
+sleep 1
+load > /dev/null
+echo "BPF cost under profrec --requests:"
+bpftool prog show -j 2>/dev/null | python3 -c '
+import json, sys
+for p in json.load(sys.stdin):
+    if p.get("name") in ("on_sys_enter", "on_sys_exit", "on_cpu_sample") and p.get("run_cnt"):
+        print("  %-14s %10d runs, %6.0f ns per run" % (p["name"], p["run_cnt"], p["run_time_ns"] / p["run_cnt"]))'
+kill -INT "$rec"; wait "$rec" || true
+echo "$old" > /proc/sys/kernel/bpf_stats_enabled
