@@ -14,6 +14,7 @@ enum event_type {
 	EVENT_EXIT = 4,
 	EVENT_OFFCPU = 5,
 	EVENT_REQUEST = 6,
+	EVENT_MEM = 7,
 };
 
 /* Why an event was dropped in the kernel; index of the `drops` map. */
@@ -26,7 +27,9 @@ enum drop_reason {
 	DROP_OFFCPU_STACKMAP = 5,   /* stack map full or hash collision */
 	DROP_OFFCPU_TABLE_FULL = 6, /* too many threads blocked at once */
 	DROP_REQUEST_TABLE_FULL = 7, /* too many threads in socket syscalls at once */
-	DROP_REASONS = 8,
+	DROP_MEM_STACKMAP = 8,       /* allocation stack map full or collision */
+	DROP_MEM_CALLS_FULL = 9,     /* too many threads in allocator calls at once */
+	DROP_REASONS = 10,
 };
 
 struct profrec_event_header {
@@ -107,6 +110,35 @@ struct profrec_request_event {
 	__u32 payload_len;
 	char comm[TASK_COMM_LEN];
 	__u8 payload[MAX_PAYLOAD];
+};
+
+/* Which allocator function a uprobe is on (its attach cookie). */
+enum alloc_fn {
+	FN_MALLOC = 0,
+	FN_CALLOC = 1,
+	FN_REALLOC = 2,
+	FN_REALLOCARRAY = 3,
+	FN_POSIX_MEMALIGN = 4,
+	FN_ALIGNED_ALLOC = 5,
+	FN_MEMALIGN = 6,
+	FN_VALLOC = 7,
+};
+
+/* What a memory event is (struct profrec_mem_event.op). */
+enum mem_op {
+	MEMEV_ALLOC = 0,   /* addr, size, stack, weight */
+	MEMEV_FREE = 1,    /* addr */
+	MEMEV_REALLOC = 2, /* old_addr freed (if not 0), then addr allocated (if not 0) */
+};
+
+struct profrec_mem_event {
+	struct profrec_event_header h;
+	__u32 op;
+	__s32 stack_id; /* in the mem object's `stacks` map; negative = none */
+	__u64 addr;
+	__u64 size;
+	__u64 old_addr;
+	__u64 weight; /* allocations this one stands for (1 unless sampled) */
 };
 
 #endif

@@ -45,6 +45,11 @@ pub struct Material {
     pub last_ns: u64,
     /// Socket events (profrec --requests), payloads parsed and dropped.
     pub io: Vec<IoEvent>,
+    /// Allocation and free events, and the times they span.
+    pub alloc_count: u64,
+    pub free_count: u64,
+    pub mem_first_ns: u64,
+    pub mem_last_ns: u64,
 }
 
 /// Key of a blob: its build id, or its path for objects that have none.
@@ -69,7 +74,12 @@ impl Material {
     /// First pass: reads everything but keeps only counts of the samples.
     pub fn load(path: &Path, strict: bool) -> Result<Material> {
         let mut reader = open(path, strict)?;
-        let mut m = Material { path: path.to_owned(), first_ns: u64::MAX, ..Material::default() };
+        let mut m = Material {
+            path: path.to_owned(),
+            first_ns: u64::MAX,
+            mem_first_ns: u64::MAX,
+            ..Material::default()
+        };
         let mut heads = IoAssembler::default();
         for batch in reader.by_ref() {
             let batch = batch.map_err(|source| Error::Capture { path: path.to_owned(), source })?;
@@ -102,6 +112,13 @@ impl Material {
                 m.kernel.modules.extend(k.modules);
             }
             m.lost.extend(batch.lost);
+            m.alloc_count += batch.allocs.len() as u64;
+            m.free_count += batch.frees.len() as u64;
+            let times = batch.allocs.iter().map(|a| a.time_ns).chain(batch.frees.iter().map(|f| f.time_ns));
+            for t in times {
+                m.mem_first_ns = m.mem_first_ns.min(t);
+                m.mem_last_ns = m.mem_last_ns.max(t);
+            }
             for r in &batch.requests {
                 heads.push(r, &mut m.io);
             }
@@ -111,6 +128,9 @@ impl Material {
         }
         if m.sample_count == 0 {
             m.first_ns = 0;
+        }
+        if m.alloc_count + m.free_count == 0 {
+            m.mem_first_ns = 0;
         }
         m.warnings = reader.warnings().iter().map(ToString::to_string).collect();
         m.stats = reader.stats();
@@ -166,6 +186,20 @@ impl Material {
                 .reduce(&init, &merge);
             acc = merge(acc, part);
         }
+    }
+
+    /// Calls `f` with every readable batch, in file order (damaged chunks
+    /// were reported by the first pass and are skipped).
+    pub fn for_each_batch(&self, strict: bool, mut f: impl FnMut(&Batch)) -> Result<()> {
+        let mut reader = open(&self.path, strict)?;
+        while let Some(raw) =
+            reader.next_raw_batch().map_err(|source| Error::Capture { path: self.path.clone(), source })?
+        {
+            if let Ok(batch) = raw.decode() {
+                f(&batch);
+            }
+        }
+        Ok(())
     }
 
     /// Start times of the mapping generations of every process, sorted.

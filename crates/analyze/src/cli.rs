@@ -11,6 +11,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use profcap_analyze::diff::{diff_flame_graph, diff_table, regressions, write_table};
 use profcap_analyze::export::{flame_graph, write_folded, write_pprof, write_top, FlameOptions, TopBy};
 use profcap_analyze::info::{info, write_text};
+use profcap_analyze::memory::{timeline, timeline_svg, InuseAt, MemEvent};
 use profcap_analyze::profile::list_samples;
 use profcap_analyze::requests::{
     self, capture_spans, join, load_span_file, Selection, SortBy, Span, SpanIndex,
@@ -29,6 +30,10 @@ use profcap_format::SampleKind;
 ///   profanalyze folded app.cap | grep parse      folded stacks for other tools
 ///   profanalyze pprof app.cap -o app.pb.gz       for `go tool pprof`
 ///   profanalyze diff before.cap after.cap -o d.svg --fail-if-regressed 5
+///   profanalyze flame mem.cap --kind alloc       who allocates how many bytes
+///   profanalyze flame mem.cap --kind inuse --at peak   what was held at the peak
+///   profanalyze leaks mem.cap                    allocated and never freed, by stack
+///   profanalyze memtimeline mem.cap -o mem.svg   bytes in use over time
 ///   profanalyze requests web.cap --sort latency  HTTP requests, their CPU and blocked time
 ///   profanalyze flame web.cap --trace-id 4bf92f35 -o req.svg
 ///                                                one request's flame graph
@@ -123,6 +128,28 @@ enum Command {
         /// Print JSON (with the socket event ids of each request) instead of a table.
         #[arg(long)]
         json: bool,
+    },
+    /// Allocations never freed by the end of the recording (leaks, and data
+    /// that lives as long as the program), by allocating stack: bytes and
+    /// blocks. Needs a capture recorded with `profrec --mem`.
+    Leaks {
+        #[command(flatten)]
+        input: Input,
+        /// Rows at most.
+        #[arg(short = 'n', long, default_value_t = 20)]
+        limit: usize,
+        /// Frames of each stack to show, innermost first.
+        #[arg(long, default_value_t = 6)]
+        depth: usize,
+    },
+    /// Plot the bytes in use of each process over time (SVG). Needs a capture
+    /// recorded with `profrec --mem`.
+    Memtimeline {
+        #[command(flatten)]
+        input: Input,
+        /// Output file. Default: the capture's name with .mem.svg.
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
     },
     /// List individual samples with their ids, times, threads, values, the
     /// request they fall in and their innermost function, to cross-reference
@@ -238,6 +265,13 @@ struct Common {
     /// `process.pid` span or resource attribute).
     #[arg(long, value_name = "FILE")]
     spans: Option<PathBuf>,
+    /// --kind inuse: the moment to show: `end` (never freed), `peak` (when
+    /// the most bytes were in use), or seconds after the first allocation event.
+    #[arg(long, value_name = "end|peak|SECONDS", value_parser = parse_at)]
+    at: Option<InuseAt>,
+    /// --kind alloc/inuse: count allocations instead of bytes.
+    #[arg(long)]
+    counts: bool,
     /// Leave out kernel frames.
     #[arg(long)]
     no_kernel: bool,
@@ -290,6 +324,11 @@ impl Common {
         filter.from_s = self.from;
         filter.to_s = self.to;
         filter.no_kernel = self.no_kernel;
+        if self.at.is_some() && !matches!(self.kind, Some(Kind::Inuse)) {
+            bail!("--at needs --kind inuse");
+        }
+        filter.inuse_at = self.at.unwrap_or_default();
+        filter.alloc_counts = self.counts;
         let mut grouping = Grouping::default();
         grouping.process = self.per_process;
         grouping.thread = self.per_thread;
@@ -305,6 +344,17 @@ impl Common {
         opts.symbolize = symbolize;
         opts.strict = self.strict;
         Ok(opts)
+    }
+}
+
+fn parse_at(s: &str) -> std::result::Result<InuseAt, String> {
+    match s {
+        "end" => Ok(InuseAt::End),
+        "peak" => Ok(InuseAt::Peak),
+        _ => match s.parse::<f64>() {
+            Ok(v) if v.is_finite() && v >= 0.0 => Ok(InuseAt::Seconds(v)),
+            _ => Err(format!("`{s}` is not end, peak or a number of seconds")),
+        },
     }
 }
 
@@ -486,6 +536,36 @@ impl Cli {
                 }
                 out.flush()?;
             }
+            Command::Leaks { input, limit, depth } => {
+                let m = load(&input.capture, input.opts.strict)?;
+                let mut opts = input.opts.options_for(&m)?;
+                opts.filter.kind = Some(SampleKind::Inuse);
+                opts.filter.inuse_at = InuseAt::End;
+                opts.filter.alloc_counts = false;
+                let bytes = build(&m, &opts)?;
+                opts.filter.alloc_counts = true;
+                let blocks = build(&m, &opts)?;
+                let mut out = writer(None)?;
+                write_leaks(&bytes, &blocks, limit, depth, &mut out)?;
+                out.flush()?;
+            }
+            Command::Memtimeline { input, output } => {
+                let m = load(&input.capture, input.opts.strict)?;
+                if m.alloc_count == 0 {
+                    bail!("{} has no allocation events: record with `profrec --mem`", m.path.display());
+                }
+                let pids = &input.opts.pid;
+                let series = timeline(&m, input.opts.strict, 2000, |e: &MemEvent| {
+                    pids.is_empty() || pids.contains(&e.pid())
+                })?;
+                let output = output.unwrap_or_else(|| input.capture.with_extension("mem.svg"));
+                let title = format!("bytes in use: {}", input.capture.display());
+                let svg = timeline_svg(&series, |p| m.process_name(p), m.mem_first_ns, &title);
+                std::fs::write(&output, svg).with_context(|| format!("writing {}", output.display()))?;
+                if !self.quiet {
+                    eprintln!("profanalyze: wrote {}", output.display());
+                }
+            }
             Command::Samples { input, limit } => {
                 let m = load(&input.capture, input.opts.strict)?;
                 let opts = input.opts.options_for(&m)?;
@@ -510,6 +590,37 @@ impl Cli {
         }
         Ok(ExitCode::SUCCESS)
     }
+}
+
+/// The leak table: stacks by bytes never freed, with their block counts.
+fn write_leaks(
+    bytes: &Profile,
+    blocks: &Profile,
+    limit: usize,
+    depth: usize,
+    out: &mut dyn Write,
+) -> Result<()> {
+    let counts: std::collections::HashMap<_, _> = blocks.stacks.iter().map(|(f, v)| (f, *v)).collect();
+    let mut rows: Vec<_> = bytes.stacks.iter().collect();
+    rows.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    writeln!(
+        out,
+        "never freed: {} in {} blocks",
+        profcap_analyze::profile::format_bytes(bytes.total),
+        blocks.total
+    )?;
+    writeln!(out, "{:>12} {:>8}  ALLOCATED AT (innermost first)", "BYTES", "BLOCKS")?;
+    for (frames, v) in rows.into_iter().take(limit) {
+        let stack: Vec<&str> = frames.iter().rev().take(depth).map(|f| &*f.name).collect();
+        writeln!(
+            out,
+            "{:>12} {:>8}  {}",
+            profcap_analyze::profile::format_bytes(*v),
+            counts.get(frames).copied().unwrap_or(0),
+            stack.join(" <- ")
+        )?;
+    }
+    Ok(())
 }
 
 /// The `samples` table: one line per sample.

@@ -8,6 +8,7 @@ pub mod capture;
 pub mod diff;
 pub mod export;
 pub mod info;
+pub mod memory;
 pub mod profile;
 pub mod requests;
 pub mod symbolize;

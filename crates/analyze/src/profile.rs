@@ -8,6 +8,7 @@ use std::sync::Arc;
 use profcap_format::{Sample, SampleKind, ValueUnit};
 
 use crate::capture::Material;
+use crate::memory::{self, InuseAt, MemEvent};
 use crate::requests::SpanIndex;
 use crate::symbolize::{Frame, FrameKind, SymbolizeOptions, Symbolizer};
 use crate::{Error, Result};
@@ -39,6 +40,10 @@ pub struct Filter {
     /// Only samples inside these requests (see [`crate::requests`]); an
     /// off-CPU sample counts with its blocked time inside them. Default: all.
     pub spans: Option<Arc<SpanIndex>>,
+    /// `inuse`: the moment to show. Default: the end of the recording.
+    pub inuse_at: InuseAt,
+    /// `alloc`/`inuse`: count allocations instead of bytes. Default: false.
+    pub alloc_counts: bool,
 }
 
 /// Extra root frames. Default: none.
@@ -246,41 +251,46 @@ pub fn build(m: &Material, opts: &ProfileOptions) -> Result<Profile> {
     let wakers = opts.filter.wakers;
     // In the wall view an on-CPU sample stands for one sampling period.
     let cpu_ns = if m.freq() > 0 { 1e9 / f64::from(m.freq()) } else { 0.0 };
-    let agg = m.fold_samples(
-        opts.strict,
-        Agg::default,
-        |a, s| {
-            if !keep.keep(s) {
-                return;
-            }
-            let value = keep.in_spans(s).unwrap_or(s.value);
-            let value =
-                if wall && s.kind == SampleKind::Cpu { (value as f64 * cpu_ns) as i64 } else { value };
-            a.unit.get_or_insert(if wall { ValueUnit::Nanoseconds } else { s.unit });
-            a.samples += 1;
-            a.total = a.total.saturating_add(value);
-            let generation_of = |pid: u32| {
-                Material::generation_at(generations.get(&pid).map_or(&[][..], Vec::as_slice), s.time_ns)
-            };
-            let key = Key {
-                pid: s.pid,
-                tid: if by_thread { s.tid } else { 0 },
-                generation: generation_of(s.pid),
-                stack_id: s.stack_id,
-                offcpu: wall && s.kind == SampleKind::OffCpu,
-                waker: s.waker.filter(|_| wakers).map(|w| WakerKey {
-                    pid: w.pid,
-                    tid: w.tid,
-                    generation: generation_of(w.pid),
-                    stack_id: w.stack_id,
-                }),
-            };
-            *a.values.entry(key).or_default() += value;
-        },
-        Agg::merge,
-    )?;
+    let memory = matches!(kind, SampleKind::Alloc | SampleKind::Inuse) && !wall;
+    let agg = if memory {
+        memory_agg(m, opts, &keep, kind, by_thread)?
+    } else {
+        m.fold_samples(
+            opts.strict,
+            Agg::default,
+            |a, s| {
+                if !keep.keep(s) {
+                    return;
+                }
+                let value = keep.in_spans(s).unwrap_or(s.value);
+                let value =
+                    if wall && s.kind == SampleKind::Cpu { (value as f64 * cpu_ns) as i64 } else { value };
+                a.unit.get_or_insert(if wall { ValueUnit::Nanoseconds } else { s.unit });
+                a.samples += 1;
+                a.total = a.total.saturating_add(value);
+                let generation_of = |pid: u32| {
+                    Material::generation_at(generations.get(&pid).map_or(&[][..], Vec::as_slice), s.time_ns)
+                };
+                let key = Key {
+                    pid: s.pid,
+                    tid: if by_thread { s.tid } else { 0 },
+                    generation: generation_of(s.pid),
+                    stack_id: s.stack_id,
+                    offcpu: wall && s.kind == SampleKind::OffCpu,
+                    waker: s.waker.filter(|_| wakers).map(|w| WakerKey {
+                        pid: w.pid,
+                        tid: w.tid,
+                        generation: generation_of(w.pid),
+                        stack_id: w.stack_id,
+                    }),
+                };
+                *a.values.entry(key).or_default() += value;
+            },
+            Agg::merge,
+        )?
+    };
     let Agg { values: agg, samples, total, unit } = agg;
-    if samples == 0 && m.sample_count > 0 && !wall && !m.kind_counts.contains_key(kind.name()) {
+    if samples == 0 && m.sample_count > 0 && !wall && !memory && !m.kind_counts.contains_key(kind.name()) {
         let kinds: Vec<_> = m.kind_counts.keys().copied().collect();
         return Err(Error::NoSamples(format!(
             "the capture has no {} samples (it has: {})",
@@ -333,6 +343,79 @@ pub fn build(m: &Material, opts: &ProfileOptions) -> Result<Profile> {
         missing: sym.missing,
         wall,
     })
+}
+
+/// Aggregates allocations (`alloc`) or live blocks (`inuse`) by stack.
+fn memory_agg(
+    m: &Material,
+    opts: &ProfileOptions,
+    keep: &Keep<'_>,
+    kind: SampleKind,
+    by_thread: bool,
+) -> Result<Agg> {
+    if m.alloc_count == 0 {
+        return Err(Error::NoSamples(format!(
+            "{} has no allocation events: record with `profrec --mem` (or --mem --preload)",
+            m.path.display()
+        )));
+    }
+    let generations = m.generations();
+    // Allocations pass the filters as a sample of their kind would; frees
+    // always apply (they only end blocks that passed).
+    let pass = |e: &MemEvent| match e {
+        MemEvent::Alloc(a) => keep.keep(&Sample {
+            kind,
+            time_ns: a.time_ns,
+            pid: a.pid,
+            tid: a.tid,
+            stack_id: a.stack_id,
+            value: 1,
+            ..Sample::default()
+        }),
+        MemEvent::Free(_) => true,
+    };
+    let counts = opts.filter.alloc_counts;
+    let mut agg =
+        Agg { unit: Some(if counts { ValueUnit::Count } else { ValueUnit::Bytes }), ..Agg::default() };
+    let mut add = |a: &profcap_format::Alloc| {
+        let weight = a.weight.max(1);
+        let value =
+            i64::try_from(if counts { weight } else { a.size.saturating_mul(weight) }).unwrap_or(i64::MAX);
+        let key = Key {
+            pid: a.pid,
+            tid: if by_thread { a.tid } else { 0 },
+            generation: Material::generation_at(
+                generations.get(&a.pid).map_or(&[][..], Vec::as_slice),
+                a.time_ns,
+            ),
+            stack_id: a.stack_id,
+            offcpu: false,
+            waker: None,
+        };
+        *agg.values.entry(key).or_default() += value;
+        agg.samples += 1;
+        agg.total = agg.total.saturating_add(value);
+    };
+    if kind == SampleKind::Alloc {
+        memory::for_each_event(m, opts.strict, |e| {
+            if let MemEvent::Alloc(a) = e {
+                if pass(e) {
+                    add(a);
+                }
+            }
+        })?;
+        return Ok(agg);
+    }
+    let until = match opts.filter.inuse_at {
+        InuseAt::End => u64::MAX,
+        InuseAt::Peak => memory::peak(m, opts.strict, pass)?.0,
+        InuseAt::Seconds(s) => m.mem_first_ns.saturating_add((s.max(0.0) * 1e9) as u64),
+    };
+    let live = memory::live_at(m, opts.strict, until, pass)?;
+    let mut blocks: Vec<_> = live.live.values().map(|l| l.alloc).collect();
+    blocks.sort_unstable_by_key(|a| (a.pid, a.addr));
+    blocks.iter().for_each(&mut add);
+    Ok(agg)
 }
 
 /// A frame that labels part of a stack rather than naming code.

@@ -27,6 +27,12 @@ mod requests {
 }
 use requests::{RequestsSkel, RequestsSkelBuilder};
 
+#[allow(clippy::all, clippy::unwrap_used, missing_debug_implementations, unsafe_op_in_unsafe_fn)]
+mod mem {
+    include!(concat!(env!("OUT_DIR"), "/mem.skel.rs"));
+}
+use mem::{MemSkel, MemSkelBuilder};
+
 /// Mirrors `MAX_STACK_DEPTH` in bpf/profrec.h.
 pub const MAX_STACK_DEPTH: usize = 127;
 const EVENT_SAMPLE: u32 = 1;
@@ -35,6 +41,9 @@ const EVENT_EXEC: u32 = 3;
 const EVENT_EXIT: u32 = 4;
 const EVENT_OFFCPU: u32 = 5;
 const EVENT_REQUEST: u32 = 6;
+const EVENT_MEM: u32 = 7;
+/// Size of `struct profrec_mem_event`.
+const MEM_LEN: usize = HEADER_LEN + 8 + 4 * 8;
 /// Size of `struct profrec_event_header`.
 const HEADER_LEN: usize = 24;
 /// Offsets in `struct profrec_sample_event`.
@@ -56,7 +65,7 @@ const REQUEST_PAYLOAD: usize = HEADER_LEN + 8 + 8 + 4 * 4 + 16;
 /// Mirrors `MAX_PAYLOAD`: the most payload bytes a request event carries.
 pub const MAX_PAYLOAD: usize = 4096;
 /// Drop reasons, the index of the `drops` maps (enum drop_reason).
-pub const DROP_REASONS: [&str; 8] = [
+pub const DROP_REASONS: [&str; 10] = [
     "ring buffer full",
     "target table full",
     "filtered: blocked less than --min-block",
@@ -65,6 +74,8 @@ pub const DROP_REASONS: [&str; 8] = [
     "stack map full or collision",
     "too many threads blocked at once",
     "too many threads in socket syscalls at once",
+    "allocation stack map full or collision",
+    "too many threads in allocator calls at once",
 ];
 
 /// An event from the BPF side, decoded.
@@ -92,6 +103,30 @@ pub enum Event {
     OffCpu(OffCpu),
     /// A socket syscall of a target thread returned.
     Request(Request),
+    /// An allocation, free or reallocation.
+    Mem(MemEvent),
+}
+
+/// What a memory event is (`enum mem_op`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemOp {
+    Alloc,
+    Free,
+    /// `old_addr` freed (if not 0), then `addr` allocated (if not 0).
+    Realloc,
+}
+
+/// An allocator call of a target thread (`struct profrec_mem_event`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemEvent {
+    pub head: Header,
+    pub op: MemOp,
+    /// Id in the memory stack map (negative: none).
+    pub stack: i32,
+    pub addr: u64,
+    pub size: u64,
+    pub old_addr: u64,
+    pub weight: u64,
 }
 
 /// What a socket syscall did (`enum request_op`).
@@ -225,6 +260,24 @@ impl Event {
                     leaf: leaf_at(b, OFFCPU_LEAF),
                 }))
             }
+            EVENT_MEM if b.len() >= MEM_LEN => {
+                let at = HEADER_LEN;
+                let op = match u32_at(b, at)? {
+                    0 => MemOp::Alloc,
+                    1 => MemOp::Free,
+                    2 => MemOp::Realloc,
+                    _ => return None,
+                };
+                Some(Event::Mem(MemEvent {
+                    head,
+                    op,
+                    stack: u32_at(b, at + 4)? as i32,
+                    addr: u64_at(b, at + 8)?,
+                    size: u64_at(b, at + 16)?,
+                    old_addr: u64_at(b, at + 24)?,
+                    weight: u64_at(b, at + 32)?,
+                }))
+            }
             EVENT_REQUEST if b.len() >= REQUEST_PAYLOAD => {
                 let at = HEADER_LEN;
                 let op = match u32_at(b, at + 20)? {
@@ -271,7 +324,37 @@ pub struct ProbeOptions {
     /// Socket request events with this many payload bytes each (at most
     /// [`MAX_PAYLOAD`]); `None` = none.
     pub request_payload: Option<u32>,
+    /// Allocation tracking; `None` = none.
+    pub mem: Option<MemProbes>,
 }
+
+/// Where to put the allocation probes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemProbes {
+    /// The process (uprobes are per process; its threads are covered).
+    pub pid: u32,
+    /// Attach mode: objects whose allocator functions get probes (libc, an
+    /// executable with its own allocator).
+    pub objects: Vec<std::path::PathBuf>,
+    /// Sampled mode: the preloaded sampler library, whose two report
+    /// functions get probes instead.
+    pub sampler: Option<std::path::PathBuf>,
+}
+
+/// Allocator function names (suffixes) and their `enum alloc_fn` cookie.
+const ALLOC_FNS: [(&str, u64); 8] = [
+    ("malloc", 0),
+    ("calloc", 1),
+    ("realloc", 2),
+    ("reallocarray", 3),
+    ("posix_memalign", 4),
+    ("aligned_alloc", 5),
+    ("memalign", 6),
+    ("valloc", 7),
+];
+/// Prefixes of allocators' symbols: libc's own, jemalloc (also as Rust's
+/// tikv-jemallocator builds it), mimalloc, tcmalloc.
+const ALLOC_PREFIXES: [&str; 5] = ["", "je_", "_rjem_", "mi_", "tc_"];
 
 /// Settings of off-CPU recording.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -289,6 +372,7 @@ pub struct Probes {
     skel: OncpuSkel<'static>,
     offcpu: Option<OffcpuSkel<'static>>,
     requests: Option<RequestsSkel<'static>>,
+    mem: Option<MemSkel<'static>>,
     links: Vec<Link>,
 }
 
@@ -438,7 +522,11 @@ impl Probes {
             Some(bytes) => Some(load_requests(&skel, targets, bytes, &mut links)?),
             None => None,
         };
-        Ok(Probes { skel, offcpu, requests, links })
+        let mem = match &opts.mem {
+            Some(m) => Some(load_mem(&skel, targets, m, &mut links)?),
+            None => None,
+        };
+        Ok(Probes { skel, offcpu, requests, mem, links })
     }
 
     /// The ring buffer map the events arrive on.
@@ -462,6 +550,9 @@ impl Probes {
         if let Some(off) = &self.offcpu {
             out.extend(sum_drops(&off.maps.drops).into_iter().map(|(r, n)| ("offcpu", r, n)));
         }
+        if let Some(m) = &self.mem {
+            out.extend(sum_drops(&m.maps.drops).into_iter().map(|(r, n)| ("mem", r, n)));
+        }
         if let Some(req) = &self.requests {
             out.extend(sum_drops(&req.maps.drops).into_iter().map(|(r, n)| ("requests", r, n)));
         }
@@ -470,15 +561,31 @@ impl Probes {
 
     /// The frames of an off-CPU stack id, leaf first; empty if unknown.
     pub fn offcpu_stack(&self, id: i32) -> Vec<u64> {
-        let (Some(off), Ok(id)) = (&self.offcpu, u32::try_from(id)) else { return Vec::new() };
-        match off.maps.stacks.lookup(&id.to_ne_bytes(), MapFlags::ANY) {
-            Ok(Some(bytes)) => bytes
-                .chunks_exact(8)
-                .map(|c| u64::from_ne_bytes(c.try_into().unwrap_or([0; 8])))
-                .take_while(|&a| a != 0)
-                .collect(),
-            _ => Vec::new(),
+        match &self.offcpu {
+            Some(off) => stack_frames(&off.maps.stacks, id),
+            None => Vec::new(),
         }
+    }
+
+    /// The frames of an allocation stack id, leaf first; empty if unknown.
+    pub fn mem_stack(&self, id: i32) -> Vec<u64> {
+        match &self.mem {
+            Some(m) => stack_frames(&m.maps.stacks, id),
+            None => Vec::new(),
+        }
+    }
+}
+
+/// The frames of a stack-map id, leaf first; empty if unknown.
+fn stack_frames(map: &dyn MapCore, id: i32) -> Vec<u64> {
+    let Ok(id) = u32::try_from(id) else { return Vec::new() };
+    match map.lookup(&id.to_ne_bytes(), MapFlags::ANY) {
+        Ok(Some(bytes)) => bytes
+            .chunks_exact(8)
+            .map(|c| u64::from_ne_bytes(c.try_into().unwrap_or([0; 8])))
+            .take_while(|&a| a != 0)
+            .collect(),
+        _ => Vec::new(),
     }
 }
 
@@ -525,6 +632,83 @@ fn load_offcpu(
         links.push(off.progs.on_wakeup.attach().map_err(|e| load_error("attach tp_btf/sched_wakeup", e))?);
     }
     Ok(off)
+}
+
+/// Loads the allocation programs and attaches them to the allocator functions.
+fn load_mem(
+    skel: &OncpuSkel<'static>,
+    targets: &Targets,
+    m: &MemProbes,
+    links: &mut Vec<Link>,
+) -> Result<MemSkel<'static>> {
+    let storage: &'static mut MaybeUninit<libbpf_rs::OpenObject> = Box::leak(Box::new(MaybeUninit::uninit()));
+    let mut open = MemSkelBuilder::default().open(storage).map_err(|e| load_error("open mem", e))?;
+    let rodata = open
+        .maps
+        .rodata_data
+        .as_deref_mut()
+        .ok_or_else(|| Error::Bpf { what: "open mem".into(), detail: "skeleton has no .rodata".into() })?;
+    rodata.filter_pids = matches!(targets, Targets::Pids { .. });
+    open.maps.targets.reuse_fd(skel.maps.targets.as_fd()).map_err(|e| load_error("share target table", e))?;
+    open.maps.events.reuse_fd(skel.maps.events.as_fd()).map_err(|e| load_error("share ring buffer", e))?;
+    let mem = open.load().map_err(|e| load_error("load mem (verifier log above)", e))?;
+    let pid = m.pid as i32;
+    let uprobe = |prog: &libbpf_rs::ProgramMut<'_>, path: &std::path::Path, name: &str, ret: bool, cookie| {
+        let opts = libbpf_rs::UprobeOpts {
+            func_name: Some(name.to_owned()),
+            retprobe: ret,
+            cookie,
+            ..Default::default()
+        };
+        prog.attach_uprobe_with_opts(pid, path, 0, opts)
+    };
+    if let Some(sampler) = &m.sampler {
+        for (prog, name) in [
+            (&mem.progs.sampled_alloc, "profcap_sampled_alloc"),
+            (&mem.progs.sampled_free, "profcap_sampled_free"),
+        ] {
+            let link = uprobe(prog, sampler, name, false, 0)
+                .map_err(|e| load_error(&format!("attach uprobe {name} in {}", sampler.display()), e))?;
+            links.push(link);
+        }
+        return Ok(mem);
+    }
+    let mut attached = 0;
+    for object in &m.objects {
+        let names = crate::mem::function_names(object);
+        for prefix in ALLOC_PREFIXES {
+            let has = |n: &str| names.contains(&format!("{prefix}{n}"));
+            if !has("malloc") || !has("free") {
+                continue;
+            }
+            log::info!("attaching allocation probes to {prefix}malloc etc. in {}", object.display());
+            for (name, cookie) in ALLOC_FNS {
+                let name = format!("{prefix}{name}");
+                if !has(&name[prefix.len()..]) {
+                    continue;
+                }
+                for ret in [false, true] {
+                    let prog = if ret { &mem.progs.alloc_exit } else { &mem.progs.alloc_enter };
+                    let link = uprobe(prog, object, &name, ret, cookie).map_err(|e| {
+                        load_error(&format!("attach uprobe {name} in {}", object.display()), e)
+                    })?;
+                    links.push(link);
+                }
+            }
+            let name = format!("{prefix}free");
+            let link = uprobe(&mem.progs.free_enter, object, &name, false, 0)
+                .map_err(|e| load_error(&format!("attach uprobe {name} in {}", object.display()), e))?;
+            links.push(link);
+            attached += 1;
+        }
+    }
+    if attached == 0 {
+        return Err(Error::Bpf {
+            what: "attach allocation probes".into(),
+            detail: format!("no allocator (malloc and free) found in {:?}", m.objects),
+        });
+    }
+    Ok(mem)
 }
 
 /// Loads the socket-syscall programs onto the target table and ring buffer of `skel`.

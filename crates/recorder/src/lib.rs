@@ -8,6 +8,7 @@
 pub mod bpf;
 pub mod elf;
 mod kallsyms;
+pub mod mem;
 pub mod procfs;
 mod session;
 mod spawn;
@@ -28,6 +29,18 @@ pub enum Target {
     Pids(Vec<u32>),
     /// Every process on the machine.
     All,
+}
+
+/// How allocations are recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemMode {
+    /// Not at all.
+    Off,
+    /// Every allocation and free, through uprobes on the allocator (exact, costly).
+    Attach,
+    /// Allocations sampled by bytes in the target by a preloaded sampler
+    /// (a started command only); sampled ones carry weights that keep totals unbiased.
+    Sampled,
 }
 
 /// Settings of a recording.
@@ -57,6 +70,10 @@ pub struct RecordOptions {
     /// With `requests`: payload bytes kept per event (at most 4096; 0 = none).
     /// Default: 1024.
     pub payload_bytes: u32,
+    /// Allocation tracking. Default: [`MemMode::Off`].
+    pub mem: MemMode,
+    /// With [`MemMode::Sampled`]: mean bytes between sampled allocations. Default: 512 KiB.
+    pub sample_bytes: u64,
     /// Stop after this long. Default: none (until the target exits or Ctrl-C).
     pub duration: Option<Duration>,
     /// Off-box material to embed. Default: [`EmbedMode::Symbols`].
@@ -81,6 +98,8 @@ impl RecordOptions {
             offcpu_kernel_stacks: true,
             requests: false,
             payload_bytes: 1024,
+            mem: MemMode::Off,
+            sample_bytes: 512 * 1024,
             duration: None,
             embed: EmbedMode::Symbols,
             follow_children: true,
@@ -117,6 +136,9 @@ pub enum Error {
     /// The sampling event could not be opened.
     #[error("cannot open the cpu-clock perf event on CPU {cpu}")]
     PerfEvent { cpu: u32, source: std::io::Error },
+    /// The options cannot be used together.
+    #[error("{0}")]
+    Usage(&'static str),
     /// Writing the capture failed.
     #[error("writing {path}")]
     Capture { path: PathBuf, source: profcap_format::Error },

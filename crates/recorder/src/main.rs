@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{ArgGroup, Parser, ValueEnum};
-use profcap_recorder::{record, EmbedMode, RecordOptions, Target};
+use profcap_recorder::{record, EmbedMode, MemMode, RecordOptions, Target};
 
 /// Record on-CPU stacks, and off-CPU (blocked) time with its stacks, of
 /// processes into a capture file, for offline analysis with `profanalyze`
@@ -26,6 +26,9 @@ use profcap_recorder::{record, EmbedMode, RecordOptions, Target};
 ///   profrec -o web.cap --off-cpu --requests -p 1234 -d 60
 ///                                            also socket requests, to join samples
 ///                                            to trace ids (profanalyze requests)
+///   profrec -o mem.cap --mem --preload -- ./app
+///                                            sampled allocations (low overhead)
+///   profrec -o mem.cap --mem -- ./app        every allocation and free (exact, slow)
 ///
 /// Needs root (CAP_BPF and CAP_PERFMON). Stops at Ctrl-C or SIGTERM and still
 /// writes a complete file.
@@ -77,6 +80,27 @@ struct Cli {
     /// start of each; 0 to 4096). HTTP headers must fit for trace ids to be found.
     #[arg(long, default_value_t = 1024, value_name = "BYTES")]
     payload_bytes: u32,
+
+    /// Record allocations and frees of one process (a command to start, or a
+    /// single -p PID), with the stacks that allocated. By itself every call of
+    /// malloc, calloc, realloc, reallocarray, posix_memalign, aligned_alloc,
+    /// memalign, valloc and free (also jemalloc, mimalloc and tcmalloc
+    /// entry points in the executable) is traced with uprobes: exact, but each
+    /// call costs about 1-3 µs more (see the user guide). Add --preload for
+    /// the low-overhead sampled mode.
+    #[arg(long)]
+    mem: bool,
+
+    /// With --mem: preload profcap's allocation sampler into the started
+    /// command; it reports one allocation per --sample-bytes bytes on average
+    /// (and their frees), weighted so that totals stay unbiased. Only
+    /// sampled calls reach the kernel.
+    #[arg(long, requires = "mem")]
+    preload: bool,
+
+    /// With --mem --preload: mean bytes allocated between two sampled allocations.
+    #[arg(long, default_value_t = 512 * 1024, value_name = "BYTES", requires = "preload")]
+    sample_bytes: u64,
 
     /// Off-CPU: drop blocks shorter than this many microseconds (counted as
     /// dropped). Short blocks are frequent and cheap; see the user guide for
@@ -151,6 +175,15 @@ impl Cli {
             bail!("--payload-bytes must be at most 4096, not {}", self.payload_bytes);
         }
         opts.payload_bytes = self.payload_bytes;
+        opts.mem = match (self.mem, self.preload) {
+            (false, _) => MemMode::Off,
+            (true, false) => MemMode::Attach,
+            (true, true) => MemMode::Sampled,
+        };
+        if self.sample_bytes == 0 {
+            bail!("--sample-bytes must be at least 1");
+        }
+        opts.sample_bytes = self.sample_bytes;
         if !(self.min_block.is_finite() && self.min_block >= 0.0) {
             bail!("--min-block must be a non-negative number of microseconds, not {}", self.min_block);
         }

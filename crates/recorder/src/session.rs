@@ -17,13 +17,15 @@ use profcap_format::{
 };
 
 use crate::bpf::{
-    Event, Header, Leaf, OffCpu, OffCpuOptions, ProbeOptions, Probes, Request, RequestOp, Targets,
+    Event, Header, Leaf, MemEvent, MemOp, MemProbes, OffCpu, OffCpuOptions, ProbeOptions, Probes, Request,
+    RequestOp, Targets,
 };
 use crate::elf::{self, EmbedMode, MappedFile};
+use crate::mem::SamplerFile;
 use crate::procfs::{self, MapsEntry};
 use crate::spawn::{spawn_held, RunningChild};
 use crate::unwind::{self, Locate, UnwindTable};
-use crate::{kallsyms, Error, RecordOptions, Result, Target};
+use crate::{kallsyms, Error, MemMode, RecordOptions, Result, Target};
 
 /// What a finished recording wrote.
 #[derive(Debug, Clone, Default)]
@@ -120,6 +122,10 @@ struct Session {
     seen_pids: std::collections::HashSet<u32>,
     /// Request events written so far (their ids count from 1).
     requests: u64,
+    /// Capture stack ids of allocation stack-map ids already read.
+    mem_stacks: HashMap<i32, u64>,
+    /// The preloaded sampler library, whose frames are cut from allocation stacks.
+    sampler_path: Option<String>,
 }
 
 impl Session {
@@ -383,10 +389,70 @@ impl Session {
         self.write(r)
     }
 
+    /// Removes the sampler's own frames (its malloc wrappers) from the top
+    /// of an allocation stack, so that the allocating code is the leaf, as
+    /// in attach mode.
+    fn strip_sampler_frames(&mut self, pid: u32, frames: &mut Vec<u64>) {
+        let Some(sampler) = self.sampler_path.clone() else { return };
+        let inside = |s: &mut Self, addr: u64| {
+            s.locate(pid, addr)
+                .is_some_and(|(object, _)| s.objects.get(object).is_some_and(|o| o.path == sampler))
+        };
+        if frames.first().is_some_and(|&a| self.locate(pid, a).is_none()) {
+            self.rescan_maps(pid); // the library may be newer than what we know
+        }
+        let n = frames.iter().take_while(|&&a| inside(self, a)).count();
+        frames.drain(..n);
+    }
+
+    fn on_mem(&mut self, probes: &Probes, e: MemEvent) -> Result<()> {
+        let head = e.head;
+        if !self.procs.contains_key(&head.pid) {
+            self.scan_process(head.pid, 0, head.time_ns);
+        }
+        let free = |addr| profcap_format::Free { time_ns: head.time_ns, pid: head.pid, tid: head.tid, addr };
+        let old = match e.op {
+            MemOp::Free => e.addr,
+            MemOp::Realloc => e.old_addr,
+            MemOp::Alloc => 0,
+        };
+        if old != 0 {
+            let r = self.writer.push_free(free(old));
+            self.write(r)?;
+        }
+        if e.op == MemOp::Free || e.addr == 0 {
+            return Ok(());
+        }
+        let stack_id = match self.mem_stacks.get(&e.stack) {
+            Some(&id) => id,
+            None => {
+                let mut frames = probes.mem_stack(e.stack);
+                self.strip_sampler_frames(head.pid, &mut frames);
+                let id = self.stack_id(head.pid, &[], &frames);
+                if e.stack >= 0 {
+                    self.mem_stacks.insert(e.stack, id);
+                }
+                id
+            }
+        };
+        let alloc = profcap_format::Alloc {
+            time_ns: head.time_ns,
+            pid: head.pid,
+            tid: head.tid,
+            addr: e.addr,
+            size: e.size,
+            stack_id,
+            weight: e.weight.max(1),
+        };
+        let r = self.writer.push_alloc(alloc);
+        self.write(r)
+    }
+
     /// Handles one event; returns the pid of a process that exited.
     fn on_event(&mut self, probes: &Probes, event: Event) -> Result<Option<u32>> {
         match event {
             Event::Request(e) => self.on_request(e)?,
+            Event::Mem(e) => self.on_mem(probes, e)?,
             Event::OffCpu(e) => self.on_offcpu(probes, e)?,
             Event::Sample { head, comm, kernel, user, leaf } => {
                 self.on_sample(head, comm, &kernel, user, &leaf)?
@@ -533,6 +599,8 @@ fn base_meta(opts: &RecordOptions) -> Meta {
             (opts.offcpu, "offcpu"),
             (opts.offcpu && opts.wakers, "wakers"),
             (opts.requests, "requests"),
+            (opts.mem == MemMode::Attach, "mem"),
+            (opts.mem == MemMode::Sampled, "mem-sampled"),
         ]
         .iter()
         .filter(|(on, _)| *on)
@@ -541,6 +609,7 @@ fn base_meta(opts: &RecordOptions) -> Meta {
         extra: [
             (opts.offcpu, "min_block_ns", opts.min_block.as_nanos().to_string()),
             (opts.requests, "payload_bytes", opts.payload_bytes.to_string()),
+            (opts.mem == MemMode::Sampled, "sample_bytes", opts.sample_bytes.to_string()),
         ]
         .into_iter()
         .filter(|(on, _, _)| *on)
@@ -581,17 +650,58 @@ pub fn record(opts: &RecordOptions, stop: Arc<AtomicBool>) -> Result<RecordSumma
         unwind_tables: HashMap::new(),
         cfa_rules: HashMap::new(),
         requests: 0,
+        mem_stacks: HashMap::new(),
+        sampler_path: None,
     };
     let mut meta = base_meta(opts);
     let r = session.writer.push_meta(meta.clone());
     session.write(r)?;
 
+    let sampler = match opts.mem {
+        MemMode::Sampled => Some(SamplerFile::create()?),
+        _ => None,
+    };
+    session.sampler_path = sampler.as_ref().map(|s| s.path().display().to_string());
     let (targets, held) = match &opts.target {
         Target::All => (Targets::All, None),
         Target::Pids(pids) => (Targets::Pids { pids: pids.clone(), follow: opts.follow_children }, None),
         Target::Spawn(argv) => {
-            let held = spawn_held(argv)?;
+            let env = match &sampler {
+                Some(s) => vec![
+                    ("LD_PRELOAD".to_owned(), s.path().display().to_string()),
+                    ("PROFCAP_SAMPLE_BYTES".to_owned(), opts.sample_bytes.to_string()),
+                ],
+                None => Vec::new(),
+            };
+            let held = spawn_held(argv, &env)?;
             (Targets::Pids { pids: vec![held.pid()], follow: opts.follow_children }, Some(held))
+        }
+    };
+    let mem = match (opts.mem, &opts.target, &held) {
+        (MemMode::Off, _, _) => None,
+        (MemMode::Sampled, _, Some(h)) => Some(MemProbes {
+            pid: h.pid(),
+            objects: Vec::new(),
+            sampler: sampler.as_ref().map(|s| s.path().to_owned()),
+        }),
+        (MemMode::Attach, Target::Spawn(argv), Some(h)) => Some(MemProbes {
+            pid: h.pid(),
+            objects: crate::mem::allocator_objects_for_command(&argv[0]),
+            sampler: None,
+        }),
+        (MemMode::Attach, Target::Pids(pids), _) if pids.len() == 1 => {
+            Some(MemProbes { pid: pids[0], objects: crate::mem::allocator_objects(pids[0]), sampler: None })
+        }
+        (mode, _, _) => {
+            if let Some(h) = held {
+                h.abort();
+            }
+            return Err(Error::Usage(match mode {
+                MemMode::Sampled => {
+                    "--mem --preload needs a command to start (profrec --mem --preload -- CMD)"
+                }
+                _ => "--mem records one process: a command to start or a single -p PID",
+            }));
         }
     };
     let probe_opts = ProbeOptions {
@@ -602,6 +712,7 @@ pub fn record(opts: &RecordOptions, stop: Arc<AtomicBool>) -> Result<RecordSumma
             kernel_stacks: opts.offcpu_kernel_stacks,
         }),
         request_payload: opts.requests.then_some(opts.payload_bytes),
+        mem,
     };
     let probes = match Probes::load(&targets, &probe_opts) {
         Ok(p) => p,

@@ -29,8 +29,35 @@ fn pipe(command: &str) -> Result<(OwnedFd, OwnedFd)> {
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
-/// Starts `argv`, stopped just before exec.
-pub fn spawn_held(argv: &[String]) -> Result<HeldChild> {
+/// The environment for the child: ours with `extra` set; `LD_PRELOAD` is
+/// prepended to an existing value rather than replacing it.
+fn child_env(extra: &[(String, String)]) -> Vec<CString> {
+    let mut vars: Vec<(std::ffi::OsString, std::ffi::OsString)> = std::env::vars_os().collect();
+    for (k, v) in extra {
+        match vars.iter_mut().find(|(name, _)| name == k.as_str()) {
+            Some((_, old)) if k == "LD_PRELOAD" && !old.is_empty() => {
+                let mut joined = std::ffi::OsString::from(v);
+                joined.push(":");
+                joined.push(&*old);
+                *old = joined;
+            }
+            Some((_, old)) => *old = v.into(),
+            None => vars.push((k.into(), v.into())),
+        }
+    }
+    vars.into_iter()
+        .filter_map(|(k, v)| {
+            use std::os::unix::ffi::OsStrExt;
+            let mut kv = k.as_bytes().to_vec();
+            kv.push(b'=');
+            kv.extend_from_slice(v.as_bytes());
+            CString::new(kv).ok()
+        })
+        .collect()
+}
+
+/// Starts `argv` with `env` added to the environment, stopped just before exec.
+pub fn spawn_held(argv: &[String], env: &[(String, String)]) -> Result<HeldChild> {
     let command = argv.join(" ");
     let invalid = |msg: &str| Error::Spawn {
         command: command.clone(),
@@ -45,6 +72,9 @@ pub fn spawn_held(argv: &[String]) -> Result<HeldChild> {
         .collect::<Result<_>>()?;
     let mut argp: Vec<*const libc::c_char> = args.iter().map(|a| a.as_ptr()).collect();
     argp.push(std::ptr::null());
+    let envs = child_env(env);
+    let mut envp: Vec<*const libc::c_char> = envs.iter().map(|e| e.as_ptr()).collect();
+    envp.push(std::ptr::null());
     let (gate_read, gate_write) = pipe(&command)?;
     let (status_read, status_write) = pipe(&command)?;
     // SAFETY: after fork the child only calls async-signal-safe functions
@@ -60,7 +90,7 @@ pub fn spawn_held(argv: &[String]) -> Result<HeldChild> {
         unsafe {
             let mut byte = 0u8;
             libc::read(gate_read.as_raw_fd(), (&mut byte as *mut u8).cast(), 1);
-            libc::execvp(argp[0], argp.as_ptr());
+            libc::execvpe(argp[0], argp.as_ptr(), envp.as_ptr());
             let errno = *libc::__errno_location();
             libc::write(status_write.as_raw_fd(), (&errno as *const i32).cast(), 4);
             libc::_exit(127);

@@ -1,0 +1,252 @@
+/* profcap's allocation sampler, preloaded into a target by
+ * `profrec --mem --preload`. It wraps the glibc allocation functions and
+ * picks allocations by bytes, like tcmalloc's heap sampler: on average one
+ * allocation per PROFCAP_SAMPLE_BYTES bytes (default 512 KiB), at exponential
+ * intervals, so an allocation of s bytes is picked with probability
+ * 1 - exp(-s/R). A picked allocation is reported to
+ * profcap_sampled_alloc(ptr, size, weight), where weight = 1/p rounded up or
+ * down at random (so it is unbiased), and its free to profcap_sampled_free(ptr).
+ * profrec puts uprobes on those two functions only: the allocations it does
+ * not pick cost a few instructions each and no kernel entry.
+ *
+ * Built by crates/recorder/build.rs; embedded in profrec, which writes it to
+ * a temporary file and sets LD_PRELOAD for the command it starts. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+extern void *__libc_malloc(size_t size);
+extern void *__libc_calloc(size_t n, size_t size);
+extern void *__libc_realloc(void *p, size_t size);
+extern void __libc_free(void *p);
+extern void *__libc_memalign(size_t align, size_t size);
+extern void *__libc_valloc(size_t size);
+
+#define EXPORT __attribute__((visibility("default")))
+#define TLS __thread __attribute__((tls_model("initial-exec")))
+
+/* The probe points. Never inlined or analysed away; they start with
+ * `push %rbp`, an instruction the kernel's uprobes emulate cheaply. */
+EXPORT __attribute__((noinline, noipa, used, optimize("O0"))) void profcap_sampled_alloc(void *ptr, size_t size, uint64_t weight)
+{
+	__asm__ volatile("" : : "r"(ptr), "r"(size), "r"(weight) : "memory");
+}
+
+EXPORT __attribute__((noinline, noipa, used, optimize("O0"))) void profcap_sampled_free(void *ptr)
+{
+	__asm__ volatile("" : : "r"(ptr) : "memory");
+}
+
+static double rate = 512 * 1024;
+
+__attribute__((constructor)) static void init(void)
+{
+	const char *v = getenv("PROFCAP_SAMPLE_BYTES");
+	if (v) {
+		double r = strtod(v, NULL);
+		if (r >= 1)
+			rate = r;
+	}
+}
+
+/* Per thread: a xorshift generator and the bytes left before the next pick. */
+static TLS uint64_t rng;
+static TLS int64_t left;
+static TLS int ready;
+
+static uint64_t next_random(void)
+{
+	if (!rng) {
+		struct timespec ts;
+		clock_gettime(CLOCK_MONOTONIC, &ts);
+		rng = ((uint64_t)(uintptr_t)&rng * 0x9e3779b97f4a7c15ull) ^ (uint64_t)ts.tv_nsec ^ 1;
+	}
+	rng ^= rng << 13;
+	rng ^= rng >> 7;
+	rng ^= rng << 17;
+	return rng;
+}
+
+/* Uniform in (0, 1). */
+static double uniform(void) { return ((next_random() >> 11) + 0.5) / 9007199254740992.0; }
+
+static int64_t draw_interval(void)
+{
+	double d = -log(uniform()) * rate;
+	return d > 4e18 ? (int64_t)4e18 : (int64_t)d + 1;
+}
+
+/* Whether to report an allocation of `size` bytes, and with what weight. */
+static int pick(size_t size, uint64_t *weight)
+{
+	if (!ready) {
+		left = draw_interval();
+		ready = 1;
+	}
+	left -= (int64_t)size;
+	if (left > 0)
+		return 0;
+	left = draw_interval();
+	double p = size ? -expm1(-(double)size / rate) : 1.0;
+	double w = p > 0 ? 1.0 / p : 1.0;
+	uint64_t whole = (uint64_t)w;
+	*weight = whole + (uniform() < w - (double)whole ? 1 : 0);
+	if (*weight == 0)
+		*weight = 1;
+	return 1;
+}
+
+/* The sampled pointers still live: an open-addressing set under a lock, and
+ * a lock-free counting filter in front of it so that frees of unsampled
+ * memory (nearly all of them) never take the lock. */
+#define FILTER_SIZE (1u << 16)
+static uint8_t filter[FILTER_SIZE];
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static uintptr_t *slots; /* 0 = empty, 1 = removed */
+static size_t capacity, used;
+
+static size_t hash(uintptr_t p) { return (size_t)((p >> 4) * 0x9e3779b97f4a7c15ull >> 20); }
+
+static int insert_locked(uintptr_t p);
+
+static int grow_locked(void)
+{
+	size_t old_cap = capacity;
+	uintptr_t *old = slots;
+	size_t cap = old_cap ? old_cap * 2 : 4096;
+	uintptr_t *s = __libc_calloc(cap, sizeof(*s));
+	if (!s)
+		return -1;
+	slots = s;
+	capacity = cap;
+	used = 0;
+	for (size_t i = 0; i < old_cap; i++)
+		if (old[i] > 1)
+			insert_locked(old[i]);
+	__libc_free(old);
+	return 0;
+}
+
+static int insert_locked(uintptr_t p)
+{
+	if ((used + 1) * 2 > capacity && grow_locked())
+		return -1;
+	for (size_t i = hash(p) & (capacity - 1);; i = (i + 1) & (capacity - 1))
+		if (slots[i] <= 1) {
+			slots[i] = p;
+			used++;
+			return 0;
+		}
+}
+
+static int remove_locked(uintptr_t p)
+{
+	if (!capacity)
+		return 0;
+	for (size_t i = hash(p) & (capacity - 1), n = 0; n < capacity; i = (i + 1) & (capacity - 1), n++) {
+		if (slots[i] == 0)
+			return 0;
+		if (slots[i] == p) {
+			slots[i] = 1;
+			return 1;
+		}
+	}
+	return 0;
+}
+
+static void remember(void *ptr, size_t size, uint64_t weight)
+{
+	uintptr_t p = (uintptr_t)ptr;
+	pthread_mutex_lock(&lock);
+	int ok = insert_locked(p) == 0;
+	if (ok)
+		__atomic_add_fetch(&filter[hash(p) % FILTER_SIZE], 1, __ATOMIC_RELAXED);
+	pthread_mutex_unlock(&lock);
+	/* If the set could not grow, the free will not be seen: still report
+	 * the allocation (it then shows as never freed). */
+	profcap_sampled_alloc(ptr, size, weight);
+}
+
+/* Whether `ptr` was sampled; if so it is forgotten and its free reported. */
+static void forget(void *ptr)
+{
+	uintptr_t p = (uintptr_t)ptr;
+	if (!ptr || !__atomic_load_n(&filter[hash(p) % FILTER_SIZE], __ATOMIC_RELAXED))
+		return;
+	pthread_mutex_lock(&lock);
+	int found = remove_locked(p);
+	if (found)
+		__atomic_sub_fetch(&filter[hash(p) % FILTER_SIZE], 1, __ATOMIC_RELAXED);
+	pthread_mutex_unlock(&lock);
+	if (found)
+		profcap_sampled_free(ptr);
+}
+
+static void *sampled(void *ptr, size_t size)
+{
+	uint64_t weight;
+	if (ptr && pick(size, &weight))
+		remember(ptr, size, weight);
+	return ptr;
+}
+
+EXPORT void *malloc(size_t size) { return sampled(__libc_malloc(size), size); }
+
+EXPORT void *calloc(size_t n, size_t size)
+{
+	size_t total;
+	if (__builtin_mul_overflow(n, size, &total)) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	return sampled(__libc_calloc(n, size), total);
+}
+
+EXPORT void free(void *ptr)
+{
+	forget(ptr);
+	__libc_free(ptr);
+}
+
+EXPORT void *realloc(void *ptr, size_t size)
+{
+	uintptr_t p = (uintptr_t)ptr;
+	int maybe = ptr && __atomic_load_n(&filter[hash(p) % FILTER_SIZE], __ATOMIC_RELAXED);
+	void *out = __libc_realloc(ptr, size);
+	/* The old block is gone unless realloc failed (NULL for a non-zero size). */
+	if (maybe && (out || size == 0))
+		forget(ptr);
+	return sampled(out, size);
+}
+
+EXPORT void *reallocarray(void *ptr, size_t n, size_t size)
+{
+	size_t total;
+	if (__builtin_mul_overflow(n, size, &total)) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	return realloc(ptr, total);
+}
+
+EXPORT void *memalign(size_t align, size_t size) { return sampled(__libc_memalign(align, size), size); }
+
+EXPORT void *aligned_alloc(size_t align, size_t size) { return memalign(align, size); }
+
+EXPORT void *valloc(size_t size) { return sampled(__libc_valloc(size), size); }
+
+EXPORT int posix_memalign(void **out, size_t align, size_t size)
+{
+	if (align < sizeof(void *) || (align & (align - 1)))
+		return EINVAL;
+	void *p = __libc_memalign(align, size);
+	if (!p)
+		return ENOMEM;
+	*out = sampled(p, size);
+	return 0;
+}

@@ -1,0 +1,141 @@
+//! Allocation recordings of fixtures/programs/allocs.c, which allocates known
+//! sizes from known functions: exact in attach mode, within a stated
+//! tolerance in the sampled (--preload) mode. Root only, like tests/record.rs.
+
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use common::{fixture, root_or_skip};
+use profcap_analyze::memory::InuseAt;
+use profcap_analyze::{build, Filter, Material, ProfileOptions};
+use profcap_format::SampleKind;
+use profcap_recorder::{record, MemMode, RecordOptions, Target};
+
+/// Bytes allocated by each function of allocs.c (see its header).
+const ALLOCATED: [(&str, i64); 6] = [
+    ("keep_small", 100_000),
+    ("churn", 4_096_000),
+    ("zeroed", 100_000),
+    ("grow", 2_096_128),
+    ("burst", 8_388_608),
+    ("aligned", 163_840),
+];
+/// Bytes each function still holds at the end.
+const AT_END: [(&str, i64); 4] =
+    [("keep_small", 100_000), ("zeroed", 100_000), ("grow", 1_048_576), ("aligned", 163_840)];
+/// Bytes each function holds at the peak (during burst).
+const AT_PEAK: [(&str, i64); 4] =
+    [("keep_small", 100_000), ("zeroed", 100_000), ("grow", 1_048_576), ("burst", 8_388_608)];
+
+fn record_allocs(dir: &Path, mode: MemMode, target: Target) -> PathBuf {
+    let cap = dir.join("allocs.cap");
+    let mut o = RecordOptions::new(cap.clone(), target);
+    o.mem = mode;
+    o.sample_bytes = 4096;
+    let summary = record(&o, Arc::new(AtomicBool::new(false))).unwrap();
+    if let Some(code) = summary.child_exit {
+        assert_eq!(code, 0);
+    }
+    cap
+}
+
+/// Bytes (or blocks) per allocating function (the leaf of each stack).
+fn by_function(m: &Material, kind: SampleKind, at: InuseAt) -> HashMap<String, i64> {
+    let mut f = Filter::default();
+    f.kind = Some(kind);
+    f.inuse_at = at;
+    let mut o = ProfileOptions::default();
+    o.filter = f;
+    o.symbolize.local_files = false;
+    let p = build(m, &o).unwrap();
+    let mut out = HashMap::new();
+    for (frames, v) in &p.stacks {
+        if let Some(leaf) = frames.last() {
+            *out.entry(leaf.name.to_string()).or_insert(0) += v;
+        }
+    }
+    out
+}
+
+fn spawn_allocs() -> Target {
+    Target::Spawn(vec![fixture("allocs").display().to_string()])
+}
+
+#[test]
+fn attach_mode_is_exact() {
+    if !root_or_skip() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let m = Material::load(&record_allocs(dir.path(), MemMode::Attach, spawn_allocs()), true).unwrap();
+    assert!(m.meta.events.iter().any(|e| e == "mem"), "{:?}", m.meta.events);
+    let alloc = by_function(&m, SampleKind::Alloc, InuseAt::End);
+    eprintln!("allocated: {alloc:?}");
+    for (f, bytes) in ALLOCATED {
+        assert_eq!(alloc.get(f), Some(&bytes), "{f} allocated");
+    }
+    let end = by_function(&m, SampleKind::Inuse, InuseAt::End);
+    for (f, bytes) in AT_END {
+        assert_eq!(end.get(f), Some(&bytes), "{f} in use at the end");
+    }
+    assert_eq!(end.get("churn"), None, "churn frees everything");
+    assert_eq!(end.get("burst"), None, "burst frees its block");
+    let peak = by_function(&m, SampleKind::Inuse, InuseAt::Peak);
+    for (f, bytes) in AT_PEAK {
+        assert_eq!(peak.get(f), Some(&bytes), "{f} in use at the peak");
+    }
+    assert_eq!(peak.get("aligned"), None, "aligned runs after the peak");
+}
+
+#[test]
+fn memory_allocated_before_recording_never_counts_negative() {
+    if !root_or_skip() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(fixture("allocs"))
+        .arg("late")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let cap = record_allocs(dir.path(), MemMode::Attach, Target::Pids(vec![child.id()]));
+    assert!(child.wait().unwrap().success());
+    let m = Material::load(&cap, true).unwrap();
+    let end = by_function(&m, SampleKind::Inuse, InuseAt::End);
+    eprintln!("in use at the end: {end:?}");
+    assert!(end.values().all(|&v| v > 0));
+    assert_eq!(end.get("before_recording"), None);
+    for (f, bytes) in AT_END {
+        assert_eq!(end.get(f), Some(&bytes), "{f} in use at the end");
+    }
+}
+
+#[test]
+fn sampled_mode_is_unbiased_within_tolerance() {
+    if !root_or_skip() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let m = Material::load(&record_allocs(dir.path(), MemMode::Sampled, spawn_allocs()), true).unwrap();
+    assert!(m.meta.events.iter().any(|e| e == "mem-sampled"), "{:?}", m.meta.events);
+    let alloc = by_function(&m, SampleKind::Alloc, InuseAt::End);
+    eprintln!("allocated (sampled every 4 KiB on average): {alloc:?}");
+    let total: i64 = ALLOCATED.iter().map(|(f, _)| alloc.get(*f).copied().unwrap_or(0)).sum();
+    let want: i64 = ALLOCATED.iter().map(|(_, b)| b).sum();
+    // Tolerances are about 4 standard deviations of the sampling error.
+    assert!((total - want).abs() as f64 <= 0.03 * want as f64, "total {total}, want {want}");
+    let churn = alloc["churn"] as f64;
+    assert!((churn - 4_096_000.0).abs() <= 0.1 * 4_096_000.0, "churn {churn}");
+    // Blocks far larger than the sampling interval are always picked, with weight 1.
+    assert_eq!(alloc.get("burst"), Some(&8_388_608));
+    let end = by_function(&m, SampleKind::Inuse, InuseAt::End);
+    assert_eq!(end.get("grow"), Some(&1_048_576));
+    assert_eq!(end.get("churn"), None, "sampled blocks' frees are seen");
+}
