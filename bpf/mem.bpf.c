@@ -22,6 +22,8 @@
 
 char LICENSE[] SEC("license") = "Dual MIT/GPL";
 
+#define MAP_ANONYMOUS 0x20
+
 struct {
 	__uint(type, BPF_MAP_TYPE_STACK_TRACE);
 	__uint(max_entries, 65536);
@@ -113,6 +115,14 @@ int BPF_UPROBE(alloc_enter)
 	case FN_MEMALIGN:
 		n.size = a2;
 		break;
+	case FN_MMAP:
+		/* mmap(addr, len, prot, flags, fd, off): anonymous memory is an
+		 * allocation, a mapped file is not. (Inside malloc, this is
+		 * nested and does not count.) */
+		if (!(PT_REGS_PARM4(ctx) & MAP_ANONYMOUS))
+			return 0;
+		n.size = a2;
+		break;
 	default:
 		return 0;
 	}
@@ -149,7 +159,7 @@ int BPF_URETPROBE(alloc_exit, long ret)
 		send(MEMEV_REALLOC, addr, call.size, call.arg, 1, addr ? call_site_stack(ctx) : -1);
 		return 0;
 	}
-	if (addr == 0)
+	if (addr == 0 || (call.fn == FN_MMAP && ret == -1 /* MAP_FAILED */))
 		return 0;
 	send(MEMEV_ALLOC, addr, call.size, 0, 1, call_site_stack(ctx));
 	return 0;

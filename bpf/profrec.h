@@ -122,6 +122,7 @@ enum alloc_fn {
 	FN_ALIGNED_ALLOC = 5,
 	FN_MEMALIGN = 6,
 	FN_VALLOC = 7,
+	FN_MMAP = 8, /* anonymous mappings only */
 };
 
 /* What a memory event is (struct profrec_mem_event.op). */

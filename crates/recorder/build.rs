@@ -15,7 +15,7 @@ fn build_sampler(out: &std::path::Path) {
     let cc = env::var("CC").unwrap_or_else(|_| "gcc".to_owned());
     let status = std::process::Command::new(&cc)
         .args(["-O2", "-g", "-fPIC", "-shared", "-Wall", "-Wextra", "-Werror"])
-        .args(["-fno-omit-frame-pointer", "-mno-omit-leaf-frame-pointer", "-fcf-protection=none"])
+        .args(["-fno-omit-frame-pointer", "-mno-omit-leaf-frame-pointer", "-fcf-protection=none", "-fno-plt"])
         .arg("-o")
         .arg(out.join("libprofcap_sampler.so"))
         .arg(&src)

@@ -32,6 +32,9 @@ pub struct Info {
     /// Socket events (profrec --requests), and the HTTP request heads among them.
     pub socket_events: usize,
     pub http_requests: usize,
+    /// Allocation and free events (profrec --mem).
+    pub allocs: u64,
+    pub frees: u64,
     pub chunks: u64,
     pub file_bytes: u64,
     pub compressed_bytes: u64,
@@ -117,6 +120,8 @@ pub fn info(m: &Material, format_version: (u16, u16)) -> Info {
             .iter()
             .map(|l| LostInfo { source: l.source.clone(), reason: l.reason.clone(), count: l.count })
             .collect(),
+        allocs: m.alloc_count,
+        frees: m.free_count,
         socket_events: m.io.len(),
         http_requests: m
             .io
@@ -160,6 +165,13 @@ pub fn write_text(i: &Info, out: &mut impl Write) -> std::io::Result<()> {
     for b in &i.symbol_blobs {
         let what = if b.full_elf { "full ELF".to_owned() } else { format!("{} symbols", b.symbols) };
         writeln!(out, "  {}  {}  ({what})", b.build_id, b.path)?;
+    }
+    if i.allocs + i.frees > 0 {
+        writeln!(
+            out,
+            "memory:       {} allocations, {} frees (profanalyze leaks, --kind alloc|inuse)",
+            i.allocs, i.frees
+        )?;
     }
     if i.socket_events > 0 {
         writeln!(

@@ -1,7 +1,7 @@
 /* profcap's allocation sampler, preloaded into a target by
  * `profrec --mem --preload`. It wraps the glibc allocation functions and
  * picks allocations by bytes, like tcmalloc's heap sampler: on average one
- * allocation per PROFCAP_SAMPLE_BYTES bytes (default 512 KiB), at exponential
+ * allocation per PROFCAP_SAMPLE_BYTES bytes (default 2 MiB, as tcmalloc), at exponential
  * intervals, so an allocation of s bytes is picked with probability
  * 1 - exp(-s/R). A picked allocation is reported to
  * profcap_sampled_alloc(ptr, size, weight), where weight = 1/p rounded up or
@@ -13,11 +13,14 @@
  * a temporary file and sets LD_PRELOAD for the command it starts. */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <malloc.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/types.h>
 #include <time.h>
 
 extern void *__libc_malloc(size_t size);
@@ -26,6 +29,8 @@ extern void *__libc_realloc(void *p, size_t size);
 extern void __libc_free(void *p);
 extern void *__libc_memalign(size_t align, size_t size);
 extern void *__libc_valloc(size_t size);
+extern void *__mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off);
+extern int __munmap(void *addr, size_t len);
 
 #define EXPORT __attribute__((visibility("default")))
 #define TLS __thread __attribute__((tls_model("initial-exec")))
@@ -42,7 +47,7 @@ EXPORT __attribute__((noinline, noipa, used, optimize("O0"))) void profcap_sampl
 	__asm__ volatile("" : : "r"(ptr) : "memory");
 }
 
-static double rate = 512 * 1024;
+static double rate = 2 * 1024 * 1024;
 
 __attribute__((constructor)) static void init(void)
 {
@@ -54,10 +59,14 @@ __attribute__((constructor)) static void init(void)
 	}
 }
 
-/* Per thread: a xorshift generator and the bytes left before the next pick. */
+/* Per thread: a xorshift generator and the bytes left before the next pick
+ * (0 at thread start: the first allocation draws the first interval). */
 static TLS uint64_t rng;
 static TLS int64_t left;
 static TLS int ready;
+
+#define INLINE static inline __attribute__((always_inline))
+#define COLD static __attribute__((noinline, cold))
 
 static uint64_t next_random(void)
 {
@@ -81,16 +90,17 @@ static int64_t draw_interval(void)
 	return d > 4e18 ? (int64_t)4e18 : (int64_t)d + 1;
 }
 
-/* Whether to report an allocation of `size` bytes, and with what weight. */
-static int pick(size_t size, uint64_t *weight)
+/* The interval ran out at an allocation of `size` bytes (already
+ * subtracted from `left`): whether to report it, and with what weight. */
+static int pick_slow(size_t size, uint64_t *weight)
 {
 	if (!ready) {
-		left = draw_interval();
+		/* The thread's first allocation: draw the first interval. */
 		ready = 1;
+		left = draw_interval() - (int64_t)size;
+		if (left > 0)
+			return 0;
 	}
-	left -= (int64_t)size;
-	if (left > 0)
-		return 0;
 	left = draw_interval();
 	double p = size ? -expm1(-(double)size / rate) : 1.0;
 	double w = p > 0 ? 1.0 / p : 1.0;
@@ -172,12 +182,10 @@ static void remember(void *ptr, size_t size, uint64_t weight)
 	profcap_sampled_alloc(ptr, size, weight);
 }
 
-/* Whether `ptr` was sampled; if so it is forgotten and its free reported. */
-static void forget(void *ptr)
+/* `ptr` may have been sampled; if so it is forgotten and its free reported. */
+COLD void forget_slow(void *ptr)
 {
 	uintptr_t p = (uintptr_t)ptr;
-	if (!ptr || !__atomic_load_n(&filter[hash(p) % FILTER_SIZE], __ATOMIC_RELAXED))
-		return;
 	pthread_mutex_lock(&lock);
 	int found = remove_locked(p);
 	if (found)
@@ -187,15 +195,56 @@ static void forget(void *ptr)
 		profcap_sampled_free(ptr);
 }
 
-static void *sampled(void *ptr, size_t size)
+/* Sampled blocks are page-aligned (the waste, under a page per 2 MiB
+ * sampled, is negligible), so that free can tell nearly every unsampled
+ * block from the pointer alone, without touching memory. */
+#define SAMPLED_ALIGN 4096
+
+INLINE int maybe_sampled(void *ptr)
 {
-	uint64_t weight;
-	if (ptr && pick(size, &weight))
-		remember(ptr, size, weight);
-	return ptr;
+	uintptr_t p = (uintptr_t)ptr;
+	return __builtin_expect((p & (SAMPLED_ALIGN - 1)) == 0, 0) && ptr &&
+	       __atomic_load_n(&filter[hash(p) % FILTER_SIZE], __ATOMIC_RELAXED);
 }
 
-EXPORT void *malloc(size_t size) { return sampled(__libc_malloc(size), size); }
+INLINE void forget(void *ptr)
+{
+	if (maybe_sampled(ptr))
+		forget_slow(ptr);
+}
+
+/* The byte counter ran out: allocate `size` bytes (zeroed, or aligned, as
+ * asked), page-aligned and reported if the sampler picks it. */
+COLD void *alloc_slow(size_t size, int zero, size_t align)
+{
+	uint64_t weight;
+	if (!pick_slow(size, &weight)) {
+		if (align)
+			return __libc_memalign(align, size);
+		return zero ? __libc_calloc(1, size) : __libc_malloc(size);
+	}
+	void *p = __libc_memalign(align > SAMPLED_ALIGN ? align : SAMPLED_ALIGN, size);
+	if (p) {
+		if (zero)
+			memset(p, 0, size);
+		remember(p, size, weight);
+	}
+	return p;
+}
+
+/* The fast path of every allocation: count the bytes down. */
+#define COUNT_DOWN(size, zero, align)                                                                                  \
+	do {                                                                                                           \
+		left -= (int64_t)(size);                                                                               \
+		if (__builtin_expect(left <= 0, 0))                                                                    \
+			return alloc_slow((size), (zero), (align));                                                    \
+	} while (0)
+
+EXPORT void *malloc(size_t size)
+{
+	COUNT_DOWN(size, 0, 0);
+	return __libc_malloc(size);
+}
 
 EXPORT void *calloc(size_t n, size_t size)
 {
@@ -204,7 +253,8 @@ EXPORT void *calloc(size_t n, size_t size)
 		errno = ENOMEM;
 		return NULL;
 	}
-	return sampled(__libc_calloc(n, size), total);
+	COUNT_DOWN(total, 1, 0);
+	return __libc_calloc(n, size);
 }
 
 EXPORT void free(void *ptr)
@@ -213,15 +263,38 @@ EXPORT void free(void *ptr)
 	__libc_free(ptr);
 }
 
-EXPORT void *realloc(void *ptr, size_t size)
+/* realloc when the old block may be sampled or the new one is to be picked. */
+COLD void *realloc_slow(void *ptr, size_t size, int counted_out)
 {
-	uintptr_t p = (uintptr_t)ptr;
-	int maybe = ptr && __atomic_load_n(&filter[hash(p) % FILTER_SIZE], __ATOMIC_RELAXED);
+	uint64_t weight;
+	if (counted_out && size && pick_slow(size, &weight)) {
+		/* Move into a page-aligned block, as every sampled block is. */
+		void *out = __libc_memalign(SAMPLED_ALIGN, size);
+		if (!out)
+			return NULL;
+		if (ptr) {
+			size_t old = malloc_usable_size(ptr);
+			memcpy(out, ptr, old < size ? old : size);
+			forget(ptr);
+			__libc_free(ptr);
+		}
+		remember(out, size, weight);
+		return out;
+	}
+	int maybe = maybe_sampled(ptr);
 	void *out = __libc_realloc(ptr, size);
 	/* The old block is gone unless realloc failed (NULL for a non-zero size). */
 	if (maybe && (out || size == 0))
-		forget(ptr);
-	return sampled(out, size);
+		forget_slow(ptr);
+	return out;
+}
+
+EXPORT void *realloc(void *ptr, size_t size)
+{
+	left -= (int64_t)size;
+	if (__builtin_expect(left <= 0, 0) || maybe_sampled(ptr))
+		return realloc_slow(ptr, size, left <= 0);
+	return __libc_realloc(ptr, size);
 }
 
 EXPORT void *reallocarray(void *ptr, size_t n, size_t size)
@@ -234,19 +307,48 @@ EXPORT void *reallocarray(void *ptr, size_t n, size_t size)
 	return realloc(ptr, total);
 }
 
-EXPORT void *memalign(size_t align, size_t size) { return sampled(__libc_memalign(align, size), size); }
+EXPORT void *memalign(size_t align, size_t size)
+{
+	COUNT_DOWN(size, 0, align ? align : 1);
+	return __libc_memalign(align, size);
+}
 
 EXPORT void *aligned_alloc(size_t align, size_t size) { return memalign(align, size); }
 
-EXPORT void *valloc(size_t size) { return sampled(__libc_valloc(size), size); }
+EXPORT void *valloc(size_t size)
+{
+	COUNT_DOWN(size, 0, SAMPLED_ALIGN);
+	return __libc_valloc(size);
+}
+
+/* Anonymous mappings the program makes itself (malloc's own go to the
+ * internal __mmap and are not seen here): always reported, weight 1. */
+EXPORT void *mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)
+{
+	void *p = __mmap(addr, len, prot, flags, fd, off);
+	if (p != MAP_FAILED && (flags & MAP_ANONYMOUS))
+		remember(p, len, 1);
+	return p;
+}
+
+EXPORT void *mmap64(void *addr, size_t len, int prot, int flags, int fd, off_t off)
+{
+	return mmap(addr, len, prot, flags, fd, off);
+}
+
+EXPORT int munmap(void *addr, size_t len)
+{
+	forget(addr);
+	return __munmap(addr, len);
+}
 
 EXPORT int posix_memalign(void **out, size_t align, size_t size)
 {
 	if (align < sizeof(void *) || (align & (align - 1)))
 		return EINVAL;
-	void *p = __libc_memalign(align, size);
+	void *p = memalign(align, size);
 	if (!p)
 		return ENOMEM;
-	*out = sampled(p, size);
+	*out = p;
 	return 0;
 }

@@ -342,7 +342,7 @@ pub struct MemProbes {
 }
 
 /// Allocator function names (suffixes) and their `enum alloc_fn` cookie.
-const ALLOC_FNS: [(&str, u64); 8] = [
+const ALLOC_FNS: [(&str, u64); 9] = [
     ("malloc", 0),
     ("calloc", 1),
     ("realloc", 2),
@@ -351,6 +351,7 @@ const ALLOC_FNS: [(&str, u64); 8] = [
     ("aligned_alloc", 5),
     ("memalign", 6),
     ("valloc", 7),
+    ("mmap", 8),
 ];
 /// Prefixes of allocators' symbols: libc's own, jemalloc (also as Rust's
 /// tikv-jemallocator builds it), mimalloc, tcmalloc.
@@ -695,10 +696,18 @@ fn load_mem(
                     links.push(link);
                 }
             }
-            let name = format!("{prefix}free");
-            let link = uprobe(&mem.progs.free_enter, object, &name, false, 0)
-                .map_err(|e| load_error(&format!("attach uprobe {name} in {}", object.display()), e))?;
-            links.push(link);
+            // munmap ends an anonymous mapping as free ends a block (one
+            // inside free, of a chunk's header address, matches nothing).
+            for name in [format!("{prefix}free"), format!("{prefix}munmap")] {
+                if prefix.is_empty() || name.ends_with("free") {
+                    if !names.contains(&name) {
+                        continue;
+                    }
+                    let link = uprobe(&mem.progs.free_enter, object, &name, false, 0)
+                        .map_err(|e| load_error(&format!("attach uprobe {name} in {}", object.display()), e))?;
+                    links.push(link);
+                }
+            }
             attached += 1;
         }
     }

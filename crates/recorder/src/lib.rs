@@ -72,7 +72,7 @@ pub struct RecordOptions {
     pub payload_bytes: u32,
     /// Allocation tracking. Default: [`MemMode::Off`].
     pub mem: MemMode,
-    /// With [`MemMode::Sampled`]: mean bytes between sampled allocations. Default: 512 KiB.
+    /// With [`MemMode::Sampled`]: mean bytes between sampled allocations. Default: 2 MiB (tcmalloc's default).
     pub sample_bytes: u64,
     /// Stop after this long. Default: none (until the target exits or Ctrl-C).
     pub duration: Option<Duration>,
@@ -99,7 +99,7 @@ impl RecordOptions {
             requests: false,
             payload_bytes: 1024,
             mem: MemMode::Off,
-            sample_bytes: 512 * 1024,
+            sample_bytes: 2 * 1024 * 1024,
             duration: None,
             embed: EmbedMode::Symbols,
             follow_children: true,

@@ -99,7 +99,7 @@ struct Cli {
     preload: bool,
 
     /// With --mem --preload: mean bytes allocated between two sampled allocations.
-    #[arg(long, default_value_t = 512 * 1024, value_name = "BYTES", requires = "preload")]
+    #[arg(long, default_value_t = 2 * 1024 * 1024, value_name = "BYTES", requires = "preload")]
     sample_bytes: u64,
 
     /// Off-CPU: drop blocks shorter than this many microseconds (counted as

@@ -18,17 +18,23 @@ use profcap_format::SampleKind;
 use profcap_recorder::{record, MemMode, RecordOptions, Target};
 
 /// Bytes allocated by each function of allocs.c (see its header).
-const ALLOCATED: [(&str, i64); 6] = [
+const ALLOCATED: [(&str, i64); 7] = [
     ("keep_small", 100_000),
     ("churn", 4_096_000),
     ("zeroed", 100_000),
     ("grow", 2_096_128),
     ("burst", 8_388_608),
     ("aligned", 163_840),
+    ("mapped", 3_145_728),
 ];
 /// Bytes each function still holds at the end.
-const AT_END: [(&str, i64); 4] =
-    [("keep_small", 100_000), ("zeroed", 100_000), ("grow", 1_048_576), ("aligned", 163_840)];
+const AT_END: [(&str, i64); 5] = [
+    ("keep_small", 100_000),
+    ("zeroed", 100_000),
+    ("grow", 1_048_576),
+    ("aligned", 163_840),
+    ("mapped", 2_097_152),
+];
 /// Bytes each function holds at the peak (during burst).
 const AT_PEAK: [(&str, i64); 4] =
     [("keep_small", 100_000), ("zeroed", 100_000), ("grow", 1_048_576), ("burst", 8_388_608)];

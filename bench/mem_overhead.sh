@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Cost of allocation recording (root): fixtures/programs/malloc_loop.c does
+# ROUNDS malloc/free pairs (16-1040 bytes, the common small-block case) and
+# times itself. Runs it alone, under `profrec --mem --preload` (sampled, at
+# the default 2 MiB and at 64 KiB), under `profrec --mem` (every call
+# through uprobes), and under heaptrack, REPS times each alternating, and
+# prints the medians and slowdowns; then the uprobe cost per call.
+# Done twice: bare malloc/free pairs (the worst case: ~25 ns each), and with
+# each block written in full after allocation ("fill").
+# Usage: bench/mem_overhead.sh [ROUNDS] [REPS]   (defaults 10000000, 5)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROUNDS=${1:-10000000}
+REPS=${2:-5}
+for tool in heaptrack bpftool; do
+  command -v $tool >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $tool >/dev/null
+done
+fixtures/build.sh target/fixtures >/dev/null
+cargo build --release --quiet -p profcap-recorder -p profcap-analyze
+sampler=$(ls -t target/release/build/profcap-recorder-*/out/libprofcap_sampler.so | head -1)
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+# The loop's own wall time, as it measured it.
+elapsed() { "$@" 2>/dev/null | awk '/^elapsed/ {print $2}'; }
+for MODE in bare fill; do
+  work=(target/fixtures/malloc_loop "$ROUNDS" "$MODE")
+  rm -f "$tmp"/{alone,preloaded,sampled,sampled64,attach,heaptrack}
+  for _ in $(seq "$REPS"); do
+    elapsed "${work[@]}" >> "$tmp/alone"
+    elapsed env LD_PRELOAD="$sampler" "${work[@]}" >> "$tmp/preloaded"
+    elapsed target/release/profrec -q -o "$tmp/s.cap" --mem --preload -- "${work[@]}" >> "$tmp/sampled"
+    elapsed target/release/profrec -q -o "$tmp/s64.cap" --mem --preload --sample-bytes 65536 -- "${work[@]}" >> "$tmp/sampled64"
+    elapsed target/release/profrec -q -o "$tmp/a.cap" --mem -- target/fixtures/malloc_loop $((ROUNDS / 100)) "$MODE" >> "$tmp/attach"
+    (cd "$tmp" && elapsed heaptrack -o "$tmp/ht" "$OLDPWD/${work[0]}" "$ROUNDS" "$MODE") >> "$tmp/heaptrack"
+    rm -f "$tmp"/ht*
+  done
+  printf '\nmalloc_loop %s malloc/free pairs (%s), %s alternating runs, median loop time it measured\n' "$ROUNDS" "$MODE" "$REPS"
+  base=$(median < "$tmp/alone")
+  for cfg in alone:"alone" preloaded:"sampler preloaded, no profrec (wrappers)" \
+             sampled:"profrec --mem --preload (default)" sampled64:"profrec --mem --preload --sample-bytes 64K" \
+             attach:"profrec --mem (attach; ROUNDS/100, scaled)" heaptrack:"heaptrack"; do
+    name=${cfg%%:*}; label=${cfg#*:}
+    t=$(median < "$tmp/$name")
+    [ "$name" = attach ] && t=$(echo "$t * 100" | bc -l)
+    printf '%-44s %9.4f s  x%7.2f  (%+6.1f%%)  %8.1f ns per malloc+free\n' "$label" "$t" \
+      "$(echo "$t / $base" | bc -l)" "$(echo "($t / $base - 1) * 100" | bc -l)" "$(echo "$t * 1000000000 / $ROUNDS" | bc -l)"
+  done
+  for c in s s64 a; do
+    printf '  %s: ' "$c.cap"
+    target/release/profanalyze info "$tmp/$c.cap" | grep -E '^(lost)' | tr '\n' ' '
+    target/release/profanalyze info --json "$tmp/$c.cap" | python3 -c 'import json,sys; d=json.load(sys.stdin); print("%d bytes" % d["file_bytes"])'
+  done
+done
+echo
+old=$(cat /proc/sys/kernel/bpf_stats_enabled)
+echo 1 > /proc/sys/kernel/bpf_stats_enabled
+target/release/profrec -q -o "$tmp/b.cap" --mem -- target/fixtures/malloc_loop $((ROUNDS / 2)) >/dev/null &
+rec=$!
+sleep 3
+echo "BPF run time per call under profrec --mem (attach):"
+bpftool prog show -j 2>/dev/null | python3 -c '
+import json, sys
+for p in json.load(sys.stdin):
+    if p.get("name") in ("alloc_enter", "alloc_exit", "free_enter") and p.get("run_cnt"):
+        print("  %-12s %10d runs, %6.0f ns per run" % (p["name"], p["run_cnt"], p["run_time_ns"] / p["run_cnt"]))'
+wait "$rec" || true
+echo "$old" > /proc/sys/kernel/bpf_stats_enabled
