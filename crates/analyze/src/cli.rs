@@ -11,7 +11,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use profcap_analyze::diff::{diff_flame_graph, diff_table, regressions, write_table};
 use profcap_analyze::export::{flame_graph, write_folded, write_pprof, write_top, FlameOptions, TopBy};
 use profcap_analyze::info::{info, write_text};
-use profcap_analyze::memory::{timeline, timeline_svg, InuseAt, MemEvent};
+use profcap_analyze::memory::{timeline, timeline_svg, write_leaks, InuseAt, MemEvent};
 use profcap_analyze::profile::list_samples;
 use profcap_analyze::requests::{
     self, capture_spans, join, load_span_file, Selection, SortBy, Span, SpanIndex,
@@ -590,37 +590,6 @@ impl Cli {
         }
         Ok(ExitCode::SUCCESS)
     }
-}
-
-/// The leak table: stacks by bytes never freed, with their block counts.
-fn write_leaks(
-    bytes: &Profile,
-    blocks: &Profile,
-    limit: usize,
-    depth: usize,
-    out: &mut dyn Write,
-) -> Result<()> {
-    let counts: std::collections::HashMap<_, _> = blocks.stacks.iter().map(|(f, v)| (f, *v)).collect();
-    let mut rows: Vec<_> = bytes.stacks.iter().collect();
-    rows.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-    writeln!(
-        out,
-        "never freed: {} in {} blocks",
-        profcap_analyze::profile::format_bytes(bytes.total),
-        blocks.total
-    )?;
-    writeln!(out, "{:>12} {:>8}  ALLOCATED AT (innermost first)", "BYTES", "BLOCKS")?;
-    for (frames, v) in rows.into_iter().take(limit) {
-        let stack: Vec<&str> = frames.iter().rev().take(depth).map(|f| &*f.name).collect();
-        writeln!(
-            out,
-            "{:>12} {:>8}  {}",
-            profcap_analyze::profile::format_bytes(*v),
-            counts.get(frames).copied().unwrap_or(0),
-            stack.join(" <- ")
-        )?;
-    }
-    Ok(())
 }
 
 /// The `samples` table: one line per sample.

@@ -9,11 +9,14 @@ use std::path::{Path, PathBuf};
 
 use profcap_analyze::export::{flame_graph, write_folded, write_top, FlameOptions, TopBy};
 use profcap_analyze::info::{info, write_text};
+use profcap_analyze::memory::{timeline, timeline_svg, write_leaks, InuseAt, MemEvent};
 use profcap_analyze::requests::{capture_spans, join, write_table, Selection, SpanIndex};
 use profcap_analyze::{build, Material, ProfileOptions};
+use profcap_format::SampleKind;
 use std::sync::Arc;
 
-const CASES: &[&str] = &["cpu_split", "threads", "spawner", "rust_split", "blocker", "httpd"];
+const CASES: &[&str] =
+    &["cpu_split", "threads", "spawner", "rust_split", "blocker", "httpd", "allocs", "allocs_sampled"];
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures")
@@ -72,6 +75,9 @@ fn outputs(case: &str) {
     if !m.io.is_empty() {
         request_outputs(case, &m);
     }
+    if m.alloc_count > 0 {
+        memory_outputs(case, &m);
+    }
 
     // info without the absolute path, which differs between checkouts
     let mut i = info(&m, (1, 0));
@@ -79,6 +85,35 @@ fn outputs(case: &str) {
     let mut text = Vec::new();
     write_text(&i, &mut text).unwrap();
     check(case, "info.txt", &text);
+}
+
+/// Allocated bytes, bytes in use at the end and at the peak, the leak
+/// table, and the in-use timeline.
+fn memory_outputs(case: &str, m: &Material) {
+    let profile = |kind, at, counts| {
+        let mut o = offline();
+        o.filter.kind = Some(kind);
+        o.filter.inuse_at = at;
+        o.filter.alloc_counts = counts;
+        build(m, &o).unwrap()
+    };
+    for (name, kind, at) in [
+        ("alloc-folded.txt", SampleKind::Alloc, InuseAt::End),
+        ("inuse-end-folded.txt", SampleKind::Inuse, InuseAt::End),
+        ("inuse-peak-folded.txt", SampleKind::Inuse, InuseAt::Peak),
+    ] {
+        let mut folded = Vec::new();
+        write_folded(&profile(kind, at, false), &mut folded).unwrap();
+        check(case, name, &folded);
+    }
+    let mut leaks = Vec::new();
+    let (bytes, blocks) =
+        (profile(SampleKind::Inuse, InuseAt::End, false), profile(SampleKind::Inuse, InuseAt::End, true));
+    write_leaks(&bytes, &blocks, 20, 6, &mut leaks).unwrap();
+    check(case, "leaks.txt", &leaks);
+    let series = timeline(m, true, 500, |_: &MemEvent| true).unwrap();
+    let svg = timeline_svg(&series, |p| m.process_name(p), m.mem_first_ns, "bytes in use");
+    check(case, "memtimeline.svg", svg.as_bytes());
 }
 
 /// The request table, and the wall-clock folded stacks of each traced request.
@@ -153,6 +188,16 @@ fn golden_rust_split() {
 }
 
 #[test]
+fn golden_allocs() {
+    outputs("allocs");
+}
+
+#[test]
+fn golden_allocs_sampled() {
+    outputs("allocs_sampled");
+}
+
+#[test]
 fn golden_httpd() {
     outputs("httpd");
 }
@@ -176,6 +221,35 @@ fn fixture_httpd_requests_show_the_work_each_asked_for() {
         assert!((off - sleep).abs() <= sleep * 0.05 + 2.0, "{trace}: off-CPU {off} ms, asked {sleep}");
         assert_eq!((r.method.as_str(), r.status), ("GET", Some(200)));
     }
+}
+
+#[test]
+fn fixture_allocs_shows_the_programs_exact_sizes() {
+    // Not golden: the meaning behind alloc-folded.txt and inuse-*.txt,
+    // checked against the table in fixtures/programs/allocs.c.
+    let m = Material::load(&fixtures().join("allocs/capture.cap"), true).unwrap();
+    let by_leaf = |kind, at| {
+        let mut o = offline();
+        o.filter.kind = Some(kind);
+        o.filter.inuse_at = at;
+        let p = build(&m, &o).unwrap();
+        let mut out = std::collections::HashMap::new();
+        for (frames, v) in &p.stacks {
+            *out.entry(frames.last().unwrap().name.to_string()).or_insert(0i64) += v;
+        }
+        out
+    };
+    let alloc = by_leaf(SampleKind::Alloc, InuseAt::End);
+    for (f, b) in [("keep_small", 100_000), ("churn", 4_096_000), ("zeroed", 100_000), ("grow", 2_096_128)] {
+        assert_eq!(alloc[f], b, "{f}");
+    }
+    for (f, b) in [("burst", 8_388_608), ("aligned", 163_840), ("mapped", 3_145_728)] {
+        assert_eq!(alloc[f], b, "{f}");
+    }
+    let end = by_leaf(SampleKind::Inuse, InuseAt::End);
+    assert_eq!((end["grow"], end["mapped"], end.get("churn")), (1_048_576, 2_097_152, None));
+    let peak = by_leaf(SampleKind::Inuse, InuseAt::Peak);
+    assert_eq!((peak["burst"], peak.get("aligned")), (8_388_608, None));
 }
 
 #[test]

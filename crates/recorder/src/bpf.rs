@@ -703,8 +703,9 @@ fn load_mem(
                     if !names.contains(&name) {
                         continue;
                     }
-                    let link = uprobe(&mem.progs.free_enter, object, &name, false, 0)
-                        .map_err(|e| load_error(&format!("attach uprobe {name} in {}", object.display()), e))?;
+                    let link = uprobe(&mem.progs.free_enter, object, &name, false, 0).map_err(|e| {
+                        load_error(&format!("attach uprobe {name} in {}", object.display()), e)
+                    })?;
                     links.push(link);
                 }
             }
