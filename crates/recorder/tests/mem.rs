@@ -145,3 +145,20 @@ fn sampled_mode_is_unbiased_within_tolerance() {
     assert_eq!(end.get("grow"), Some(&1_048_576));
     assert_eq!(end.get("churn"), None, "sampled blocks' frees are seen");
 }
+
+#[test]
+fn an_allocator_inside_the_executable_is_found() {
+    if !root_or_skip() {
+        return;
+    }
+    // fixtures/programs/own_alloc.c defines je_malloc/je_free, as a program
+    // linked with jemalloc does; libc's malloc never sees its blocks.
+    let dir = tempfile::tempdir().unwrap();
+    let target = Target::Spawn(vec![fixture("own_alloc").display().to_string()]);
+    let m = Material::load(&record_allocs(dir.path(), MemMode::Attach, target), true).unwrap();
+    let alloc = by_function(&m, SampleKind::Alloc, InuseAt::End);
+    let end = by_function(&m, SampleKind::Inuse, InuseAt::End);
+    eprintln!("allocated {alloc:?}, in use {end:?}");
+    assert_eq!(alloc.get("use_own"), Some(&100_000));
+    assert_eq!(end.get("use_own"), Some(&75_000));
+}
