@@ -12,15 +12,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${1:-10000000}
 REPS=${2:-5}
-for tool in heaptrack bpftool; do
-  command -v $tool >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $tool >/dev/null
-done
+source bench/common.sh
+need heaptrack
 fixtures/build.sh target/fixtures >/dev/null
 cargo build --release --quiet -p profcap-recorder -p profcap-analyze
 sampler=$(ls -t target/release/build/profcap-recorder-*/out/libprofcap_sampler.so | head -1)
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 # The loop's own wall time, as it measured it.
 elapsed() { "$@" 2>/dev/null | awk '/^elapsed/ {print $2}'; }
 for MODE in bare fill; do
@@ -53,16 +51,11 @@ for MODE in bare fill; do
   done
 done
 echo
-old=$(cat /proc/sys/kernel/bpf_stats_enabled)
-echo 1 > /proc/sys/kernel/bpf_stats_enabled
+bpf_stats_on
 target/release/profrec -q -o "$tmp/b.cap" --mem -- target/fixtures/malloc_loop $((ROUNDS / 2)) >/dev/null &
 rec=$!
 sleep 3
 echo "BPF run time per call under profrec --mem (attach):"
-bpftool prog show -j 2>/dev/null | python3 -c '
-import json, sys
-for p in json.load(sys.stdin):
-    if p.get("name") in ("alloc_enter", "alloc_exit", "free_enter") and p.get("run_cnt"):
-        print("  %-12s %10d runs, %6.0f ns per run" % (p["name"], p["run_cnt"], p["run_time_ns"] / p["run_cnt"]))'
+bpf_prog_costs alloc_enter alloc_exit free_enter
 wait "$rec" || true
-echo "$old" > /proc/sys/kernel/bpf_stats_enabled
+bpf_stats_off

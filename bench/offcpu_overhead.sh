@@ -14,6 +14,7 @@
 # Usage: bench/offcpu_overhead.sh [ROUNDS] [REPS]   (defaults 50000, 7)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/common.sh
 ROUNDS=${1:-50000}
 REPS=${2:-7}
 fixtures/build.sh target/fixtures >/dev/null
@@ -21,7 +22,6 @@ cargo build --release --quiet -p profcap-recorder -p profcap-analyze
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 work=(target/fixtures/pingpong "$ROUNDS")
-median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 # Prints "wall-seconds cpu-seconds" of one run, as the program measured them.
 elapsed() { "$@" 2>"$tmp/err" | awk '/^elapsed/ {w=$2} /^cpu/ {c=$2} END {print w, c}'; }
 control() {
@@ -56,18 +56,13 @@ done
 
 # The probe's own cost, from the kernel's BPF run-time statistics.
 echo
-old=$(cat /proc/sys/kernel/bpf_stats_enabled)
-echo 1 > /proc/sys/kernel/bpf_stats_enabled
+bpf_stats_on
 for flags in "" "--no-offcpu-kernel-stacks"; do
   target/release/profrec -q -o "$tmp/s.cap" --events offcpu $flags -- "${work[@]}" >/dev/null &
   rec=$!
   sleep 2
   echo "profrec --events offcpu $flags:"
-  bpftool prog show -j 2>/dev/null | python3 -c '
-import json, sys
-for p in json.load(sys.stdin):
-    if p.get("name") in ("on_switch", "on_cpu_sample", "on_wakeup") and p.get("run_cnt"):
-        print("  %-12s %10d runs, %6.0f ns per run" % (p["name"], p["run_cnt"], p["run_time_ns"] / p["run_cnt"]))'
+  bpf_prog_costs on_switch on_cpu_sample on_wakeup
   wait "$rec" || true
 done
-echo "$old" > /proc/sys/kernel/bpf_stats_enabled
+bpf_stats_off

@@ -10,6 +10,7 @@
 # Usage: bench/record_overhead.sh [ROUNDS] [REPS]   (defaults 800, 9)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/common.sh
 ROUNDS=${1:-800}
 REPS=${2:-9}
 THREADS=$(nproc)
@@ -19,7 +20,6 @@ work=(target/fixtures/fixed_work "$ROUNDS" "$THREADS")
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
-median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 now() { date +%s.%N; }
 # Prints "workload-seconds command-wall-seconds" for one run.
 timed() {
@@ -91,15 +91,11 @@ printf 'a %dx longer run at 99 Hz: capture %d bytes, perf.data %d bytes, capture
 
 # The sampling program's own cost, from the kernel's BPF run-time statistics.
 echo
-old=$(cat /proc/sys/kernel/bpf_stats_enabled)
-echo 1 > /proc/sys/kernel/bpf_stats_enabled
+bpf_stats_on
 target/release/profrec -q -F 999 -o "$tmp/s.cap" -- "${work[@]}" >/dev/null &
 rec=$!
 sleep 2
-bpftool prog show -j 2>/dev/null | python3 -c '
-import json, sys
-for p in json.load(sys.stdin):
-    if p.get("name") == "on_cpu_sample" and p.get("run_cnt"):
-        print("on_cpu_sample at 999 Hz: %d runs, %.0f ns per run" % (p["run_cnt"], p["run_time_ns"] / p["run_cnt"]))'
+echo "on_cpu_sample at 999 Hz:"
+bpf_prog_costs on_cpu_sample
 wait "$rec" || true
-echo "$old" > /proc/sys/kernel/bpf_stats_enabled
+bpf_stats_off

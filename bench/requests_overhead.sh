@@ -14,9 +14,8 @@ cd "$(dirname "$0")/.."
 SECS=${1:-5}
 REPS=${2:-5}
 CONNS=${3:-4}
-for tool in wrk bpftool; do
-  command -v $tool >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $tool >/dev/null
-done
+source bench/common.sh
+need wrk
 fixtures/build.sh target/fixtures >/dev/null
 cargo build --release --quiet -p profcap-recorder -p profcap-analyze
 tmp=$(mktemp -d)
@@ -26,7 +25,6 @@ trap 'kill $server 2>/dev/null; rm -rf "$tmp"' EXIT
 until grep -q listening "$tmp/port" 2>/dev/null; do sleep 0.05; done
 port=$(awk '{print $3}' "$tmp/port")
 header="traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
-median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 load() { local url="http://127.0.0.1:$port/work?parse=$WORK"; wrk -t1 -c"$CONNS" -d"${SECS}s" -H "$header" "$url" | awk '/^Requests\/sec/ {print $2}'; }
 # Runs the load while profrec records the server with the given options.
 under() {
@@ -56,16 +54,11 @@ for WORK in 0 1; do
   echo
 done
 WORK=0
-old=$(cat /proc/sys/kernel/bpf_stats_enabled)
-echo 1 > /proc/sys/kernel/bpf_stats_enabled
+bpf_stats_on
 target/release/profrec -q -o "$tmp/s.cap" -p "$server" --requests & rec=$!
 sleep 1
 load > /dev/null
 echo "BPF cost under profrec --requests:"
-bpftool prog show -j 2>/dev/null | python3 -c '
-import json, sys
-for p in json.load(sys.stdin):
-    if p.get("name") in ("on_sys_enter", "on_sys_exit", "on_cpu_sample") and p.get("run_cnt"):
-        print("  %-14s %10d runs, %6.0f ns per run" % (p["name"], p["run_cnt"], p["run_time_ns"] / p["run_cnt"]))'
+bpf_prog_costs on_sys_enter on_sys_exit on_cpu_sample
 kill -INT "$rec"; wait "$rec" || true
-echo "$old" > /proc/sys/kernel/bpf_stats_enabled
+bpf_stats_off
