@@ -77,8 +77,30 @@ pub fn allocator_objects(pid: u32) -> Vec<PathBuf> {
     out
 }
 
-/// For a command not started yet: its executable (found on PATH) and the
-/// libc this machine's programs use (profrec's own).
+/// Whether an ELF file names a program interpreter (is dynamically linked).
+fn is_dynamic(path: &Path) -> bool {
+    let Ok(file) = MappedFile::open(path) else { return true };
+    let b = file.bytes();
+    let u16_at = |at: usize| b.get(at..at + 2).map(|x| u16::from_le_bytes([x[0], x[1]]) as usize);
+    let u64_at = |at: usize| {
+        b.get(at..at + 8).and_then(|x| x.try_into().ok()).map(u64::from_le_bytes).map(|v| v as usize)
+    };
+    // ELF64 little-endian: e_phoff at 0x20, e_phentsize at 0x36, e_phnum at 0x38.
+    if b.get(..5) != Some(&b"\x7fELF\x02"[..]) {
+        return true;
+    }
+    let (Some(phoff), Some(entsize), Some(num)) = (u64_at(0x20), u16_at(0x36), u16_at(0x38)) else {
+        return true;
+    };
+    (0..num).any(|i| {
+        let at = phoff.saturating_add(i.saturating_mul(entsize));
+        b.get(at..at + 4).is_some_and(|t| u32::from_le_bytes([t[0], t[1], t[2], t[3]]) == 3)
+        // PT_INTERP
+    })
+}
+
+/// For a command not started yet: its executable (found on PATH) and, if
+/// it is dynamically linked, the libc this machine's programs use (profrec's own).
 pub fn allocator_objects_for_command(argv0: &str) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let exe = if argv0.contains('/') {
@@ -87,7 +109,12 @@ pub fn allocator_objects_for_command(argv0: &str) -> Vec<PathBuf> {
         std::env::var_os("PATH")
             .and_then(|p| std::env::split_paths(&p).map(|d| d.join(argv0)).find(|c| c.is_file()))
     };
-    out.extend(exe.and_then(|e| e.canonicalize().ok()));
+    let exe = exe.and_then(|e| e.canonicalize().ok());
+    let dynamic = exe.as_deref().is_none_or(is_dynamic);
+    out.extend(exe);
+    if !dynamic {
+        return out;
+    }
     for path in allocator_objects(std::process::id()) {
         // Our own executable is not the target's.
         let own = std::env::current_exe()
@@ -114,6 +141,14 @@ mod tests {
         let path = f.path().to_owned();
         drop(f);
         assert!(!path.exists(), "removed on drop");
+    }
+
+    #[test]
+    fn static_and_dynamic_executables_are_told_apart() {
+        let own = std::env::current_exe().unwrap();
+        assert!(is_dynamic(&own), "the test binary links libc dynamically");
+        let objects = allocator_objects_for_command(own.to_str().unwrap());
+        assert!(objects.iter().any(|p| p.to_string_lossy().contains("libc.so")), "{objects:?}");
     }
 
     #[test]

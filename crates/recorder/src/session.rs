@@ -807,6 +807,14 @@ pub fn record(opts: &RecordOptions, stop: Arc<AtomicBool>) -> Result<RecordSumma
         session.write(r)?;
     }
     drop(ring);
+    if let Some(sampler) = &session.sampler_path {
+        if !session.objects.iter().any(|o| &o.path == sampler) {
+            log::warn!(
+                "the allocation sampler was never loaded into the command (a statically linked \
+                 program ignores LD_PRELOAD): no allocations were recorded; use --mem without --preload"
+            );
+        }
+    }
     session.finish_material(opts.embed, &probes)?;
     meta.end_wall_ns = wall_ns();
     meta.end_mono_ns = monotonic_ns();

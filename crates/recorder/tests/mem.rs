@@ -162,3 +162,43 @@ fn an_allocator_inside_the_executable_is_found() {
     assert_eq!(alloc.get("use_own"), Some(&100_000));
     assert_eq!(end.get("use_own"), Some(&75_000));
 }
+
+#[test]
+fn memory_options_that_cannot_work_are_clear_errors() {
+    if !root_or_skip() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let cap = dir.path().join("x.cap");
+    let me = std::process::id();
+    let cases = [
+        (MemMode::Attach, Target::All, "one process"),
+        (MemMode::Attach, Target::Pids(vec![me, 1]), "one process"),
+        (MemMode::Sampled, Target::Pids(vec![me]), "needs a command to start"),
+    ];
+    for (mode, target, says) in cases {
+        let mut o = RecordOptions::new(cap.clone(), target.clone());
+        o.mem = mode;
+        let err = record(&o, Arc::new(AtomicBool::new(false))).unwrap_err();
+        assert!(err.to_string().contains(says), "{mode:?} {target:?}: {err}");
+    }
+    // A program without any allocator: a static binary with no malloc of its own.
+    let exe = dir.path().join("no_malloc");
+    let src = dir.path().join("no_malloc.c");
+    std::fs::write(
+        &src,
+        "void _start(void) { __asm__ volatile(\"mov $60, %eax; xor %edi, %edi; syscall\"); }\n",
+    )
+    .unwrap();
+    let built = std::process::Command::new("gcc")
+        .args(["-nostdlib", "-static", "-o"])
+        .arg(&exe)
+        .arg(&src)
+        .status()
+        .unwrap();
+    assert!(built.success());
+    let mut o = RecordOptions::new(cap.clone(), Target::Spawn(vec![exe.display().to_string()]));
+    o.mem = MemMode::Attach;
+    let err = record(&o, Arc::new(AtomicBool::new(false))).unwrap_err();
+    assert!(err.to_string().contains("no allocator"), "{err}");
+}
