@@ -34,6 +34,37 @@ impl MappedFile {
     }
 }
 
+/// Keeps only the symbols the analyzer will use for the frames at `offsets`
+/// (file offsets in the object), as kernel symbols are kept only for the
+/// recorded kernel frames: a capture carries the names of the code it
+/// recorded, not whole symbol tables. The analyzer (symbolize/object_syms.rs)
+/// names an address by the last symbol at or below it, probing the return
+/// address minus one for callers; each probe's pick is kept, so that it names
+/// every frame exactly as the whole table would.
+pub fn prune_symbols(blob: &mut profcap_format::SymbolBlob, offsets: &std::collections::BTreeSet<u64>) {
+    let segments = &blob.segments;
+    let vaddr = |off: u64| {
+        segments
+            .iter()
+            .find(|s| s.file_offset <= off && off < s.file_offset + s.file_size)
+            .map_or(off, |s| off - s.file_offset + s.vaddr)
+    };
+    let mut order: Vec<usize> = (0..blob.symbols.len()).collect();
+    order.sort_by_key(|&i| blob.symbols[i].addr); // stable, as the analyzer sorts
+    let mut keep = vec![false; blob.symbols.len()];
+    for &off in offsets {
+        let a = vaddr(off);
+        for probe in [a, a.saturating_sub(1)] {
+            let i = order.partition_point(|&j| blob.symbols[j].addr <= probe);
+            if let Some(&j) = i.checked_sub(1).and_then(|i| order.get(i)) {
+                keep[j] = true;
+            }
+        }
+    }
+    let mut keep = keep.into_iter();
+    blob.symbols.retain(|_| keep.next().unwrap_or(false));
+}
+
 /// The vDSO image of this process: the kernel maps the same one into every
 /// process, so ours stands for the targets'.
 pub fn own_vdso() -> Option<Vec<u8>> {
@@ -69,6 +100,29 @@ mod tests {
         assert!(blob.segments.iter().any(|s| s.executable));
         assert!(blob.sections.iter().any(|s| s.name == ".eh_frame" && !s.data.is_empty()));
         assert!(blob.symbols.iter().any(|s| s.name.contains("extracts_symbols_from_this_test_binary")));
+    }
+
+    #[test]
+    fn pruning_keeps_exactly_the_symbols_that_name_the_frames() {
+        use profcap_format::{Segment, Symbol, SymbolBlob};
+        let sym = |addr, size, name: &str| Symbol { addr, size, name: name.into() };
+        let mut blob = SymbolBlob {
+            symbols: vec![
+                sym(0x1000, 0x100, "a"),
+                sym(0x1100, 0x10, "b"),
+                sym(0x1200, 0, "c"),
+                sym(0x1300, 0x50, "d"),
+            ],
+            segments: vec![Segment { file_offset: 0, vaddr: 0x1000, file_size: 0x1000, executable: true }],
+            ..Default::default()
+        };
+        // A leaf inside a (file offset 0x10 = vaddr 0x1010); a return
+        // address at the very start of c (its probe minus one falls in the
+        // gap after b, where b is the pick and does not cover it).
+        let offsets = [0x10, 0x200].into_iter().collect();
+        prune_symbols(&mut blob, &offsets);
+        let names: Vec<&str> = blob.symbols.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, vec!["a", "b", "c"]);
     }
 
     #[test]

@@ -53,6 +53,8 @@ struct Object {
     /// even if the process has exited or the file was replaced.
     file: Option<MappedFile>,
     used: bool,
+    /// File offsets of the frames the capture's stacks have in it.
+    offsets: BTreeSet<u64>,
 }
 
 #[derive(Debug)]
@@ -241,7 +243,13 @@ impl Session {
             let id = file.as_ref().and_then(|f| elf::build_id(f.bytes())).unwrap_or_default();
             (file, id)
         };
-        self.objects.push(Object { path: entry.path.clone(), build_id, file, used: false });
+        self.objects.push(Object {
+            path: entry.path.clone(),
+            build_id,
+            file,
+            used: false,
+            offsets: BTreeSet::new(),
+        });
         self.object_ids.insert(key, self.objects.len() - 1);
         self.objects.len() - 1
     }
@@ -258,7 +266,11 @@ impl Session {
             for &addr in user {
                 let i = state.maps.partition_point(|m| m.start <= addr);
                 match i.checked_sub(1).map(|i| &state.maps[i]) {
-                    Some(m) if addr < m.end => self.objects[m.object].used = true,
+                    Some(m) if addr < m.end => {
+                        let o = &mut self.objects[m.object];
+                        o.used = true;
+                        o.offsets.insert(addr - m.start + m.file_offset);
+                    }
                     _ => missing = true,
                 }
             }
@@ -509,7 +521,13 @@ impl Session {
             // The vDSO exists on no disk, so its whole image goes in.
             let mode =
                 if o.path == "[vdso]" && embed == EmbedMode::None { EmbedMode::Symbols } else { embed };
-            let blob = elf::extract_blob(data, &o.path, &o.build_id, mode);
+            let mut blob = elf::extract_blob(data, &o.path, &o.build_id, mode);
+            let all = blob.symbols.len();
+            elf::prune_symbols(&mut blob, &o.offsets);
+            // .eh_frame_hdr only indexes .eh_frame (an unwinder rebuilds it)
+            // and compresses poorly: not worth its bytes in the capture.
+            blob.sections.retain(|s| s.name != ".eh_frame_hdr");
+            log::debug!("{}: {} of {all} symbols name the recorded frames", o.path, blob.symbols.len());
             log::debug!("{}: {} symbols", o.path, blob.symbols.len());
             let r = self.writer.push_symbols(blob);
             self.write(r)?;

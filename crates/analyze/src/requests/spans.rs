@@ -217,6 +217,12 @@ pub fn build_spans(events: &[IoEvent]) -> Vec<Span> {
                     event_ids: vec![e.id],
                 });
             }
+            Some(HttpMessage::Response { status }) if (100..200).contains(status) => {
+                // An interim response (100 Continue): the final one follows.
+                if let Some(span) = conn.open.iter_mut().find(|s| (s.role == Role::Server) != reading) {
+                    span.event_ids.push(e.id);
+                }
+            }
             Some(HttpMessage::Response { status }) => {
                 // A response goes the other way from its request.
                 let answers = |s: &Span| (s.role == Role::Server) != reading;
@@ -345,6 +351,19 @@ mod tests {
         assert_eq!(a.event_ids, vec![1, 2, 3]);
         let b = &spans[1];
         assert_eq!((b.start_ns, b.end_ns, b.status, b.tids.clone()), (400, 450, Some(404), vec![7, 8]));
+    }
+
+    #[test]
+    fn an_interim_response_does_not_end_the_request() {
+        let events = vec![
+            ev(1, 100, 7, 5, Direction::Read, "POST /upload HTTP/1.1\r\nExpect: 100-continue\r\n\r\n"),
+            ev(2, 110, 7, 5, Direction::Write, "HTTP/1.1 100 Continue\r\n\r\n"),
+            ev(3, 200, 7, 5, Direction::Read, "body bytes"),
+            ev(4, 300, 7, 5, Direction::Write, "HTTP/1.1 201 Created\r\n\r\n"),
+        ];
+        let spans = build_spans(&events);
+        assert_eq!(spans.len(), 1);
+        assert_eq!((spans[0].status, spans[0].end_ns, spans[0].event_ids.len()), (Some(201), 300, 4));
     }
 
     #[test]
