@@ -314,3 +314,45 @@ fn external_otlp_spans_join_the_threads_they_name() {
     assert!(by_ext.status.success(), "{}", stderr(&by_ext));
     assert_eq!(stdout(&by_ext), stdout(&by_b3), "the tracer's span covers the same samples");
 }
+
+#[test]
+fn memory_commands_and_their_errors() {
+    let allocs = fixture("allocs");
+    let allocs = allocs.to_str().unwrap();
+    let o = run(&["leaks", allocs, "-n", "3"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    assert!(text.starts_with("never freed: "), "{text}");
+    assert_eq!(text.lines().count(), 2 + 3, "header lines and 3 rows: {text}");
+    assert!(text.lines().nth(2).unwrap().contains("mapped"), "the biggest first: {text}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let svg = dir.path().join("t.svg");
+    let o = run(&["memtimeline", allocs, "-o", svg.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let plot = std::fs::read_to_string(&svg).unwrap();
+    assert!(plot.starts_with("<svg") && plot.contains("allocs ("), "{}", &plot[..200.min(plot.len())]);
+
+    let o = run(&["folded", allocs, "--kind", "inuse", "--at", "peak", "--counts"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).lines().any(|l| l.ends_with("burst 1")), "{}", stdout(&o));
+
+    let cpu = fixture("cpu_split");
+    for args in
+        [vec!["leaks", cpu.to_str().unwrap()], vec!["memtimeline", cpu.to_str().unwrap(), "-o", "/dev/null"]]
+    {
+        let o = run(&args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}");
+        assert!(
+            stderr(&o).contains("no allocation events") && stderr(&o).contains("--mem"),
+            "{}",
+            stderr(&o)
+        );
+    }
+    let o = run(&["top", allocs, "--at", "peak"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("--at needs --kind inuse"), "{}", stderr(&o));
+    let o = run(&["top", allocs, "--kind", "inuse", "--at", "soon"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("not end, peak or a number of seconds"), "{}", stderr(&o));
+}
