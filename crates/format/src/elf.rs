@@ -28,6 +28,16 @@ pub fn build_id(data: &[u8]) -> Option<Vec<u8>> {
     obj.build_id().ok().flatten().map(<[u8]>::to_vec)
 }
 
+/// Whether an ELF image names a program interpreter (PT_INTERP): a
+/// dynamically linked program, which maps libc and honours LD_PRELOAD.
+/// `None` if it is not a readable 64-bit ELF image.
+pub fn has_interpreter(data: &[u8]) -> Option<bool> {
+    use object::read::elf::{ElfFile64, ProgramHeader};
+    let elf = ElfFile64::<object::Endianness>::parse(data).ok()?;
+    let endian = elf.endian();
+    Some(elf.elf_program_headers().iter().any(|ph| ph.p_type(endian) == object::elf::PT_INTERP))
+}
+
 /// Extracts symbolization material from an ELF image.
 pub fn extract_blob(data: &[u8], path: &str, build_id: &[u8], mode: EmbedMode) -> SymbolBlob {
     let mut blob = SymbolBlob { build_id: build_id.to_vec(), path: path.to_owned(), ..Default::default() };

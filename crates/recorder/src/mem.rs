@@ -77,26 +77,11 @@ pub fn allocator_objects(pid: u32) -> Vec<PathBuf> {
     out
 }
 
-/// Whether an ELF file names a program interpreter (is dynamically linked).
+/// Whether an ELF file is dynamically linked (unreadable files count as
+/// dynamic: libc is then probed as for any other program).
 fn is_dynamic(path: &Path) -> bool {
     let Ok(file) = MappedFile::open(path) else { return true };
-    let b = file.bytes();
-    let u16_at = |at: usize| b.get(at..at + 2).map(|x| u16::from_le_bytes([x[0], x[1]]) as usize);
-    let u64_at = |at: usize| {
-        b.get(at..at + 8).and_then(|x| x.try_into().ok()).map(u64::from_le_bytes).map(|v| v as usize)
-    };
-    // ELF64 little-endian: e_phoff at 0x20, e_phentsize at 0x36, e_phnum at 0x38.
-    if b.get(..5) != Some(&b"\x7fELF\x02"[..]) {
-        return true;
-    }
-    let (Some(phoff), Some(entsize), Some(num)) = (u64_at(0x20), u16_at(0x36), u16_at(0x38)) else {
-        return true;
-    };
-    (0..num).any(|i| {
-        let at = phoff.saturating_add(i.saturating_mul(entsize));
-        b.get(at..at + 4).is_some_and(|t| u32::from_le_bytes([t[0], t[1], t[2], t[3]]) == 3)
-        // PT_INTERP
-    })
+    profcap_format::elf::has_interpreter(file.bytes()).unwrap_or(true)
 }
 
 /// For a command not started yet: its executable (found on PATH) and, if
@@ -115,15 +100,11 @@ pub fn allocator_objects_for_command(argv0: &str) -> Vec<PathBuf> {
     if !dynamic {
         return out;
     }
-    for path in allocator_objects(std::process::id()) {
-        // Our own executable is not the target's.
-        let own = std::env::current_exe()
-            .ok()
-            .map(|e| PathBuf::from(format!("/proc/{}/root{}", std::process::id(), e.display())));
-        if Some(&path) != own.as_ref() {
-            out.push(path);
-        }
-    }
+    // Our own executable is not the target's.
+    let own = std::env::current_exe()
+        .ok()
+        .map(|e| PathBuf::from(format!("/proc/{}/root{}", std::process::id(), e.display())));
+    out.extend(allocator_objects(std::process::id()).into_iter().filter(|path| Some(path) != own.as_ref()));
     out
 }
 
