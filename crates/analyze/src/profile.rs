@@ -186,18 +186,26 @@ impl<'a> Keep<'a> {
         Keep { filter, kind, first_ns: m.first_ns, named }
     }
 
-    fn keep(&self, s: &Sample) -> bool {
+    /// The sample's value if it passes the filter (with a request filter,
+    /// the part inside the requests), else `None`.
+    fn value(&self, s: &Sample) -> Option<i64> {
         let f = self.filter;
         let rel_s = s.time_ns.saturating_sub(self.first_ns) as f64 / 1e9;
         let kind_ok =
             if f.wall { matches!(s.kind, SampleKind::Cpu | SampleKind::OffCpu) } else { s.kind == self.kind };
-        kind_ok
+        let passes = kind_ok
             && (f.pids.is_empty() || f.pids.contains(&s.pid))
             && (f.tids.is_empty() || f.tids.contains(&s.tid))
             && f.from_s.is_none_or(|from| rel_s >= from)
             && f.to_s.is_none_or(|to| rel_s <= to)
-            && self.named.as_ref().is_none_or(|(p, t)| p.contains(&s.pid) || t.contains(&s.tid))
-            && self.in_spans(s).is_none_or(|v| v > 0)
+            && self.named.as_ref().is_none_or(|(p, t)| p.contains(&s.pid) || t.contains(&s.tid));
+        if !passes {
+            return None;
+        }
+        match self.in_spans(s) {
+            None => Some(s.value),
+            Some(v) => (v > 0).then_some(v),
+        }
     }
 
     /// With a request filter: the sample's value inside the requests
@@ -259,10 +267,9 @@ pub fn build(m: &Material, opts: &ProfileOptions) -> Result<Profile> {
             opts.strict,
             Agg::default,
             |a, s| {
-                if !keep.keep(s) {
+                let Some(value) = keep.value(s) else {
                     return;
-                }
-                let value = keep.in_spans(s).unwrap_or(s.value);
+                };
                 let value =
                     if wall && s.kind == SampleKind::Cpu { (value as f64 * cpu_ns) as i64 } else { value };
                 a.unit.get_or_insert(if wall { ValueUnit::Nanoseconds } else { s.unit });
@@ -363,15 +370,17 @@ fn memory_agg(
     // Allocations pass the filters as a sample of their kind would; frees
     // always apply (they only end blocks that passed).
     let pass = |e: &MemEvent| match e {
-        MemEvent::Alloc(a) => keep.keep(&Sample {
-            kind,
-            time_ns: a.time_ns,
-            pid: a.pid,
-            tid: a.tid,
-            stack_id: a.stack_id,
-            value: 1,
-            ..Sample::default()
-        }),
+        MemEvent::Alloc(a) => keep
+            .value(&Sample {
+                kind,
+                time_ns: a.time_ns,
+                pid: a.pid,
+                tid: a.tid,
+                stack_id: a.stack_id,
+                value: 1,
+                ..Sample::default()
+            })
+            .is_some(),
         MemEvent::Free(_) => true,
     };
     let counts = opts.filter.alloc_counts;
@@ -452,9 +461,9 @@ pub struct ListedSample {
 pub fn list_samples(m: &Material, opts: &ProfileOptions, limit: usize) -> Result<Vec<ListedSample>> {
     let kind = opts.filter.kind.unwrap_or_else(|| default_kind(m));
     let keep = Keep::new(m, &opts.filter, kind);
-    let trim = |mut v: Vec<Sample>| {
+    let trim = |mut v: Vec<(Sample, i64)>| {
         if v.len() > limit.saturating_mul(2).max(1024) {
-            v.sort_unstable_by_key(|s| s.id);
+            v.sort_unstable_by_key(|(s, _)| s.id);
             v.truncate(limit);
         }
         v
@@ -462,9 +471,9 @@ pub fn list_samples(m: &Material, opts: &ProfileOptions, limit: usize) -> Result
     let mut kept = m.fold_samples(
         opts.strict,
         Vec::new,
-        |v: &mut Vec<Sample>, s| {
-            if keep.keep(s) {
-                v.push(*s);
+        |v: &mut Vec<(Sample, i64)>, s| {
+            if let Some(value) = keep.value(s) {
+                v.push((*s, value));
                 if v.len() > limit.saturating_mul(2).max(1024) {
                     *v = trim(std::mem::take(v));
                 }
@@ -475,17 +484,17 @@ pub fn list_samples(m: &Material, opts: &ProfileOptions, limit: usize) -> Result
             trim(a)
         },
     )?;
-    kept.sort_unstable_by_key(|s| s.id);
+    kept.sort_unstable_by_key(|(s, _)| s.id);
     kept.truncate(limit);
     let generations = m.generations();
     let mut sym = Symbolizer::new(m, opts.symbolize.clone());
     Ok(kept
         .into_iter()
-        .map(|s| {
+        .map(|(s, value)| {
             let g =
                 Material::generation_at(generations.get(&s.pid).map_or(&[][..], Vec::as_slice), s.time_ns);
             let leaf = sym.stack_frames(s.pid, g, s.stack_id, !opts.filter.no_kernel).pop();
-            ListedSample { value: keep.in_spans(&s).unwrap_or(s.value), sample: s, leaf }
+            ListedSample { value, sample: s, leaf }
         })
         .collect())
 }
