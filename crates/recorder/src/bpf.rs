@@ -467,17 +467,9 @@ impl Probes {
     /// process-tracking tracepoints, sampling on every online CPU, and the
     /// off-CPU tracepoints, as `opts` asks.
     pub fn load(targets: &Targets, opts: &ProbeOptions) -> Result<Probes> {
-        // The skeleton borrows its object storage for its whole life; Probes
-        // lives as long as the recording, so leaking one small allocation per
-        // recording is simpler than a self-referential struct.
-        let storage: &'static mut MaybeUninit<libbpf_rs::OpenObject> =
-            Box::leak(Box::new(MaybeUninit::uninit()));
-        let mut open = OncpuSkelBuilder::default().open(storage).map_err(|e| load_error("open", e))?;
-        let rodata = open
-            .maps
-            .rodata_data
-            .as_deref_mut()
-            .ok_or_else(|| Error::Bpf { what: "open".into(), detail: "skeleton has no .rodata".into() })?;
+        let mut open =
+            OncpuSkelBuilder::default().open(object_storage()).map_err(|e| load_error("open", e))?;
+        let rodata = open.maps.rodata_data.as_deref_mut().ok_or_else(|| no_rodata("on-CPU"))?;
         match targets {
             Targets::All => rodata.filter_pids = false,
             Targets::Pids { follow, .. } => {
@@ -608,6 +600,29 @@ fn sum_drops(map: &dyn MapCore) -> Vec<(&'static str, u64)> {
         .collect()
 }
 
+/// Storage for a skeleton's object. A skeleton borrows it for its whole life;
+/// probes live as long as the recording, so leaking one small allocation per
+/// object and recording is simpler than a self-referential struct.
+fn object_storage() -> &'static mut MaybeUninit<libbpf_rs::OpenObject> {
+    Box::leak(Box::new(MaybeUninit::uninit()))
+}
+
+/// The error for a skeleton that lacks its read-only settings.
+fn no_rodata(what: &str) -> Error {
+    Error::Bpf { what: format!("open {what}"), detail: "skeleton has no .rodata".into() }
+}
+
+/// Makes an object's `targets` and `events` maps the very maps of `skel`
+/// (common.h): one target table and one ring buffer for every program.
+fn share_maps(
+    skel: &OncpuSkel<'static>,
+    targets: &mut libbpf_rs::OpenMapMut<'_>,
+    events: &mut libbpf_rs::OpenMapMut<'_>,
+) -> Result<()> {
+    targets.reuse_fd(skel.maps.targets.as_fd()).map_err(|e| load_error("share target table", e))?;
+    events.reuse_fd(skel.maps.events.as_fd()).map_err(|e| load_error("share ring buffer", e))
+}
+
 /// Loads the off-CPU programs onto the target table and ring buffer of `skel`.
 fn load_offcpu(
     skel: &OncpuSkel<'static>,
@@ -615,18 +630,14 @@ fn load_offcpu(
     o: &OffCpuOptions,
     links: &mut Vec<Link>,
 ) -> Result<OffcpuSkel<'static>> {
-    let storage: &'static mut MaybeUninit<libbpf_rs::OpenObject> = Box::leak(Box::new(MaybeUninit::uninit()));
-    let mut open = OffcpuSkelBuilder::default().open(storage).map_err(|e| load_error("open off-CPU", e))?;
-    let rodata = open.maps.rodata_data.as_deref_mut().ok_or_else(|| Error::Bpf {
-        what: "open off-CPU".into(),
-        detail: "skeleton has no .rodata".into(),
-    })?;
+    let mut open =
+        OffcpuSkelBuilder::default().open(object_storage()).map_err(|e| load_error("open off-CPU", e))?;
+    let rodata = open.maps.rodata_data.as_deref_mut().ok_or_else(|| no_rodata("off-CPU"))?;
     rodata.filter_pids = matches!(targets, Targets::Pids { .. });
     rodata.min_block_ns = o.min_block_ns;
     rodata.track_wakers = o.wakers;
     rodata.kernel_stacks = o.kernel_stacks;
-    open.maps.targets.reuse_fd(skel.maps.targets.as_fd()).map_err(|e| load_error("share target table", e))?;
-    open.maps.events.reuse_fd(skel.maps.events.as_fd()).map_err(|e| load_error("share ring buffer", e))?;
+    share_maps(skel, &mut open.maps.targets, &mut open.maps.events)?;
     let off = open.load().map_err(|e| load_error("load off-CPU (verifier log above)", e))?;
     links.push(off.progs.on_switch.attach().map_err(|e| load_error("attach tp_btf/sched_switch", e))?);
     if o.wakers {
@@ -642,16 +653,10 @@ fn load_mem(
     m: &MemProbes,
     links: &mut Vec<Link>,
 ) -> Result<MemSkel<'static>> {
-    let storage: &'static mut MaybeUninit<libbpf_rs::OpenObject> = Box::leak(Box::new(MaybeUninit::uninit()));
-    let mut open = MemSkelBuilder::default().open(storage).map_err(|e| load_error("open mem", e))?;
-    let rodata = open
-        .maps
-        .rodata_data
-        .as_deref_mut()
-        .ok_or_else(|| Error::Bpf { what: "open mem".into(), detail: "skeleton has no .rodata".into() })?;
+    let mut open = MemSkelBuilder::default().open(object_storage()).map_err(|e| load_error("open mem", e))?;
+    let rodata = open.maps.rodata_data.as_deref_mut().ok_or_else(|| no_rodata("mem"))?;
     rodata.filter_pids = matches!(targets, Targets::Pids { .. });
-    open.maps.targets.reuse_fd(skel.maps.targets.as_fd()).map_err(|e| load_error("share target table", e))?;
-    open.maps.events.reuse_fd(skel.maps.events.as_fd()).map_err(|e| load_error("share ring buffer", e))?;
+    share_maps(skel, &mut open.maps.targets, &mut open.maps.events)?;
     let mem = open.load().map_err(|e| load_error("load mem (verifier log above)", e))?;
     let pid = m.pid as i32;
     let uprobe = |prog: &libbpf_rs::ProgramMut<'_>, path: &std::path::Path, name: &str, ret: bool, cookie| {
@@ -696,18 +701,13 @@ fn load_mem(
                     links.push(link);
                 }
             }
-            // munmap ends an anonymous mapping as free ends a block (one
-            // inside free, of a chunk's header address, matches nothing).
-            for name in [format!("{prefix}free"), format!("{prefix}munmap")] {
-                if prefix.is_empty() || name.ends_with("free") {
-                    if !names.contains(&name) {
-                        continue;
-                    }
-                    let link = uprobe(&mem.progs.free_enter, object, &name, false, 0).map_err(|e| {
-                        load_error(&format!("attach uprobe {name} in {}", object.display()), e)
-                    })?;
-                    links.push(link);
-                }
+            // munmap (libc's only) ends an anonymous mapping as free ends a
+            // block; one inside free, of a chunk's header address, matches nothing.
+            let munmap = prefix.is_empty() && names.contains("munmap");
+            for name in std::iter::once(format!("{prefix}free")).chain(munmap.then(|| "munmap".to_owned())) {
+                let link = uprobe(&mem.progs.free_enter, object, &name, false, 0)
+                    .map_err(|e| load_error(&format!("attach uprobe {name} in {}", object.display()), e))?;
+                links.push(link);
             }
             attached += 1;
         }
@@ -728,17 +728,12 @@ fn load_requests(
     payload_bytes: u32,
     links: &mut Vec<Link>,
 ) -> Result<RequestsSkel<'static>> {
-    let storage: &'static mut MaybeUninit<libbpf_rs::OpenObject> = Box::leak(Box::new(MaybeUninit::uninit()));
     let mut open =
-        RequestsSkelBuilder::default().open(storage).map_err(|e| load_error("open requests", e))?;
-    let rodata = open.maps.rodata_data.as_deref_mut().ok_or_else(|| Error::Bpf {
-        what: "open requests".into(),
-        detail: "skeleton has no .rodata".into(),
-    })?;
+        RequestsSkelBuilder::default().open(object_storage()).map_err(|e| load_error("open requests", e))?;
+    let rodata = open.maps.rodata_data.as_deref_mut().ok_or_else(|| no_rodata("requests"))?;
     rodata.filter_pids = matches!(targets, Targets::Pids { .. });
     rodata.payload_bytes = payload_bytes.min(MAX_PAYLOAD as u32);
-    open.maps.targets.reuse_fd(skel.maps.targets.as_fd()).map_err(|e| load_error("share target table", e))?;
-    open.maps.events.reuse_fd(skel.maps.events.as_fd()).map_err(|e| load_error("share ring buffer", e))?;
+    share_maps(skel, &mut open.maps.targets, &mut open.maps.events)?;
     let req = open.load().map_err(|e| load_error("load requests (verifier log above)", e))?;
     links.push(req.progs.on_sys_enter.attach().map_err(|e| load_error("attach tp_btf/sys_enter", e))?);
     links.push(req.progs.on_sys_exit.attach().map_err(|e| load_error("attach tp_btf/sys_exit", e))?);
