@@ -124,11 +124,18 @@ static size_t hash(uintptr_t p) { return (size_t)((p >> 4) * 0x9e3779b97f4a7c15u
 
 static int insert_locked(uintptr_t p);
 
-static int grow_locked(void)
+/* Rebuilds the set without its removed slots; twice as large only when the
+ * live entries would fill a quarter of it, so that the removals of a long
+ * run (each leaves a marker) never make it grow. */
+static int rehash_locked(void)
 {
-	size_t old_cap = capacity;
+	size_t old_cap = capacity, live = 0;
 	uintptr_t *old = slots;
-	size_t cap = old_cap ? old_cap * 2 : 4096;
+	for (size_t i = 0; i < old_cap; i++)
+		live += old[i] > 1;
+	size_t cap = old_cap ? old_cap : 4096;
+	if ((live + 1) * 4 > cap)
+		cap *= 2;
 	uintptr_t *s = __libc_calloc(cap, sizeof(*s));
 	if (!s)
 		return -1;
@@ -142,14 +149,16 @@ static int grow_locked(void)
 	return 0;
 }
 
+/* `used` counts the slots that are not empty: live entries and removal
+ * markers, both of which lengthen probes. */
 static int insert_locked(uintptr_t p)
 {
-	if ((used + 1) * 2 > capacity && grow_locked())
+	if ((used + 1) * 2 > capacity && rehash_locked())
 		return -1;
 	for (size_t i = hash(p) & (capacity - 1);; i = (i + 1) & (capacity - 1))
 		if (slots[i] <= 1) {
+			used += slots[i] == 0;
 			slots[i] = p;
-			used++;
 			return 0;
 		}
 }
