@@ -71,23 +71,15 @@ pub fn for_each_event(m: &Material, strict: bool, mut f: impl FnMut(&MemEvent)) 
     })
 }
 
-/// A live allocation.
-#[derive(Debug, Clone, Copy)]
-pub struct Live {
-    pub alloc: Alloc,
-}
-
-impl Live {
-    /// Bytes it stands for.
-    pub fn bytes(&self) -> u64 {
-        self.alloc.size.saturating_mul(self.alloc.weight.max(1))
-    }
+/// The bytes an allocation stands for: its size times its weight.
+pub fn bytes(a: &Alloc) -> u64 {
+    a.size.saturating_mul(a.weight.max(1))
 }
 
 /// The replay state: live allocations by (pid, address) and bytes in use per process.
 #[derive(Debug, Default)]
 pub struct Replay {
-    pub live: FxHashMap<(u32, u64), Live>,
+    pub live: FxHashMap<(u32, u64), Alloc>,
     pub in_use: FxHashMap<u32, u64>,
     pub total: u64,
 }
@@ -97,18 +89,17 @@ impl Replay {
     pub fn apply(&mut self, e: &MemEvent) {
         match e {
             MemEvent::Alloc(a) => {
-                let live = Live { alloc: *a };
                 // An address handed out again without a recorded free: the
                 // free was missed; the old block is gone.
-                if let Some(old) = self.live.insert((a.pid, a.addr), live) {
-                    self.sub(old.alloc.pid, old.bytes());
+                if let Some(old) = self.live.insert((a.pid, a.addr), *a) {
+                    self.sub(old.pid, bytes(&old));
                 }
-                *self.in_use.entry(a.pid).or_default() += live.bytes();
-                self.total += live.bytes();
+                *self.in_use.entry(a.pid).or_default() += bytes(a);
+                self.total += bytes(a);
             }
             MemEvent::Free(f) => {
                 if let Some(old) = self.live.remove(&(f.pid, f.addr)) {
-                    self.sub(f.pid, old.bytes());
+                    self.sub(f.pid, bytes(&old));
                 }
             }
         }

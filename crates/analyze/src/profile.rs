@@ -387,9 +387,8 @@ fn memory_agg(
     let mut agg =
         Agg { unit: Some(if counts { ValueUnit::Count } else { ValueUnit::Bytes }), ..Agg::default() };
     let mut add = |a: &profcap_format::Alloc| {
-        let weight = a.weight.max(1);
         let value =
-            i64::try_from(if counts { weight } else { a.size.saturating_mul(weight) }).unwrap_or(i64::MAX);
+            i64::try_from(if counts { a.weight.max(1) } else { memory::bytes(a) }).unwrap_or(i64::MAX);
         let key = Key {
             pid: a.pid,
             tid: if by_thread { a.tid } else { 0 },
@@ -421,7 +420,7 @@ fn memory_agg(
         InuseAt::Seconds(s) => m.mem_first_ns.saturating_add((s.max(0.0) * 1e9) as u64),
     };
     let live = memory::live_at(m, opts.strict, until, pass)?;
-    let mut blocks: Vec<_> = live.live.values().map(|l| l.alloc).collect();
+    let mut blocks: Vec<_> = live.live.values().copied().collect();
     blocks.sort_unstable_by_key(|a| (a.pid, a.addr));
     blocks.iter().for_each(&mut add);
     Ok(agg)
