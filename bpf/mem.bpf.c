@@ -69,9 +69,10 @@ static __always_inline void send(__u32 op, __u64 addr, __u64 size, __u64 old, __
 	bpf_ringbuf_submit(e, sample_wakeup_flag());
 }
 
-static __always_inline __s32 call_site_stack(struct pt_regs *ctx)
+/* The user stack, its first `skip` frames left out (0-255). */
+static __always_inline __s32 user_stack(struct pt_regs *ctx, __u64 skip)
 {
-	__s32 id = bpf_get_stackid(ctx, &stacks, BPF_F_USER_STACK);
+	__s32 id = bpf_get_stackid(ctx, &stacks, BPF_F_USER_STACK | skip);
 	if (id < 0 && id != -14 /* EFAULT: nothing to walk */)
 		count_drop(DROP_MEM_STACKMAP);
 	return id;
@@ -156,12 +157,12 @@ int BPF_URETPROBE(alloc_exit, long ret)
 		/* realloc(p, 0) may free p and return NULL; a failed realloc keeps p. */
 		if (addr == 0 && call.size != 0)
 			return 0;
-		send(MEMEV_REALLOC, addr, call.size, call.arg, 1, addr ? call_site_stack(ctx) : -1);
+		send(MEMEV_REALLOC, addr, call.size, call.arg, 1, addr ? user_stack(ctx, 0) : -1);
 		return 0;
 	}
 	if (addr == 0 || (call.fn == FN_MMAP && ret == -1 /* MAP_FAILED */))
 		return 0;
-	send(MEMEV_ALLOC, addr, call.size, 0, 1, call_site_stack(ctx));
+	send(MEMEV_ALLOC, addr, call.size, 0, 1, user_stack(ctx, 0));
 	return 0;
 }
 
@@ -183,13 +184,9 @@ int BPF_UPROBE(sampled_alloc, __u64 ptr, __u64 size, __u64 weight)
 {
 	if (!is_target(bpf_get_current_pid_tgid() >> 32))
 		return 0;
-	/* At this function's first instruction the frame-pointer walk goes
-	 * from here straight to the allocating code (the wrapper's own frame is
-	 * not yet on the chain): skip this one frame. */
-	__s32 stack = bpf_get_stackid(ctx, &stacks, BPF_F_USER_STACK | 1 /* skip this function */);
-	if (stack < 0 && stack != -14)
-		count_drop(DROP_MEM_STACKMAP);
-	send(MEMEV_ALLOC, ptr, size, 0, weight, stack);
+	/* Leave out this function's own frame; the sampler's wrapper frames
+	 * below it are cut by profrec (strip_sampler_frames in session.rs). */
+	send(MEMEV_ALLOC, ptr, size, 0, weight, user_stack(ctx, 1 /* this function */));
 	return 0;
 }
 
