@@ -281,6 +281,14 @@ impl Session {
         }
     }
 
+    /// Reads a process seen for the first time (one that was running before
+    /// the recording, or whose fork event was lost).
+    fn know_process(&mut self, pid: u32, seen_ns: u64) {
+        if !self.procs.contains_key(&pid) {
+            self.scan_process(pid, 0, seen_ns);
+        }
+    }
+
     /// Notes the thread's name and makes sure its process is known.
     fn note_task(&mut self, head: Header, comm: String) -> Result<()> {
         if self.thread_names.get(&head.tid) != Some(&comm) {
@@ -289,9 +297,7 @@ impl Session {
             self.write(r)?;
             self.thread_names.insert(head.tid, comm);
         }
-        if !self.procs.contains_key(&head.pid) {
-            self.scan_process(head.pid, 0, head.time_ns);
-        }
+        self.know_process(head.pid, head.time_ns);
         Ok(())
     }
 
@@ -351,8 +357,8 @@ impl Session {
             Some(w) => {
                 let wu = self.offcpu_frames(probes, w.user_stack);
                 let wk = self.offcpu_frames(probes, w.kernel_stack);
-                if w.pid != 0 && !self.procs.contains_key(&w.pid) {
-                    self.scan_process(w.pid, 0, e.head.time_ns);
+                if w.pid != 0 {
+                    self.know_process(w.pid, e.head.time_ns);
                 }
                 let stack_id = self.stack_id(w.pid, &wk, &wu);
                 Some(profcap_format::Waker { pid: w.pid, tid: w.tid, stack_id })
@@ -419,9 +425,7 @@ impl Session {
 
     fn on_mem(&mut self, probes: &Probes, e: MemEvent) -> Result<()> {
         let head = e.head;
-        if !self.procs.contains_key(&head.pid) {
-            self.scan_process(head.pid, 0, head.time_ns);
-        }
+        self.know_process(head.pid, head.time_ns);
         let free = |addr| profcap_format::Free { time_ns: head.time_ns, pid: head.pid, tid: head.tid, addr };
         let old = match e.op {
             MemOp::Free => e.addr,
