@@ -28,6 +28,10 @@ const volatile __u64 min_block_ns = 10000;
 const volatile __u64 max_block_ns = 3600ULL * 1000000000ULL;
 const volatile bool kernel_stacks = true;
 const volatile bool track_wakers = false;
+/* Tests only (RecordOptions::offcpu_test_miss_switch_ins): act as if every n-th switch-in
+ * of a blocked thread were not seen, to exercise recover_block. */
+const volatile __u32 test_miss_switch_ins = 0;
+__u32 test_switch_ins;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_STACK_TRACE);
@@ -75,6 +79,88 @@ struct {
 	__type(value, struct waker);
 } wakers SEC(".maps");
 
+/* Switch-ins the tracepoint program never saw, whose block was rebuilt from
+ * the scheduler's own arrival time (see recover_block). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} recovered SEC(".maps");
+
+/* Sends the off-CPU event of `task`, blocked from b->since_ns to end_ns, or
+ * counts why it is dropped. */
+static __always_inline void send_block(struct task_struct *task, __u32 tid, struct blocked *b, __u64 end_ns)
+{
+	__u64 delta = end_ns - b->since_ns;
+	__u32 reason = DROP_REASONS;
+	if (delta < min_block_ns)
+		reason = DROP_OFFCPU_SHORT;
+	else if (delta > max_block_ns)
+		reason = DROP_OFFCPU_LONG;
+	else if (b->user_stack_id < 0)
+		reason = b->user_stack_id == -EFAULT || b->user_stack_id == -EINVAL ? DROP_OFFCPU_NO_USER
+										      : DROP_OFFCPU_STACKMAP;
+	struct profrec_offcpu_event *e = NULL;
+	if (reason == DROP_REASONS) {
+		e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+		if (!e)
+			reason = DROP_RINGBUF_FULL;
+	}
+	if (!e) {
+		count_drop(reason);
+		return;
+	}
+	e->h.type = EVENT_OFFCPU;
+	e->h.pid = BPF_CORE_READ(task, tgid);
+	e->h.tid = tid;
+	e->h.cpu = bpf_get_smp_processor_id();
+	e->h.time_ns = b->since_ns;
+	e->blocked_ns = delta;
+	e->user_stack_id = b->user_stack_id;
+	e->kernel_stack_id = b->kernel_stack_id;
+	__builtin_memcpy(&e->leaf, &b->leaf, sizeof(e->leaf));
+	e->waker_pid = 0;
+	e->waker_tid = 0;
+	e->waker_user_stack_id = -1;
+	e->waker_kernel_stack_id = -1;
+	if (track_wakers) {
+		struct waker *w = bpf_map_lookup_elem(&wakers, &tid);
+		if (w) {
+			e->waker_pid = w->pid;
+			e->waker_tid = w->tid;
+			e->waker_user_stack_id = w->user_stack_id;
+			e->waker_kernel_stack_id = w->kernel_stack_id;
+			bpf_map_delete_elem(&wakers, &tid);
+		}
+	}
+	BPF_CORE_READ_STR_INTO(&e->comm, task, comm);
+	bpf_ringbuf_submit(e, sample_wakeup_flag());
+}
+
+/* `prev` is leaving the CPU, yet its last block is still in the table: the
+ * program did not run for the switch that put it back on a CPU (measured on
+ * this kernel: now and then an idle-to-task switch is not seen, and no
+ * recursion miss is counted). The block ended when this run began: the fair
+ * scheduler keeps the task's run time at that pick (prev_sum_exec_runtime)
+ * beside its total, brought up to date by __schedule before the tracepoint,
+ * so the difference is how long it has been on the CPU. */
+static __always_inline void recover_block(struct task_struct *prev, __u32 tid, struct blocked *b, __u64 now)
+{
+	if (b->since_ns == 0) /* already sent; its delete failed */
+		return;
+	__u64 ran = BPF_CORE_READ(prev, se.sum_exec_runtime) - BPF_CORE_READ(prev, se.prev_sum_exec_runtime);
+	if (ran >= now || now - ran <= b->since_ns) {
+		count_drop(DROP_OFFCPU_UNSEEN);
+		return;
+	}
+	send_block(prev, tid, b, now - ran);
+	__u32 zero = 0;
+	__u64 *n = bpf_map_lookup_elem(&recovered, &zero);
+	if (n)
+		*n += 1;
+}
+
 SEC("tp_btf/sched_switch")
 int BPF_PROG(on_switch, bool preempt, struct task_struct *prev, struct task_struct *next,
 	     unsigned int prev_state)
@@ -82,9 +168,15 @@ int BPF_PROG(on_switch, bool preempt, struct task_struct *prev, struct task_stru
 	__u64 now = bpf_ktime_get_ns();
 	__u32 prev_tid = BPF_CORE_READ(prev, pid), prev_tgid = BPF_CORE_READ(prev, tgid);
 
+	if (prev_tid == 0)
+		goto switch_in;
+	/* Looked up for any thread: only targets' blocks are in the table, and a
+	 * target that exits is no longer a target at its last switch-out. */
+	struct blocked *stale = bpf_map_lookup_elem(&blocked, &prev_tid);
+	if (stale)
+		recover_block(prev, prev_tid, stale, now);
 	/* prev is the current task here, so its stacks can be taken. */
-	if (prev_tid != 0 && (prev_state & (TASK_INTERRUPTIBLE | TASK_UNINTERRUPTIBLE)) &&
-	    is_target(prev_tgid)) {
+	if ((prev_state & (TASK_INTERRUPTIBLE | TASK_UNINTERRUPTIBLE)) && is_target(prev_tgid)) {
 		__u32 zero = 0;
 		struct blocked *b = bpf_map_lookup_elem(&scratch, &zero);
 		if (b) {
@@ -96,61 +188,26 @@ int BPF_PROG(on_switch, bool preempt, struct task_struct *prev, struct task_stru
 			read_leaf(&b->leaf);
 			if (bpf_map_update_elem(&blocked, &prev_tid, b, BPF_ANY))
 				count_drop(DROP_OFFCPU_TABLE_FULL);
+			stale = NULL;
 		}
 	}
+	if (stale)
+		bpf_map_delete_elem(&blocked, &prev_tid);
 
+switch_in:;
 	__u32 next_tid = BPF_CORE_READ(next, pid);
 	if (next_tid == 0)
 		return 0;
 	struct blocked *seen = bpf_map_lookup_elem(&blocked, &next_tid);
-	if (!seen)
+	if (!seen || seen->since_ns == 0)
 		return 0;
-	__u64 delta = now - seen->since_ns;
-	__u32 reason = DROP_REASONS;
-	if (delta < min_block_ns)
-		reason = DROP_OFFCPU_SHORT;
-	else if (delta > max_block_ns)
-		reason = DROP_OFFCPU_LONG;
-	else if (seen->user_stack_id < 0)
-		reason = seen->user_stack_id == -EFAULT || seen->user_stack_id == -EINVAL ? DROP_OFFCPU_NO_USER
-											: DROP_OFFCPU_STACKMAP;
-	struct profrec_offcpu_event *e = NULL;
-	if (reason == DROP_REASONS) {
-		e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
-		if (!e)
-			reason = DROP_RINGBUF_FULL;
-	}
-	if (!e) {
-		count_drop(reason);
-		bpf_map_delete_elem(&blocked, &next_tid);
+	if (test_miss_switch_ins && ++test_switch_ins % test_miss_switch_ins == 0)
 		return 0;
-	}
-	e->h.type = EVENT_OFFCPU;
-	e->h.pid = BPF_CORE_READ(next, tgid);
-	e->h.tid = next_tid;
-	e->h.cpu = bpf_get_smp_processor_id();
-	e->h.time_ns = seen->since_ns;
-	e->blocked_ns = delta;
-	e->user_stack_id = seen->user_stack_id;
-	e->kernel_stack_id = seen->kernel_stack_id;
-	__builtin_memcpy(&e->leaf, &seen->leaf, sizeof(e->leaf));
+	send_block(next, next_tid, seen, now);
+	/* Marked as sent, so that recover_block leaves it alone should the
+	 * delete fail (a busy bucket lock). */
+	seen->since_ns = 0;
 	bpf_map_delete_elem(&blocked, &next_tid);
-	e->waker_pid = 0;
-	e->waker_tid = 0;
-	e->waker_user_stack_id = -1;
-	e->waker_kernel_stack_id = -1;
-	if (track_wakers) {
-		struct waker *w = bpf_map_lookup_elem(&wakers, &next_tid);
-		if (w) {
-			e->waker_pid = w->pid;
-			e->waker_tid = w->tid;
-			e->waker_user_stack_id = w->user_stack_id;
-			e->waker_kernel_stack_id = w->kernel_stack_id;
-			bpf_map_delete_elem(&wakers, &next_tid);
-		}
-	}
-	BPF_CORE_READ_STR_INTO(&e->comm, next, comm);
-	bpf_ringbuf_submit(e, sample_wakeup_flag());
 	return 0;
 }
 

@@ -29,7 +29,8 @@ enum drop_reason {
 	DROP_REQUEST_TABLE_FULL = 7, /* too many threads in socket syscalls at once */
 	DROP_MEM_STACKMAP = 8,       /* allocation stack map full or collision */
 	DROP_MEM_CALLS_FULL = 9,     /* too many threads in allocator calls at once */
-	DROP_REASONS = 10,
+	DROP_OFFCPU_UNSEEN = 10,     /* the switch back onto a CPU was missed and could not be recovered */
+	DROP_REASONS = 11,
 };
 
 struct profrec_event_header {

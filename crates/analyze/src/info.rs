@@ -18,6 +18,8 @@ pub struct Info {
     pub recorder: String,
     pub command_line: Vec<String>,
     pub events: Vec<String>,
+    /// Recorder settings and counters (`min_block_ns`, `offcpu_recovered`, …).
+    pub settings: std::collections::BTreeMap<String, String>,
     pub sample_freq_hz: u32,
     pub duration_s: f64,
     pub samples: u64,
@@ -105,6 +107,7 @@ pub fn info(m: &Material, format_version: (u16, u16)) -> Info {
         recorder: m.meta.recorder_version.clone(),
         command_line: m.meta.command_line.clone(),
         events: m.meta.events.clone(),
+        settings: m.meta.extra.iter().cloned().collect(),
         sample_freq_hz: m.meta.sample_freq_hz,
         duration_s: duration_ns as f64 / 1e9,
         samples: m.sample_count,
@@ -144,6 +147,10 @@ pub fn write_text(i: &Info, out: &mut impl Write) -> std::io::Result<()> {
     writeln!(out, "recorded on:  {} (kernel {}) by {}", i.hostname, i.kernel_release, i.recorder)?;
     writeln!(out, "command:      {}", i.command_line.join(" "))?;
     writeln!(out, "events:       {} at {} Hz", i.events.join(", "), i.sample_freq_hz)?;
+    if !i.settings.is_empty() {
+        let kv: Vec<String> = i.settings.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        writeln!(out, "settings:     {}", kv.join(" "))?;
+    }
     writeln!(out, "duration:     {:.3} s", i.duration_s)?;
     let kinds: Vec<String> = i.samples_by_kind.iter().map(|(k, v)| format!("{k} {v}")).collect();
     writeln!(out, "samples:      {} ({})", i.samples, kinds.join(", "))?;

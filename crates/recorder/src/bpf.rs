@@ -65,7 +65,7 @@ const REQUEST_PAYLOAD: usize = HEADER_LEN + 8 + 8 + 4 * 4 + 16;
 /// Mirrors `MAX_PAYLOAD`: the most payload bytes a request event carries.
 pub const MAX_PAYLOAD: usize = 4096;
 /// Drop reasons, the index of the `drops` maps (enum drop_reason).
-pub const DROP_REASONS: [&str; 10] = [
+pub const DROP_REASONS: [&str; 11] = [
     "ring buffer full",
     "target table full",
     "filtered: blocked less than --min-block",
@@ -76,6 +76,7 @@ pub const DROP_REASONS: [&str; 10] = [
     "too many threads in socket syscalls at once",
     "allocation stack map full or collision",
     "too many threads in allocator calls at once",
+    "off-CPU: the switch back onto a CPU was not seen and could not be recovered",
 ];
 
 /// An event from the BPF side, decoded.
@@ -366,6 +367,8 @@ pub struct OffCpuOptions {
     pub wakers: bool,
     /// Take kernel stacks too (the costlier part of the switch-out path).
     pub kernel_stacks: bool,
+    /// Tests only: act as if every n-th switch-in were missed (0 = never).
+    pub test_miss_switch_ins: u32,
 }
 
 /// Loaded and attached programs. Dropping it detaches everything.
@@ -552,6 +555,12 @@ impl Probes {
         out
     }
 
+    /// Off-CPU blocks whose end the tracepoint program missed and rebuilt
+    /// from the scheduler's arrival time, summed over CPUs.
+    pub fn offcpu_recovered(&self) -> u64 {
+        self.offcpu.as_ref().map_or(0, |off| percpu_sum(&off.maps.recovered, 0))
+    }
+
     /// The frames of an off-CPU stack id, leaf first; empty if unknown.
     pub fn offcpu_stack(&self, id: i32) -> Vec<u64> {
         match &self.offcpu {
@@ -583,21 +592,17 @@ fn stack_frames(map: &dyn MapCore, id: i32) -> Vec<u64> {
 }
 
 fn sum_drops(map: &dyn MapCore) -> Vec<(&'static str, u64)> {
-    DROP_REASONS
-        .iter()
-        .enumerate()
-        .map(|(i, reason)| {
-            let key = (i as u32).to_ne_bytes();
-            let total = match map.lookup_percpu(&key, MapFlags::ANY) {
-                Ok(Some(per_cpu)) => per_cpu
-                    .iter()
-                    .filter_map(|v| Some(u64::from_ne_bytes(v.get(..8)?.try_into().ok()?)))
-                    .sum(),
-                _ => 0,
-            };
-            (*reason, total)
-        })
-        .collect()
+    DROP_REASONS.iter().enumerate().map(|(i, reason)| (*reason, percpu_sum(map, i as u32))).collect()
+}
+
+/// Entry `key` of a per-CPU array of u64 counters, summed over CPUs.
+fn percpu_sum(map: &dyn MapCore, key: u32) -> u64 {
+    match map.lookup_percpu(&key.to_ne_bytes(), MapFlags::ANY) {
+        Ok(Some(per_cpu)) => {
+            per_cpu.iter().filter_map(|v| Some(u64::from_ne_bytes(v.get(..8)?.try_into().ok()?))).sum()
+        }
+        _ => 0,
+    }
 }
 
 /// Storage for a skeleton's object. A skeleton borrows it for its whole life;
@@ -637,6 +642,7 @@ fn load_offcpu(
     rodata.min_block_ns = o.min_block_ns;
     rodata.track_wakers = o.wakers;
     rodata.kernel_stacks = o.kernel_stacks;
+    rodata.test_miss_switch_ins = o.test_miss_switch_ins;
     share_maps(skel, &mut open.maps.targets, &mut open.maps.events)?;
     let off = open.load().map_err(|e| load_error("load off-CPU (verifier log above)", e))?;
     links.push(off.progs.on_switch.attach().map_err(|e| load_error("attach tp_btf/sched_switch", e))?);

@@ -64,6 +64,11 @@ pub struct RecordOptions {
     pub wakers: bool,
     /// With `offcpu`: take kernel stacks of blocked threads (and wakers). Default: true.
     pub offcpu_kernel_stacks: bool,
+    /// Fault injection for tests: with `offcpu`, act as if the tracepoint
+    /// program missed every n-th switch-in of a blocked thread (0 = never),
+    /// so that the recovery of such blocks is exercised. Default: 0.
+    #[doc(hidden)]
+    pub offcpu_test_miss_switch_ins: u32,
     /// Record socket request events (reads, writes, accepts, connects,
     /// closes) for trace-id joins. Default: false.
     pub requests: bool,
@@ -96,6 +101,7 @@ impl RecordOptions {
             min_block: Duration::from_micros(10),
             wakers: false,
             offcpu_kernel_stacks: true,
+            offcpu_test_miss_switch_ins: 0,
             requests: false,
             payload_bytes: 1024,
             mem: MemMode::Off,

@@ -732,6 +732,7 @@ pub fn record(opts: &RecordOptions, stop: Arc<AtomicBool>) -> Result<RecordSumma
             min_block_ns: u64::try_from(opts.min_block.as_nanos()).unwrap_or(u64::MAX),
             wakers: opts.wakers,
             kernel_stacks: opts.offcpu_kernel_stacks,
+            test_miss_switch_ins: opts.offcpu_test_miss_switch_ins,
         }),
         request_payload: opts.requests.then_some(opts.payload_bytes),
         mem,
@@ -840,6 +841,11 @@ pub fn record(opts: &RecordOptions, stop: Arc<AtomicBool>) -> Result<RecordSumma
     session.finish_material(opts.embed, &probes)?;
     meta.end_wall_ns = wall_ns();
     meta.end_mono_ns = monotonic_ns();
+    let recovered = probes.offcpu_recovered();
+    if recovered > 0 {
+        log::info!("{recovered} off-CPU block(s) ended by a switch the tracepoint missed; rebuilt from the scheduler's arrival time");
+        meta.extra.push(("offcpu_recovered".into(), recovered.to_string()));
+    }
     let r = session.writer.push_meta(meta);
     session.write(r)?;
     // Blocks shorter than --min-block are filtered by choice, not lost.

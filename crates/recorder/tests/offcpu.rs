@@ -16,11 +16,18 @@ use profcap_format::SampleKind;
 use profcap_recorder::{record, RecordOptions, Target};
 
 fn record_blocker(dir: &Path, wakers: bool) -> PathBuf {
+    record_blocker_missing(dir, wakers, 0)
+}
+
+/// Records blocker, the BPF side acting as if it missed every `miss`-th
+/// switch-in of a blocked thread (0: none).
+fn record_blocker_missing(dir: &Path, wakers: bool, miss: u32) -> PathBuf {
     let cap = dir.join("blocker.cap");
     let mut o =
         RecordOptions::new(cap.clone(), Target::Spawn(vec![fixture("blocker").display().to_string()]));
     o.offcpu = true;
     o.wakers = wakers;
+    o.offcpu_test_miss_switch_ins = miss;
     let summary = record(&o, Arc::new(AtomicBool::new(false))).unwrap();
     assert_eq!(summary.child_exit, Some(0));
     cap
@@ -102,6 +109,38 @@ fn blocked_time_per_thread_matches_the_program() {
     assert!(called("sleeper", "do_usleep", "usleep"), "do_usleep -> usleep");
     assert!(called("condvar", "do_cond_wait", "pthread_cond_wait"), "do_cond_wait -> pthread_cond_wait");
     assert!(m.meta.events.contains(&"offcpu".to_string()));
+    assert!(m.lost.iter().all(|l| l.reason.starts_with("filtered") || l.count == 0), "{:?}", m.lost);
+}
+
+/// Now and then the scheduler tracepoint's program does not run for a switch
+/// that puts a blocked thread back on a CPU (seen on this kernel about once
+/// in 50 recordings of blocker, always an idle-to-task switch). The thread's
+/// next switch-out finds its block still open and rebuilds its end from the
+/// scheduler's run time. Here every other switch-in is ignored on purpose.
+#[test]
+fn blocks_whose_switch_in_was_missed_are_rebuilt() {
+    if !root_or_skip() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let cap = record_blocker_missing(dir.path(), false, 2);
+    let (m, p) = offcpu_profile(&cap, false);
+    let ms = per_thread_ms(&p);
+    eprintln!("off-CPU ms per thread, every other switch-in missed: {ms:?}");
+    let recovered: u64 = m
+        .meta
+        .extra
+        .iter()
+        .find(|(k, _)| k == "offcpu_recovered")
+        .map(|(_, v)| v.parse().unwrap())
+        .unwrap_or(0);
+    // blocker's threads block about 24 times in all: half of those are missed.
+    assert!(recovered >= 8, "only {recovered} blocks rebuilt; meta extra: {:?}", m.meta.extra);
+    assert!(within(ms["sleeper"], 500.0, 3.0), "sleeper {:.1} ms", ms["sleeper"]);
+    assert!(within(ms["writer"], 500.0, 3.0), "writer {:.1} ms", ms["writer"]);
+    assert!(within(ms["reader"], 500.0, 5.0), "reader {:.1} ms", ms["reader"]);
+    assert!(within(ms["condvar"], 300.0, 5.0), "condvar {:.1} ms", ms["condvar"]);
+    assert!(!ms.contains_key("spinner"), "spinner blocked for {:?} ms", ms.get("spinner"));
     assert!(m.lost.iter().all(|l| l.reason.starts_with("filtered") || l.count == 0), "{:?}", m.lost);
 }
 
