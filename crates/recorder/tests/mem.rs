@@ -202,3 +202,23 @@ fn memory_options_that_cannot_work_are_clear_errors() {
     let err = record(&o, Arc::new(AtomicBool::new(false))).unwrap_err();
     assert!(err.to_string().contains("no allocator"), "{err}");
 }
+
+/// The whole allocation family through the sampler under profrec, with
+/// blocks moving in and out of its arena: the program's own checks hold, and
+/// since it frees everything, nothing sampled is in use at the end.
+#[test]
+fn sampled_mode_sees_every_free_of_the_whole_family() {
+    if !root_or_skip() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let target =
+        Target::Spawn(vec![fixture("alloc_stress").display().to_string(), "2".into(), "20000".into()]);
+    let m = Material::load(&record_allocs(dir.path(), MemMode::Sampled, target), true).unwrap();
+    // run() is the threads' function; it calls the allocators directly.
+    let allocated = by_function(&m, SampleKind::Alloc, InuseAt::End).get("run").copied().unwrap_or(0);
+    assert!(allocated > 100_000_000, "only {allocated} bytes allocated by run() seen");
+    // (stdio's buffer, allocated by printf and never freed, may remain.)
+    let end = by_function(&m, SampleKind::Inuse, InuseAt::End);
+    assert_eq!(end.get("run"), None, "still in use at the end: {end:?}");
+}
