@@ -7,6 +7,7 @@
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
+#[allow(dead_code)] // only fixture() is used here
 mod common;
 
 use std::process::Command;
