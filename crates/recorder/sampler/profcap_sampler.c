@@ -3,11 +3,17 @@
  * picks allocations by bytes, like tcmalloc's heap sampler: on average one
  * allocation per PROFCAP_SAMPLE_BYTES bytes (default 2 MiB, as tcmalloc), at exponential
  * intervals, so an allocation of s bytes is picked with probability
- * 1 - exp(-s/R). A picked allocation is reported to
- * profcap_sampled_alloc(ptr, size, weight), where weight = 1/p rounded up or
- * down at random (so it is unbiased), and its free to profcap_sampled_free(ptr).
- * profrec puts uprobes on those two functions only: the allocations it does
- * not pick cost a few instructions each and no kernel entry.
+ * 1 - exp(-s/R), and stands for weight = 1/p allocations, rounded up or
+ * down at random (so totals are unbiased).
+ *
+ * Picked allocations and their frees, with the allocating stack (walked
+ * here through frame pointers), go into a ring shared with profrec: a file
+ * named by PROFCAP_RING that every process of the command maps. Nothing
+ * enters the kernel for them. Without a ring (the file cannot be opened, e.g.
+ * after a change of user), they are reported to profcap_sampled_alloc(ptr,
+ * size, weight) and profcap_sampled_free(ptr) instead, where profrec has
+ * uprobes (about 4 µs per picked allocation and its free). The allocations
+ * the sampler does not pick cost a few instructions each.
  *
  * Picked blocks of up to 1 MiB live in an arena of their own, apart from
  * libc's heap, so that free knows them by address alone and libc's heap
@@ -26,9 +32,13 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/types.h>
 #include <time.h>
+#include <unistd.h>
 
 extern void *__libc_malloc(size_t size);
 extern void *__libc_calloc(size_t n, size_t size);
@@ -40,8 +50,6 @@ extern void *__mmap(void *addr, size_t len, int prot, int flags, int fd, off_t o
 extern int __munmap(void *addr, size_t len);
 
 #define EXPORT __attribute__((visibility("default")))
-#define TLS __thread __attribute__((tls_model("initial-exec")))
-
 /* The probe points. Never inlined or analysed away; they start with
  * `push %rbp`, an instruction the kernel's uprobes emulate cheaply. */
 EXPORT __attribute__((noinline, noipa, used, optimize("O0"))) void profcap_sampled_alloc(void *ptr, size_t size, uint64_t weight)
@@ -56,6 +64,182 @@ EXPORT __attribute__((noinline, noipa, used, optimize("O0"))) void profcap_sampl
 
 static double rate = 2 * 1024 * 1024;
 
+#define TLS __thread __attribute__((tls_model("initial-exec")))
+
+/* The ring shared with profrec (crates/recorder/src/mem.rs, SamplerRing,
+ * reads it; keep the two layouts in step). A header page, then a data area
+ * of a power-of-two size. Producers (any thread of any process of the
+ * command) reserve space by compare-and-swap on `head`, write a record and
+ * then publish it by storing its `state` last; profrec reads records in
+ * order up to the first unpublished one, zeroes what it read, then moves
+ * `tail`. A record that would not fit before the end of the area is
+ * preceded by a padding record up to the end. */
+#define RING_MAGIC 0x31676e6972706370ull /* "pcpring1" */
+#define RING_HEADER 4096
+#define RING_ALLOC 1
+#define RING_FREE 2
+#define RING_PAD 3
+#define RING_MAX_FRAMES 64
+struct ring_header {
+	uint64_t magic;
+	uint64_t data_bytes;
+	uint64_t head;
+	uint64_t tail;
+	uint64_t dropped;
+};
+struct ring_record {
+	uint32_t len;   /* bytes, this header included; a multiple of 8 */
+	uint32_t state; /* 0 while written, then RING_ALLOC/RING_FREE/RING_PAD */
+	uint32_t pid;
+	uint32_t tid;
+	uint64_t time_ns; /* CLOCK_MONOTONIC, the clock of BPF's ktime */
+	uint64_t ptr;
+	uint64_t size;
+	uint64_t weight;
+	uint32_t nframes;
+	uint32_t pad;
+	uint64_t frames[]; /* return addresses, innermost first */
+};
+
+static struct ring_header *ring;
+static char *ring_data;
+
+static void open_ring(void)
+{
+	const char *path = getenv("PROFCAP_RING");
+	if (!path)
+		return;
+	int fd = open(path, O_RDWR | O_CLOEXEC);
+	if (fd < 0)
+		return;
+	struct stat st;
+	void *m = MAP_FAILED;
+	if (fstat(fd, &st) == 0 && st.st_size > RING_HEADER)
+		m = __mmap(NULL, (size_t)st.st_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	close(fd);
+	if (m == MAP_FAILED)
+		return;
+	struct ring_header *h = m;
+	uint64_t data = h->data_bytes;
+	if (h->magic != RING_MAGIC || data == 0 || (data & (data - 1)) || data + RING_HEADER > (uint64_t)st.st_size) {
+		__munmap(m, (size_t)st.st_size);
+		return;
+	}
+	ring_data = (char *)m + RING_HEADER;
+	ring = h;
+}
+
+static pid_t my_pid;
+static TLS pid_t my_tid;
+static TLS uintptr_t stack_hi;
+static TLS int busy; /* inside the sampler's own bookkeeping: no picks */
+
+/* In a forked child (its only thread is the one that forked). */
+static void forget_ids(void)
+{
+	my_pid = getpid();
+	my_tid = 0;
+}
+
+/* The top of this thread's stack, for a walk that never reads outside it. */
+static uintptr_t thread_stack_hi(void)
+{
+	if (!stack_hi) {
+		pthread_attr_t a;
+		void *addr;
+		size_t size;
+		busy = 1; /* pthread_getattr_np allocates (and reads /proc for the main thread) */
+		if (pthread_getattr_np(pthread_self(), &a) == 0) {
+			if (pthread_attr_getstack(&a, &addr, &size) == 0)
+				stack_hi = (uintptr_t)addr + size;
+			pthread_attr_destroy(&a);
+		}
+		busy = 0;
+		if (!stack_hi)
+			stack_hi = 1; /* unknown: walk nothing */
+	}
+	return stack_hi;
+}
+
+/* Return addresses through the frame-pointer chain, innermost first, reading
+ * only between this frame and the top of the thread's stack. */
+__attribute__((noinline)) static uint32_t walk_stack(uint64_t *out, uint32_t max)
+{
+	uintptr_t fp = (uintptr_t)__builtin_frame_address(0), hi = thread_stack_hi();
+	uint32_t n = 0;
+	while (n < max && fp && (fp & 7) == 0 && fp + 16 <= hi) {
+		uintptr_t next = ((uintptr_t *)fp)[0], ret = ((uintptr_t *)fp)[1];
+		if (!ret)
+			break;
+		out[n++] = ret;
+		if (next <= fp)
+			break;
+		fp = next;
+	}
+	return n;
+}
+
+/* Puts one record into the ring; false if there is no ring. A full ring
+ * drops the record and counts it. */
+static int ring_put(uint32_t type, void *ptr, uint64_t size, uint64_t weight)
+{
+	if (!ring)
+		return 0;
+	uint64_t frames[RING_MAX_FRAMES];
+	uint32_t nframes = type == RING_ALLOC ? walk_stack(frames, RING_MAX_FRAMES) : 0;
+	uint32_t len = (uint32_t)(sizeof(struct ring_record) + nframes * sizeof(uint64_t));
+	uint64_t data = ring->data_bytes, at, pad;
+	uint64_t h = __atomic_load_n(&ring->head, __ATOMIC_RELAXED);
+	for (;;) {
+		uint64_t t = __atomic_load_n(&ring->tail, __ATOMIC_ACQUIRE);
+		uint64_t pos = h & (data - 1);
+		pad = data - pos < len ? data - pos : 0;
+		if (h + pad + len - t > data) {
+			__atomic_add_fetch(&ring->dropped, 1, __ATOMIC_RELAXED);
+			return 1;
+		}
+		if (__atomic_compare_exchange_n(&ring->head, &h, h + pad + len, 1, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED))
+			break;
+	}
+	if (pad) {
+		struct ring_record *p = (struct ring_record *)(ring_data + (h & (data - 1)));
+		p->len = (uint32_t)pad;
+		__atomic_store_n(&p->state, RING_PAD, __ATOMIC_RELEASE);
+		h += pad;
+	}
+	at = h & (data - 1);
+	struct ring_record *r = (struct ring_record *)(ring_data + at);
+	if (!my_tid)
+		my_tid = (pid_t)syscall(SYS_gettid);
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	r->len = len;
+	r->pid = (uint32_t)my_pid;
+	r->tid = (uint32_t)my_tid;
+	r->time_ns = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+	r->ptr = (uint64_t)(uintptr_t)ptr;
+	r->size = size;
+	r->weight = weight;
+	r->nframes = nframes;
+	r->pad = 0;
+	memcpy(r->frames, frames, nframes * sizeof(uint64_t));
+	__atomic_store_n(&r->state, type, __ATOMIC_RELEASE);
+	return 1;
+}
+
+/* Reports a picked allocation or its free: into the ring, else to the probes. */
+static void report_alloc(void *ptr, size_t size, uint64_t weight)
+{
+	if (!ring_put(RING_ALLOC, ptr, size, weight))
+		profcap_sampled_alloc(ptr, size, weight);
+}
+
+static void report_free(void *ptr)
+{
+	if (!ring_put(RING_FREE, ptr, 0, 0))
+		profcap_sampled_free(ptr);
+}
+
 __attribute__((constructor)) static void init(void)
 {
 	const char *v = getenv("PROFCAP_SAMPLE_BYTES");
@@ -64,6 +248,9 @@ __attribute__((constructor)) static void init(void)
 		if (r >= 1)
 			rate = r;
 	}
+	my_pid = getpid();
+	open_ring();
+	pthread_atfork(NULL, NULL, forget_ids);
 }
 
 /* Per thread: a xorshift generator and the bytes left before the next pick
@@ -195,7 +382,7 @@ static void remember(void *ptr, size_t size, uint64_t weight)
 	pthread_mutex_unlock(&lock);
 	/* If the set could not grow, the free will not be seen: still report
 	 * the allocation (it then shows as never freed). */
-	profcap_sampled_alloc(ptr, size, weight);
+	report_alloc(ptr, size, weight);
 }
 
 /* `ptr` may have been sampled; if so it is forgotten and its free reported. */
@@ -208,7 +395,7 @@ COLD void forget_slow(void *ptr)
 		__atomic_sub_fetch(&filter[hash(p) % FILTER_SIZE], 1, __ATOMIC_RELAXED);
 	pthread_mutex_unlock(&lock);
 	if (found)
-		profcap_sampled_free(ptr);
+		report_free(ptr);
 }
 
 /* Picked blocks too large for the arena (or when it is full) come from libc,
@@ -304,7 +491,7 @@ COLD void arena_release(void *ptr)
 		arena_free[class] = slot;
 	}
 	pthread_mutex_unlock(&lock);
-	profcap_sampled_free(ptr);
+	report_free(ptr);
 }
 
 INLINE void forget(void *ptr)
@@ -321,7 +508,7 @@ static void *sampled_block(size_t size, size_t align, uint64_t weight)
 	void *p = arena_alloc_locked(size, align);
 	pthread_mutex_unlock(&lock);
 	if (p) {
-		profcap_sampled_alloc(p, size, weight);
+		report_alloc(p, size, weight);
 		return p;
 	}
 	p = __libc_memalign(align > SAMPLED_ALIGN ? align : SAMPLED_ALIGN, size);
@@ -335,7 +522,7 @@ static void *sampled_block(size_t size, size_t align, uint64_t weight)
 COLD void *alloc_slow(size_t size, int zero, size_t align)
 {
 	uint64_t weight;
-	if (!pick_slow(size, &weight)) {
+	if (busy || !pick_slow(size, &weight)) {
 		if (align)
 			return __libc_memalign(align, size);
 		return zero ? __libc_calloc(1, size) : __libc_malloc(size);
@@ -396,7 +583,7 @@ COLD void *realloc_slow(void *ptr, size_t size, int counted_out)
 {
 	uint64_t weight = 0;
 	int from_arena = in_arena(ptr);
-	int picked = counted_out && size && pick_slow(size, &weight);
+	int picked = !busy && counted_out && size && pick_slow(size, &weight);
 	if (picked || (from_arena && size)) {
 		/* Moves: into the arena (or a page-aligned block) if picked,
 		 * else out of the arena into libc's heap. */

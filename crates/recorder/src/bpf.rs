@@ -108,6 +108,22 @@ pub enum Event {
     Mem(MemEvent),
 }
 
+impl Event {
+    /// When it happened (CLOCK_MONOTONIC ns); for off-CPU time, when the
+    /// thread ran again (the event is sent then).
+    pub fn time_ns(&self) -> u64 {
+        match self {
+            Event::Sample { head, .. }
+            | Event::Fork { head, .. }
+            | Event::Exec { head, .. }
+            | Event::Exit { head } => head.time_ns,
+            Event::OffCpu(e) => e.head.time_ns.saturating_add(e.blocked_ns),
+            Event::Request(e) => e.head.time_ns,
+            Event::Mem(e) => e.head.time_ns,
+        }
+    }
+}
+
 /// What a memory event is (`enum mem_op`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MemOp {

@@ -79,6 +79,10 @@ pub struct RecordOptions {
     pub mem: MemMode,
     /// With [`MemMode::Sampled`]: mean bytes between sampled allocations. Default: 2 MiB (tcmalloc's default).
     pub sample_bytes: u64,
+    /// Tests only: in sampled mode, give the sampler no ring, so that it
+    /// reports through its uprobe functions (its fallback). Default: false.
+    #[doc(hidden)]
+    pub mem_test_no_ring: bool,
     /// Stop after this long. Default: none (until the target exits or Ctrl-C).
     pub duration: Option<Duration>,
     /// Off-box material to embed. Default: [`EmbedMode::Symbols`].
@@ -106,6 +110,7 @@ impl RecordOptions {
             payload_bytes: 1024,
             mem: MemMode::Off,
             sample_bytes: 2 * 1024 * 1024,
+            mem_test_no_ring: false,
             duration: None,
             embed: EmbedMode::Symbols,
             follow_children: true,

@@ -93,8 +93,9 @@ struct Cli {
 
     /// With --mem: preload profcap's allocation sampler into the started
     /// command; it reports one allocation per --sample-bytes bytes on average
-    /// (and their frees), weighted so that totals stay unbiased. Only
-    /// sampled calls reach the kernel.
+    /// (and their frees), weighted so that totals stay unbiased. The sampled
+    /// calls, with their stacks, go to profrec through shared memory; none
+    /// enters the kernel. Covers the command's child processes too.
     #[arg(long, requires = "mem")]
     preload: bool,
 

@@ -140,3 +140,162 @@ mod tests {
         assert!(names.contains("malloc") && names.contains("free"));
     }
 }
+
+/// The ring the preloaded sampler writes picked allocations and their frees
+/// into (`struct ring_header` and `struct ring_record` in
+/// crates/recorder/sampler/profcap_sampler.c; keep the layouts in step): a
+/// private file that every process of the command maps, removed on drop.
+#[derive(Debug)]
+pub struct SamplerRing {
+    path: PathBuf,
+    map: memmap2::MmapMut,
+    /// Records that could not be read (a damaged ring), skipped.
+    pub malformed: u64,
+}
+
+/// A record of the sampler's ring.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RingRecord {
+    /// An allocation (with its stack), else a free.
+    pub alloc: bool,
+    pub pid: u32,
+    pub tid: u32,
+    /// CLOCK_MONOTONIC nanoseconds, the clock of the BPF events.
+    pub time_ns: u64,
+    pub addr: u64,
+    pub size: u64,
+    pub weight: u64,
+    /// Return addresses, innermost first (the sampler's own frames included).
+    pub frames: Vec<u64>,
+}
+
+const RING_MAGIC: u64 = 0x3167_6e69_7270_6370; // "pcpring1"
+const RING_HEADER: usize = 4096;
+/// Offsets in `struct ring_header`.
+const RING_DATA_BYTES: usize = 8;
+const RING_HEAD: usize = 16;
+const RING_TAIL: usize = 24;
+const RING_DROPPED: usize = 32;
+/// `struct ring_record` without its frames, and its states.
+const RECORD_LEN: usize = 56;
+const RING_ALLOC: u32 = 1;
+const RING_FREE: u32 = 2;
+const RING_PAD: u32 = 3;
+const RING_MAX_FRAMES: usize = 64;
+
+impl SamplerRing {
+    /// Creates the ring file (mode 0600, a fresh name under the temporary
+    /// directory) with `data_bytes` (a power of two) of room, and maps it.
+    pub fn create(data_bytes: usize) -> Result<SamplerRing> {
+        assert!(data_bytes.is_power_of_two() && data_bytes >= 4096, "ring size must be a power of two");
+        let dir = std::env::temp_dir();
+        for attempt in 0..100u32 {
+            let path = dir.join(format!("profcap-ring-{}-{attempt}", std::process::id()));
+            let file =
+                std::fs::OpenOptions::new().read(true).write(true).create_new(true).mode(0o600).open(&path);
+            let file = match file {
+                Ok(f) => f,
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(source) => return Err(Error::Io { path, source }),
+            };
+            let io = |source| Error::Io { path: path.clone(), source };
+            file.set_len((RING_HEADER + data_bytes) as u64).map_err(io)?;
+            // SAFETY: the file is ours (created just now, 0600); the sampler
+            // processes write it concurrently, which every access below
+            // allows for (atomics for the shared words, records read only
+            // after their state is published).
+            let mut map = unsafe { memmap2::MmapMut::map_mut(&file) }.map_err(io)?;
+            map[RING_DATA_BYTES..RING_DATA_BYTES + 8].copy_from_slice(&(data_bytes as u64).to_ne_bytes());
+            map[..8].copy_from_slice(&RING_MAGIC.to_ne_bytes());
+            return Ok(SamplerRing { path, map, malformed: 0 });
+        }
+        Err(Error::Io { path: dir, source: std::io::Error::other("no free name for the sampler ring") })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn word(&self, at: usize) -> &std::sync::atomic::AtomicU64 {
+        let p = self.map[at..at + 8].as_ptr() as *mut u64;
+        // SAFETY: `at` is 8-aligned within the page-aligned map, which lives
+        // as long as `self`; other processes access these words atomically.
+        unsafe { std::sync::atomic::AtomicU64::from_ptr(p) }
+    }
+
+    fn data_bytes(&self) -> usize {
+        self.map.len() - RING_HEADER
+    }
+
+    /// Records the sampler dropped because the ring was full.
+    pub fn dropped(&self) -> u64 {
+        self.word(RING_DROPPED).load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Takes every published record, in order, and frees their room.
+    pub fn drain(&mut self) -> Vec<RingRecord> {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        let size = self.data_bytes();
+        let start = self.word(RING_TAIL).load(Ordering::Relaxed);
+        let head = self.word(RING_HEAD).load(Ordering::Acquire);
+        let mut tail = start;
+        let mut out = Vec::new();
+        while tail < head {
+            let at = RING_HEADER + (tail as usize & (size - 1));
+            let state_ptr = self.map[at + 4..at + 8].as_ptr() as *mut u32;
+            // SAFETY: 4-aligned within the map; the producer stores it last,
+            // with release ordering, after writing the record.
+            let state = unsafe { AtomicU32::from_ptr(state_ptr) }.load(Ordering::Acquire);
+            if state == 0 {
+                break; // reserved, not yet written
+            }
+            let b = &self.map[at..];
+            let u32_at = |o: usize| u32::from_ne_bytes(b[o..o + 4].try_into().unwrap_or([0; 4]));
+            let u64_at = |o: usize| u64::from_ne_bytes(b[o..o + 8].try_into().unwrap_or([0; 8]));
+            let len = u32_at(0) as usize;
+            let room = size - (tail as usize & (size - 1));
+            if len < 8 || len % 8 != 0 || len > room {
+                // Damaged: nothing after it can be trusted; skip what was reserved.
+                self.malformed += 1;
+                tail = head;
+                break;
+            }
+            if state == RING_ALLOC || state == RING_FREE {
+                let nframes = u32_at(48) as usize;
+                if len < RECORD_LEN || nframes > RING_MAX_FRAMES || RECORD_LEN + nframes * 8 > len {
+                    self.malformed += 1;
+                } else {
+                    out.push(RingRecord {
+                        alloc: state == RING_ALLOC,
+                        pid: u32_at(8),
+                        tid: u32_at(12),
+                        time_ns: u64_at(16),
+                        addr: u64_at(24),
+                        size: u64_at(32),
+                        weight: u64_at(40),
+                        frames: (0..nframes).map(|i| u64_at(RECORD_LEN + 8 * i)).collect(),
+                    });
+                }
+            } else if state != RING_PAD {
+                self.malformed += 1;
+            }
+            tail += len as u64;
+        }
+        // Zero what was read (producers rely on a zero state), then release it.
+        let mut pos = start;
+        while pos < tail {
+            let off = pos as usize & (size - 1);
+            let n = ((tail - pos) as usize).min(size - off);
+            self.map[RING_HEADER + off..RING_HEADER + off + n].fill(0);
+            pos += n as u64;
+        }
+        self.word(RING_TAIL).store(tail, Ordering::Release);
+        out
+    }
+}
+
+impl Drop for SamplerRing {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}

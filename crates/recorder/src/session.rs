@@ -21,7 +21,7 @@ use crate::bpf::{
     RequestOp, Targets,
 };
 use crate::elf::{self, EmbedMode, MappedFile};
-use crate::mem::SamplerFile;
+use crate::mem::{RingRecord, SamplerFile, SamplerRing};
 use crate::procfs::{self, MapsEntry};
 use crate::spawn::{spawn_held, RunningChild};
 use crate::unwind::{self, Locate, UnwindTable};
@@ -426,15 +426,13 @@ impl Session {
     fn on_mem(&mut self, probes: &Probes, e: MemEvent) -> Result<()> {
         let head = e.head;
         self.know_process(head.pid, head.time_ns);
-        let free = |addr| profcap_format::Free { time_ns: head.time_ns, pid: head.pid, tid: head.tid, addr };
         let old = match e.op {
             MemOp::Free => e.addr,
             MemOp::Realloc => e.old_addr,
             MemOp::Alloc => 0,
         };
         if old != 0 {
-            let r = self.writer.push_free(free(old));
-            self.write(r)?;
+            self.push_free(head, old)?;
         }
         if e.op == MemOp::Free || e.addr == 0 {
             return Ok(());
@@ -442,23 +440,48 @@ impl Session {
         let stack_id = match self.mem_stacks.get(&e.stack) {
             Some(&id) => id,
             None => {
-                let mut frames = probes.mem_stack(e.stack);
-                self.strip_sampler_frames(head.pid, &mut frames);
-                let id = self.stack_id(head.pid, &[], &frames);
+                let id = self.alloc_stack_id(head.pid, probes.mem_stack(e.stack));
                 if e.stack >= 0 {
                     self.mem_stacks.insert(e.stack, id);
                 }
                 id
             }
         };
+        self.push_alloc(head, e.addr, e.size, e.weight, stack_id)
+    }
+
+    /// A picked allocation or its free, from the preloaded sampler's ring.
+    fn on_ring_record(&mut self, r: RingRecord) -> Result<()> {
+        let head = Header { pid: r.pid, tid: r.tid, cpu: 0, time_ns: r.time_ns };
+        self.know_process(r.pid, r.time_ns);
+        if !r.alloc {
+            return self.push_free(head, r.addr);
+        }
+        let stack_id = self.alloc_stack_id(r.pid, r.frames);
+        self.push_alloc(head, r.addr, r.size, r.weight, stack_id)
+    }
+
+    /// The capture stack of an allocation's user frames, the sampler's own cut.
+    fn alloc_stack_id(&mut self, pid: u32, mut frames: Vec<u64>) -> u64 {
+        self.strip_sampler_frames(pid, &mut frames);
+        self.stack_id(pid, &[], &frames)
+    }
+
+    fn push_free(&mut self, head: Header, addr: u64) -> Result<()> {
+        let free = profcap_format::Free { time_ns: head.time_ns, pid: head.pid, tid: head.tid, addr };
+        let r = self.writer.push_free(free);
+        self.write(r)
+    }
+
+    fn push_alloc(&mut self, head: Header, addr: u64, size: u64, weight: u64, stack_id: u64) -> Result<()> {
         let alloc = profcap_format::Alloc {
             time_ns: head.time_ns,
             pid: head.pid,
             tid: head.tid,
-            addr: e.addr,
-            size: e.size,
+            addr,
+            size,
             stack_id,
-            weight: e.weight.max(1),
+            weight: weight.max(1),
         };
         let r = self.writer.push_alloc(alloc);
         self.write(r)
@@ -684,15 +707,27 @@ pub fn record(opts: &RecordOptions, stop: Arc<AtomicBool>) -> Result<RecordSumma
         _ => None,
     };
     session.sampler_path = sampler.as_ref().map(|s| s.path().display().to_string());
+    // Picked allocations come through this ring, not the kernel (8 MiB: about
+    // 60 k records, far more than profrec's 100 ms polls let pile up).
+    let mut sampler_ring = match (&sampler, opts.mem_test_no_ring) {
+        (Some(_), false) => Some(SamplerRing::create(8 << 20)?),
+        _ => None,
+    };
     let (targets, held) = match &opts.target {
         Target::All => (Targets::All, None),
         Target::Pids(pids) => (Targets::Pids { pids: pids.clone(), follow: opts.follow_children }, None),
         Target::Spawn(argv) => {
             let env = match &sampler {
-                Some(s) => vec![
-                    ("LD_PRELOAD".to_owned(), s.path().display().to_string()),
-                    ("PROFCAP_SAMPLE_BYTES".to_owned(), opts.sample_bytes.to_string()),
-                ],
+                Some(s) => {
+                    let mut env = vec![
+                        ("LD_PRELOAD".to_owned(), s.path().display().to_string()),
+                        ("PROFCAP_SAMPLE_BYTES".to_owned(), opts.sample_bytes.to_string()),
+                    ];
+                    if let Some(r) = &sampler_ring {
+                        env.push(("PROFCAP_RING".to_owned(), r.path().display().to_string()));
+                    }
+                    env
+                }
                 None => Vec::new(),
             };
             let held = spawn_held(argv, &env)?;
@@ -803,11 +838,17 @@ pub fn record(opts: &RecordOptions, stop: Arc<AtomicBool>) -> Result<RecordSumma
             let _ = ring.consume();
         }
         let events: Vec<Option<Event>> = std::mem::take(&mut *queue.borrow_mut());
+        // The sampler's records go in among the kernel's events by time: after
+        // the exec that mapped their code, before the exit that ends it.
+        let mut records = sampler_ring.as_mut().map(|r| r.drain()).unwrap_or_default().into_iter().peekable();
         for event in events {
             let Some(event) = event else {
                 session.malformed_events += 1;
                 continue;
             };
+            while let Some(r) = records.next_if(|r| r.time_ns <= event.time_ns()) {
+                session.on_ring_record(r)?;
+            }
             if let Event::Fork { head, .. } = &event {
                 if matches!(targets, Targets::Pids { .. }) {
                     live.insert(head.pid);
@@ -816,6 +857,9 @@ pub fn record(opts: &RecordOptions, stop: Arc<AtomicBool>) -> Result<RecordSumma
             if let Some(pid) = session.on_event(&probes, event)? {
                 live.remove(&pid);
             }
+        }
+        for r in records {
+            session.on_ring_record(r)?;
         }
         if matches!(opts.target, Target::Pids(_)) && last_liveness_check.elapsed() > Duration::from_secs(1) {
             // Exit events can be lost when the ring buffer is full; /proc is the truth.
@@ -830,6 +874,16 @@ pub fn record(opts: &RecordOptions, stop: Arc<AtomicBool>) -> Result<RecordSumma
         session.write(r)?;
     }
     drop(ring);
+    if let Some(r) = &sampler_ring {
+        for (reason, count) in
+            [("sampler ring full", r.dropped()), ("sampler ring record damaged", r.malformed)]
+        {
+            if count > 0 {
+                let r = session.writer.push_lost(Lost { source: "mem".into(), reason: reason.into(), count });
+                session.write(r)?;
+            }
+        }
+    }
     if let Some(sampler) = &session.sampler_path {
         if !session.objects.iter().any(|o| &o.path == sampler) {
             log::warn!(

@@ -40,9 +40,16 @@ const AT_PEAK: [(&str, i64); 4] =
     [("keep_small", 100_000), ("zeroed", 100_000), ("grow", 1_048_576), ("burst", 8_388_608)];
 
 fn record_allocs(dir: &Path, mode: MemMode, target: Target) -> PathBuf {
+    record_allocs_ring(dir, mode, target, true)
+}
+
+/// Records in `mode`; `ring` false makes the sampler report through its
+/// uprobe functions, its fallback when it cannot open profrec's ring.
+fn record_allocs_ring(dir: &Path, mode: MemMode, target: Target, ring: bool) -> PathBuf {
     let cap = dir.join("allocs.cap");
     let mut o = RecordOptions::new(cap.clone(), target);
     o.mem = mode;
+    o.mem_test_no_ring = !ring;
     o.sample_bytes = 4096;
     let summary = record(&o, Arc::new(AtomicBool::new(false))).unwrap();
     if let Some(code) = summary.child_exit {
@@ -128,11 +135,20 @@ fn sampled_mode_is_unbiased_within_tolerance() {
     if !root_or_skip() {
         return;
     }
+    for ring in [true, false] {
+        check_sampled_allocs(ring);
+    }
+}
+
+/// Sampled mode on allocs.c, with the sampler's ring (the default) or
+/// without (its uprobe fallback).
+fn check_sampled_allocs(ring: bool) {
     let dir = tempfile::tempdir().unwrap();
-    let m = Material::load(&record_allocs(dir.path(), MemMode::Sampled, spawn_allocs()), true).unwrap();
+    let m = Material::load(&record_allocs_ring(dir.path(), MemMode::Sampled, spawn_allocs(), ring), true)
+        .unwrap();
     assert!(m.meta.events.iter().any(|e| e == "mem-sampled"), "{:?}", m.meta.events);
     let alloc = by_function(&m, SampleKind::Alloc, InuseAt::End);
-    eprintln!("allocated (sampled every 4 KiB on average): {alloc:?}");
+    eprintln!("allocated (sampled every 4 KiB on average, ring {ring}): {alloc:?}");
     let total: i64 = ALLOCATED.iter().map(|(f, _)| alloc.get(*f).copied().unwrap_or(0)).sum();
     let want: i64 = ALLOCATED.iter().map(|(_, b)| b).sum();
     // Tolerances are about 4 standard deviations of the sampling error.
