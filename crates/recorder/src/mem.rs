@@ -250,8 +250,8 @@ impl SamplerRing {
                 break; // reserved, not yet written
             }
             let b = &self.map[at..];
-            let u32_at = |o: usize| u32::from_ne_bytes(b[o..o + 4].try_into().unwrap_or([0; 4]));
-            let u64_at = |o: usize| u64::from_ne_bytes(b[o..o + 8].try_into().unwrap_or([0; 8]));
+            let u32_at = |o| crate::bpf::u32_at(b, o).unwrap_or(0);
+            let u64_at = |o| crate::bpf::u64_at(b, o).unwrap_or(0);
             let len = u32_at(0) as usize;
             let room = size - (tail as usize & (size - 1));
             if len < 8 || len % 8 != 0 || len > room {
