@@ -402,13 +402,20 @@ impl Common {
 
     /// Profile options, with the request selection resolved against `m`.
     fn options_for(&self, m: &Material) -> Result<ProfileOptions> {
+        Ok(self.options_and_requests(m)?.0)
+    }
+
+    /// Profile options, and the requests they select (`None`: no selection
+    /// and no --spans file).
+    fn options_and_requests(&self, m: &Material) -> Result<(ProfileOptions, Option<Vec<Span>>)> {
         let mut opts = self.profile_options()?;
-        if self.selection().is_active() || self.spans.is_some() {
-            let spans = self.requests(m)?;
-            log::info!("{} request(s) selected", spans.len());
-            opts.filter.spans = Some(Arc::new(SpanIndex::new(&spans)));
+        if !self.selection().is_active() && self.spans.is_none() {
+            return Ok((opts, None));
         }
-        Ok(opts)
+        let spans = self.requests(m)?;
+        log::info!("{} request(s) selected", spans.len());
+        opts.filter.spans = Some(Arc::new(SpanIndex::new(&spans)));
+        Ok((opts, Some(spans)))
     }
 }
 
@@ -568,10 +575,16 @@ impl Cli {
             }
             Command::Samples { input, limit } => {
                 let m = load(&input.capture, input.opts.strict)?;
-                let opts = input.opts.options_for(&m)?;
-                let rows = list_samples(&m, &opts, limit)?;
-                let spans = if m.io.is_empty() { Vec::new() } else { capture_spans(&m, Vec::new()) };
+                // The selected requests (with --spans, the file's too) both
+                // filter the samples and name each one's request.
+                let (opts, selected) = input.opts.options_and_requests(&m)?;
+                let spans = match selected {
+                    Some(spans) => spans,
+                    None if m.io.is_empty() => Vec::new(),
+                    None => capture_spans(&m, Vec::new()),
+                };
                 let index = SpanIndex::new(&spans);
+                let rows = list_samples(&m, &opts, limit)?;
                 let mut out = writer(None)?;
                 write_samples(&m, &rows, &spans, &index, &mut out)?;
                 out.flush()?;

@@ -313,6 +313,13 @@ fn external_otlp_spans_join_the_threads_they_name() {
     let by_b3 = run(&["folded", cap, "--trace-id", "80f198ee"]);
     assert!(by_ext.status.success(), "{}", stderr(&by_ext));
     assert_eq!(stdout(&by_ext), stdout(&by_b3), "the tracer's span covers the same samples");
+    // `samples` names the tracer's trace id on each of those samples.
+    let listed = run(&["samples", cap, "--spans", file, "--trace-id", "0123456789abcdef"]);
+    assert!(listed.status.success(), "{}", stderr(&listed));
+    let text = stdout(&listed);
+    let rows: Vec<&str> = text.lines().skip(1).collect();
+    assert!(!rows.is_empty(), "{text}");
+    assert!(rows.iter().all(|r| r.contains("0123456789abcdef")), "{text}");
 }
 
 #[test]
