@@ -38,6 +38,15 @@ pub fn has_interpreter(data: &[u8]) -> Option<bool> {
     Some(elf.elf_program_headers().iter().any(|ph| ph.p_type(endian) == object::elf::PT_INTERP))
 }
 
+/// The names of the functions an ELF image defines (.symtab and .dynsym);
+/// empty if it is not readable.
+pub fn function_names(data: &[u8]) -> std::collections::HashSet<String> {
+    match object::File::parse(data) {
+        Ok(obj) => function_symbols(&obj).into_iter().map(|s| s.name).collect(),
+        Err(_) => std::collections::HashSet::new(),
+    }
+}
+
 /// Extracts symbolization material from an ELF image.
 pub fn extract_blob(data: &[u8], path: &str, build_id: &[u8], mode: EmbedMode) -> SymbolBlob {
     let mut blob = SymbolBlob { build_id: build_id.to_vec(), path: path.to_owned(), ..Default::default() };

@@ -15,9 +15,7 @@ const SAMPLER: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/libprofcap_samp
 /// and static symbol tables); empty if it cannot be read.
 pub fn function_names(path: &Path) -> HashSet<String> {
     let Ok(file) = MappedFile::open(path) else { return HashSet::new() };
-    let blob =
-        profcap_format::elf::extract_blob(file.bytes(), "", &[], profcap_format::elf::EmbedMode::Symbols);
-    blob.symbols.into_iter().map(|s| s.name).collect()
+    profcap_format::elf::function_names(file.bytes())
 }
 
 /// The sampler library written to a private temporary file, removed on drop.
