@@ -58,7 +58,8 @@ done
 echo
 bpf_stats_on
 for flags in "" "--no-offcpu-kernel-stacks"; do
-  target/release/profrec -q -o "$tmp/s.cap" --events offcpu $flags -- "${work[@]}" >/dev/null &
+  # Long enough to still be running when bpftool reads the statistics.
+  target/release/profrec -q -o "$tmp/s.cap" --events offcpu $flags -- target/fixtures/pingpong $((ROUNDS * 5)) >/dev/null &
   rec=$!
   sleep 2
   echo "profrec --events offcpu $flags:"
