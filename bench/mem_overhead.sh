@@ -3,7 +3,8 @@
 # ROUNDS malloc/free pairs (16-1040 bytes, the common small-block case) and
 # times itself. Runs it alone, with a do-nothing malloc/free wrapper
 # preloaded (bench/noop_malloc_wrapper.c: the floor any LD_PRELOAD wrapper
-# adds), with the sampler preloaded but no profrec, under `profrec --mem
+# adds), with the sampler preloaded but no profrec (with and without its
+# per-thread cache of freed small blocks), under `profrec --mem
 # --preload` (sampled, at the default 2 MiB and at 64 KiB), under `profrec
 # --mem` (every call through uprobes), and under heaptrack, REPS times each
 # alternating, and prints the medians (and minimums) and slowdowns; then the
@@ -30,13 +31,15 @@ elapsed() { "$@" 2>/dev/null | awk '/^cpu/ {print $2}'; }
 minimum() { sort -g | head -1; }
 for MODE in bare fill; do
   work=(target/fixtures/malloc_loop "$ROUNDS" "$MODE")
-  rm -f "$tmp"/{alone,noop,preloaded,sampled,sampled64,attach,heaptrack}
+  rm -f "$tmp"/{alone,noop,preloaded,nocache,sampled,sampled_nocache,sampled64,attach,heaptrack}
   pinned=(taskset -c 1 "${work[@]}")
   for _ in $(seq "$REPS"); do
     elapsed "${pinned[@]}" >> "$tmp/alone"
     elapsed env LD_PRELOAD="$tmp/noop.so" "${pinned[@]}" >> "$tmp/noop"
     elapsed env LD_PRELOAD="$sampler" "${pinned[@]}" >> "$tmp/preloaded"
+    elapsed env LD_PRELOAD="$sampler" PROFCAP_SAMPLER_CACHE=0 "${pinned[@]}" >> "$tmp/nocache"
     elapsed taskset -c 0 target/release/profrec -q -o "$tmp/s.cap" --mem --preload -- "${pinned[@]}" >> "$tmp/sampled"
+    PROFCAP_SAMPLER_CACHE=0 elapsed taskset -c 0 target/release/profrec -q -o "$tmp/sn.cap" --mem --preload -- "${pinned[@]}" >> "$tmp/sampled_nocache"
     elapsed taskset -c 0 target/release/profrec -q -o "$tmp/s64.cap" --mem --preload --sample-bytes 65536 -- "${pinned[@]}" >> "$tmp/sampled64"
     elapsed target/release/profrec -q -o "$tmp/a.cap" --mem -- target/fixtures/malloc_loop $((ROUNDS / 100)) "$MODE" >> "$tmp/attach"
     (cd "$tmp" && elapsed heaptrack -o "$tmp/ht" "$OLDPWD/${work[0]}" "$ROUNDS" "$MODE") >> "$tmp/heaptrack"
@@ -46,7 +49,9 @@ for MODE in bare fill; do
   base=$(median < "$tmp/alone")
   base_min=$(minimum < "$tmp/alone")
   for cfg in alone:"alone" noop:"do-nothing malloc/free wrapper preloaded" preloaded:"sampler preloaded, no profrec (wrappers)" \
-             sampled:"profrec --mem --preload (default)" sampled64:"profrec --mem --preload --sample-bytes 64K" \
+             nocache:"the same, its small-block cache off" \
+             sampled:"profrec --mem --preload (default)" sampled_nocache:"the same, the sampler's cache off" \
+             sampled64:"profrec --mem --preload --sample-bytes 64K" \
              attach:"profrec --mem (attach; ROUNDS/100, scaled)" heaptrack:"heaptrack"; do
     name=${cfg%%:*}; label=${cfg#*:}
     t=$(median < "$tmp/$name")

@@ -17,27 +17,41 @@ use common::fixture;
 /// The sampler as built for this profrec (crates/recorder/build.rs).
 const SAMPLER: &str = concat!(env!("OUT_DIR"), "/libprofcap_sampler.so");
 
-fn stress(sample_bytes: &str) -> std::process::Output {
+fn stress(args: &[&str], sample_bytes: &str, cache: &str) -> std::process::Output {
     Command::new(fixture("alloc_stress"))
-        .args(["4", "30000"])
+        .args(args)
         .env("LD_PRELOAD", SAMPLER)
         .env("PROFCAP_SAMPLE_BYTES", sample_bytes)
+        .env("PROFCAP_SAMPLER_CACHE", cache)
         .output()
         .unwrap()
 }
 
+/// With and without the sampler's per-thread cache of freed small blocks.
 #[test]
 fn the_whole_allocation_family_works_through_the_sampler() {
-    for bytes in ["256", "65536", "2097152"] {
-        let out = stress(bytes);
-        assert!(
-            out.status.success(),
-            "at {bytes} sample bytes: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(String::from_utf8_lossy(&out.stdout).contains("all checks held"));
+    for cache in ["1", "0"] {
+        for bytes in ["256", "65536", "2097152"] {
+            let out = stress(&["4", "30000"], bytes, cache);
+            assert!(
+                out.status.success(),
+                "at {bytes} sample bytes, cache {cache}: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert!(String::from_utf8_lossy(&out.stdout).contains("all checks held"));
+        }
     }
+}
+
+/// A block freed twice while it sits in the sampler's cache aborts the
+/// program, as glibc's own check would, instead of handing it out twice.
+#[test]
+fn a_double_free_into_the_cache_aborts() {
+    use std::os::unix::process::ExitStatusExt;
+    let out = stress(&["double-free"], "2097152", "1");
+    assert_eq!(out.status.signal(), Some(libc::SIGABRT), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("double free detected (profcap sampler cache)"), "{out:?}");
 }
 
 /// The ring between the sampler and profrec, made small (4 KiB) so that it
