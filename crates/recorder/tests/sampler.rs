@@ -51,7 +51,10 @@ fn a_double_free_into_the_cache_aborts() {
     use std::os::unix::process::ExitStatusExt;
     let out = stress(&["double-free"], "2097152", "1");
     assert_eq!(out.status.signal(), Some(libc::SIGABRT), "{out:?}");
-    assert!(String::from_utf8_lossy(&out.stderr).contains("double free detected (profcap sampler cache)"), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("double free detected (profcap sampler cache)"),
+        "{out:?}"
+    );
 }
 
 /// The ring between the sampler and profrec, made small (4 KiB) so that it
