@@ -95,7 +95,10 @@ struct Cli {
     /// command; it reports one allocation per --sample-bytes bytes on average
     /// (and their frees), weighted so that totals stay unbiased. The sampled
     /// calls, with their stacks, go to profrec through shared memory; none
-    /// enters the kernel. Covers the command's child processes too.
+    /// enters the kernel. Covers the command's child processes too. The
+    /// sampler also caches a few freed small blocks per thread, so that the
+    /// command's malloc/free pairs stay as fast as without it;
+    /// PROFCAP_SAMPLER_CACHE=0 turns that off (see the user guide).
     #[arg(long, requires = "mem")]
     preload: bool,
 
