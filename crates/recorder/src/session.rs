@@ -521,8 +521,9 @@ impl Session {
         Ok(None)
     }
 
-    /// Writes the end-of-recording material: symbols, kernel symbols, drops.
-    fn finish_material(&mut self, embed: EmbedMode, probes: &Probes) -> Result<()> {
+    /// Writes the end-of-recording material: symbols, kernel symbols, and
+    /// what was lost (see [`losses`]).
+    fn finish_material(&mut self, embed: EmbedMode, losses: &[Loss]) -> Result<()> {
         // JIT symbol maps, read last because JITs append to them while running.
         let mut pids: Vec<u32> = self.seen_pids.iter().copied().collect();
         pids.sort_unstable();
@@ -562,20 +563,29 @@ impl Session {
         let kallsyms = std::fs::read_to_string("/proc/kallsyms").unwrap_or_default();
         let r = self.writer.push_kernel_symbols(kallsyms::needed_symbols(&kallsyms, &self.kernel_addrs));
         self.write(r)?;
-        for (source, reason, count) in probes.drops() {
-            if count > 0 {
-                let r = self.writer.push_lost(Lost { source: source.into(), reason: reason.into(), count });
-                self.write(r)?;
-            }
-        }
-        if self.malformed_events > 0 {
-            let lost =
-                Lost { source: "bpf".into(), reason: "malformed event".into(), count: self.malformed_events };
-            let r = self.writer.push_lost(lost);
+        for &(source, reason, count) in losses {
+            let r = self.writer.push_lost(Lost { source: source.into(), reason: reason.into(), count });
             self.write(r)?;
         }
         Ok(())
     }
+}
+
+/// Events lost or filtered out, by (source, reason): what the capture's
+/// Lost records say and what the summary counts.
+type Loss = (&'static str, &'static str, u64);
+
+/// Every non-zero loss: dropped in the kernel, malformed on arrival, and
+/// dropped or damaged in the preloaded sampler's ring.
+fn losses(probes: &Probes, sampler_ring: Option<&SamplerRing>, malformed_events: u64) -> Vec<Loss> {
+    let mut out = probes.drops();
+    out.push(("bpf", "malformed event", malformed_events));
+    if let Some(r) = sampler_ring {
+        out.push(("mem", "sampler ring full", r.dropped()));
+        out.push(("mem", "sampler ring record damaged", r.malformed));
+    }
+    out.retain(|&(_, _, count)| count > 0);
+    out
 }
 
 /// The path under which a process's JIT symbols are stored in the capture
@@ -874,16 +884,6 @@ pub fn record(opts: &RecordOptions, stop: Arc<AtomicBool>) -> Result<RecordSumma
         session.write(r)?;
     }
     drop(ring);
-    if let Some(r) = &sampler_ring {
-        for (reason, count) in
-            [("sampler ring full", r.dropped()), ("sampler ring record damaged", r.malformed)]
-        {
-            if count > 0 {
-                let r = session.writer.push_lost(Lost { source: "mem".into(), reason: reason.into(), count });
-                session.write(r)?;
-            }
-        }
-    }
     if let Some(sampler) = &session.sampler_path {
         if !session.objects.iter().any(|o| &o.path == sampler) {
             log::warn!(
@@ -892,24 +892,22 @@ pub fn record(opts: &RecordOptions, stop: Arc<AtomicBool>) -> Result<RecordSumma
             );
         }
     }
-    session.finish_material(opts.embed, &probes)?;
+    let losses = losses(&probes, sampler_ring.as_ref(), session.malformed_events);
+    session.finish_material(opts.embed, &losses)?;
     meta.end_wall_ns = wall_ns();
     meta.end_mono_ns = monotonic_ns();
     let recovered = probes.offcpu_recovered();
     if recovered > 0 {
-        log::info!("{recovered} off-CPU block(s) ended by a switch the tracepoint missed; rebuilt from the scheduler's arrival time");
+        log::info!(
+            "{recovered} off-CPU block(s) ended by a switch the tracepoint missed; rebuilt from the thread's run time"
+        );
         meta.extra.push(("offcpu_recovered".into(), recovered.to_string()));
     }
     let r = session.writer.push_meta(meta);
     session.write(r)?;
     // Blocks shorter than --min-block are filtered by choice, not lost.
-    let lost: u64 = probes
-        .drops()
-        .iter()
-        .filter(|(_, reason, _)| !reason.contains("--min-block"))
-        .map(|(_, _, n)| n)
-        .sum::<u64>()
-        + session.malformed_events;
+    let lost: u64 =
+        losses.iter().filter(|(_, reason, _)| !reason.contains("--min-block")).map(|(_, _, n)| n).sum();
     drop(probes);
     let objects = session.objects.iter().filter(|o| o.used).count();
     let processes = session.seen_pids.len();
