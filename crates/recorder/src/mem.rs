@@ -18,39 +18,61 @@ pub fn function_names(path: &Path) -> HashSet<String> {
     profcap_format::elf::function_names(file.bytes())
 }
 
+/// A file under the temporary directory, removed on drop.
+#[derive(Debug)]
+struct TempFile {
+    path: PathBuf,
+}
+
+impl TempFile {
+    /// Creates `profcap-WHAT-PID-N[SUFFIX]` with `mode`, never an existing
+    /// file, and opens it for reading and writing.
+    fn create(what: &str, suffix: &str, mode: u32) -> Result<(TempFile, std::fs::File)> {
+        let dir = std::env::temp_dir();
+        for attempt in 0..100u32 {
+            let path = dir.join(format!("profcap-{what}-{}-{attempt}{suffix}", std::process::id()));
+            let file =
+                std::fs::OpenOptions::new().read(true).write(true).create_new(true).mode(mode).open(&path);
+            match file {
+                Ok(f) => return Ok((TempFile { path }, f)),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(source) => return Err(Error::Io { path, source }),
+            }
+        }
+        Err(Error::Io {
+            path: dir,
+            source: std::io::Error::other(format!("no free name for the {what} file")),
+        })
+    }
+
+    fn io_error(&self, source: std::io::Error) -> Error {
+        Error::Io { path: self.path.clone(), source }
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
 /// The sampler library written to a private temporary file, removed on drop.
 #[derive(Debug)]
 pub struct SamplerFile {
-    path: PathBuf,
+    file: TempFile,
 }
 
 impl SamplerFile {
     /// Writes the embedded sampler into a new file under the temporary
     /// directory (a fresh name, never an existing file).
     pub fn create() -> Result<SamplerFile> {
-        let dir = std::env::temp_dir();
-        for attempt in 0..100u32 {
-            let path = dir.join(format!("profcap-sampler-{}-{attempt}.so", std::process::id()));
-            let file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o644).open(&path);
-            let mut file = match file {
-                Ok(f) => f,
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-                Err(source) => return Err(Error::Io { path, source }),
-            };
-            file.write_all(SAMPLER).map_err(|source| Error::Io { path: path.clone(), source })?;
-            return Ok(SamplerFile { path });
-        }
-        Err(Error::Io { path: dir, source: std::io::Error::other("no free name for the sampler library") })
+        let (file, mut f) = TempFile::create("sampler", ".so", 0o644)?;
+        f.write_all(SAMPLER).map_err(|e| file.io_error(e))?;
+        Ok(SamplerFile { file })
     }
 
     pub fn path(&self) -> &Path {
-        &self.path
-    }
-}
-
-impl Drop for SamplerFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
+        &self.file.path
     }
 }
 
@@ -145,7 +167,7 @@ mod tests {
 /// private file that every process of the command maps, removed on drop.
 #[derive(Debug)]
 pub struct SamplerRing {
-    path: PathBuf,
+    file: TempFile,
     map: memmap2::MmapMut,
     /// Records that could not be read (a damaged ring), skipped.
     pub malformed: u64,
@@ -186,32 +208,20 @@ impl SamplerRing {
     /// directory) with `data_bytes` (a power of two) of room, and maps it.
     pub fn create(data_bytes: usize) -> Result<SamplerRing> {
         assert!(data_bytes.is_power_of_two() && data_bytes >= 4096, "ring size must be a power of two");
-        let dir = std::env::temp_dir();
-        for attempt in 0..100u32 {
-            let path = dir.join(format!("profcap-ring-{}-{attempt}", std::process::id()));
-            let file =
-                std::fs::OpenOptions::new().read(true).write(true).create_new(true).mode(0o600).open(&path);
-            let file = match file {
-                Ok(f) => f,
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-                Err(source) => return Err(Error::Io { path, source }),
-            };
-            let io = |source| Error::Io { path: path.clone(), source };
-            file.set_len((RING_HEADER + data_bytes) as u64).map_err(io)?;
-            // SAFETY: the file is ours (created just now, 0600); the sampler
-            // processes write it concurrently, which every access below
-            // allows for (atomics for the shared words, records read only
-            // after their state is published).
-            let mut map = unsafe { memmap2::MmapMut::map_mut(&file) }.map_err(io)?;
-            map[RING_DATA_BYTES..RING_DATA_BYTES + 8].copy_from_slice(&(data_bytes as u64).to_ne_bytes());
-            map[..8].copy_from_slice(&RING_MAGIC.to_ne_bytes());
-            return Ok(SamplerRing { path, map, malformed: 0 });
-        }
-        Err(Error::Io { path: dir, source: std::io::Error::other("no free name for the sampler ring") })
+        let (file, f) = TempFile::create("ring", "", 0o600)?;
+        f.set_len((RING_HEADER + data_bytes) as u64).map_err(|e| file.io_error(e))?;
+        // SAFETY: the file is ours (created just now, 0600); the sampler
+        // processes write it concurrently, which every access below allows
+        // for (atomics for the shared words, records read only after their
+        // state is published).
+        let mut map = unsafe { memmap2::MmapMut::map_mut(&f) }.map_err(|e| file.io_error(e))?;
+        map[RING_DATA_BYTES..RING_DATA_BYTES + 8].copy_from_slice(&(data_bytes as u64).to_ne_bytes());
+        map[..8].copy_from_slice(&RING_MAGIC.to_ne_bytes());
+        Ok(SamplerRing { file, map, malformed: 0 })
     }
 
     pub fn path(&self) -> &Path {
-        &self.path
+        &self.file.path
     }
 
     fn word(&self, at: usize) -> &std::sync::atomic::AtomicU64 {
@@ -289,11 +299,5 @@ impl SamplerRing {
         }
         self.word(RING_TAIL).store(tail, Ordering::Release);
         out
-    }
-}
-
-impl Drop for SamplerRing {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
     }
 }
