@@ -716,7 +716,7 @@ COLD void *realloc_slow(void *ptr, size_t size, int counted_out)
 		return out;
 	}
 	if (from_arena) { /* size 0: a free */
-		arena_release(ptr);
+		free(ptr);
 		return NULL;
 	}
 	int maybe = maybe_sampled(ptr);
