@@ -63,7 +63,7 @@ for flags in "" "--no-offcpu-kernel-stacks"; do
   rec=$!
   sleep 2
   echo "profrec --events offcpu $flags:"
-  bpf_prog_costs on_switch on_cpu_sample on_wakeup
+  bpf_prog_costs on_switch on_cpu_sample on_waking
   wait "$rec" || true
 done
 bpf_stats_off

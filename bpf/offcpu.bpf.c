@@ -4,7 +4,9 @@
  * TASK_UNINTERRUPTIBLE has its block time and stacks remembered; when it is
  * switched in again, one event with the blocked nanoseconds is sent. Threads
  * of pid 0, stacks without a user frame, and blocks longer than max_block_ns
- * or shorter than min_block_ns are dropped and counted by reason.
+ * or shorter than min_block_ns are dropped and counted by reason. A block
+ * whose switch-in the tracepoint never reported (this kernel skips one now
+ * and then) is rebuilt at the thread's next switch-out (recover_block).
  *
  * Stacks go through a BPF stack map (deduplicated in the kernel) so that the
  * switch-out path stays cheap; profrec reads each new stack id once.
@@ -226,8 +228,13 @@ static __always_inline void note_waker(void *ctx, struct task_struct *p)
 	bpf_map_update_elem(&wakers, &tid, &w, BPF_ANY);
 }
 
-SEC("tp_btf/sched_wakeup")
-int BPF_PROG(on_wakeup, struct task_struct *p)
+/* sched_waking, not sched_wakeup: it fires in the waker's own context at the
+ * start of every wakeup, while sched_wakeup may come later from the woken
+ * thread's CPU (the wake list, processed by whatever runs there, often the
+ * idle task), and was not seen at all for some of the wakeups whose
+ * switch-in this kernel also skipped. */
+SEC("tp_btf/sched_waking")
+int BPF_PROG(on_waking, struct task_struct *p)
 {
 	if (track_wakers)
 		note_waker(ctx, p);

@@ -663,7 +663,7 @@ fn load_offcpu(
     let off = open.load().map_err(|e| load_error("load off-CPU (verifier log above)", e))?;
     links.push(off.progs.on_switch.attach().map_err(|e| load_error("attach tp_btf/sched_switch", e))?);
     if o.wakers {
-        links.push(off.progs.on_wakeup.attach().map_err(|e| load_error("attach tp_btf/sched_wakeup", e))?);
+        links.push(off.progs.on_waking.attach().map_err(|e| load_error("attach tp_btf/sched_waking", e))?);
     }
     Ok(off)
 }

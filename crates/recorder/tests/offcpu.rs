@@ -151,7 +151,8 @@ fn wakers_name_who_woke_each_thread() {
     }
     let dir = tempfile::tempdir().unwrap();
     let cap = record_blocker(dir.path(), true);
-    let (_, p) = offcpu_profile(&cap, true);
+    let (m, p) = offcpu_profile(&cap, true);
+    eprintln!("recorder settings: {:?}", m.meta.extra);
     let woken = |thread: &str, by: &str| -> f64 {
         p.stacks
             .iter()
@@ -164,10 +165,17 @@ fn wakers_name_who_woke_each_thread() {
     };
     let reader_total = per_thread_ms(&p)["reader"];
     // Every read wait ends with the writer's write.
+    let reader_stacks: Vec<String> = p
+        .stacks
+        .iter()
+        .filter(|(f, _)| f[0].name.starts_with("reader"))
+        .map(|(f, v)| format!("{} {v}", f.iter().map(|x| &*x.name).collect::<Vec<_>>().join(";")))
+        .collect();
     assert!(
         woken("reader", "writer") > 0.95 * reader_total,
-        "reader woken by writer {:.1} of {reader_total:.1} ms",
-        woken("reader", "writer")
+        "reader woken by writer {:.1} of {reader_total:.1} ms; the reader's stacks:\n{}",
+        woken("reader", "writer"),
+        reader_stacks.join("\n")
     );
     // The main thread signals the condition variable.
     assert!(
