@@ -1,11 +1,12 @@
 //! Loading the BPF programs and decoding their events.
 
 use std::mem::MaybeUninit;
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, IntoRawFd, OwnedFd};
 
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{Link, MapCore, MapFlags};
 
+use crate::perf_event::{flag, open_on_cpu, PerfEventAttr, PERF_COUNT_SW_CPU_CLOCK};
 use crate::{Error, Result};
 
 #[allow(clippy::all, clippy::unwrap_used, missing_debug_implementations, unsafe_op_in_unsafe_fn)]
@@ -402,63 +403,12 @@ impl std::fmt::Debug for Probes {
     }
 }
 
-/// `struct perf_event_attr` up to PERF_ATTR_SIZE_VER5.
-#[repr(C)]
-#[derive(Default)]
-struct PerfEventAttr {
-    kind: u32,
-    size: u32,
-    config: u64,
-    sample_freq: u64,
-    sample_type: u64,
-    read_format: u64,
-    flags: u64,
-    wakeup_events: u32,
-    bp_type: u32,
-    config1: u64,
-    config2: u64,
-    branch_sample_type: u64,
-    sample_regs_user: u64,
-    sample_stack_user: u32,
-    clockid: i32,
-    sample_regs_intr: u64,
-    aux_watermark: u32,
-    sample_max_stack: u16,
-    reserved: u16,
-}
-
-const PERF_TYPE_SOFTWARE: u32 = 1;
-const PERF_COUNT_SW_CPU_CLOCK: u64 = 0;
-const FLAG_FREQ: u64 = 1 << 10;
-const PERF_FLAG_FD_CLOEXEC: libc::c_ulong = 1 << 3;
-
 /// Opens a cpu-clock sampling event on `cpu` for every task.
 fn open_cpu_clock(cpu: u32, freq: u64) -> std::io::Result<OwnedFd> {
-    let attr = PerfEventAttr {
-        kind: PERF_TYPE_SOFTWARE,
-        size: std::mem::size_of::<PerfEventAttr>() as u32,
-        config: PERF_COUNT_SW_CPU_CLOCK,
-        sample_freq: freq,
-        flags: FLAG_FREQ,
-        ..Default::default()
-    };
-    // SAFETY: attr is a valid, fully initialized perf_event_attr of the size it
-    // declares; pid -1 with a cpu means every task on that cpu.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_perf_event_open,
-            &attr as *const PerfEventAttr,
-            -1,
-            cpu,
-            -1,
-            PERF_FLAG_FD_CLOEXEC,
-        )
-    };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: the syscall returned a new file descriptor that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+    let mut attr = PerfEventAttr::software(PERF_COUNT_SW_CPU_CLOCK);
+    attr.sample_freq = freq;
+    attr.flags = flag::FREQ;
+    open_on_cpu(&attr, cpu)
 }
 
 /// CPUs that are online, from /sys/devices/system/cpu/online ("0-3,5").

@@ -9,6 +9,7 @@ pub mod bpf;
 pub mod elf;
 mod kallsyms;
 pub mod mem;
+mod perf_event;
 pub mod procfs;
 mod session;
 mod spawn;

@@ -1,0 +1,254 @@
+//! One handler per event family: samples, off-CPU blocks, requests and
+//! allocations, each turned into capture records.
+
+use std::time::Instant;
+
+use profcap_format::{Sample, SampleKind, Thread, ValueUnit};
+
+use super::space::EXEC_RESCANS;
+use super::Session;
+use crate::bpf::{Event, Header, Leaf, MemEvent, MemOp, OffCpu, Probes, Request, RequestOp};
+use crate::mem::RingRecord;
+use crate::unwind::{self, Locate};
+use crate::Result;
+
+impl Session {
+    /// Notes the thread's name and makes sure its process is known.
+    pub(super) fn note_task(&mut self, head: Header, comm: String) -> Result<()> {
+        if self.thread_names.get(&head.tid) != Some(&comm) {
+            let thread = Thread { pid: head.pid, tid: head.tid, name: comm.clone(), seen_ns: head.time_ns };
+            let r = self.writer.push_thread(thread);
+            self.write(r)?;
+            self.thread_names.insert(head.tid, comm);
+        }
+        self.know_process(head.pid, head.time_ns);
+        Ok(())
+    }
+
+    /// Interns a stack of `pid`, noting its objects when it is new.
+    pub(super) fn stack_id(&mut self, pid: u32, kernel: &[u64], user: &[u64]) -> u64 {
+        let before = self.writer.stack_count();
+        let id = self.writer.intern_stack(kernel, user);
+        if self.writer.stack_count() > before {
+            self.note_new_stack(pid, kernel, user);
+        }
+        id
+    }
+
+    pub(super) fn on_sample(
+        &mut self,
+        head: Header,
+        comm: String,
+        kernel: &[u64],
+        mut user: Vec<u64>,
+        leaf: &Leaf,
+    ) -> Result<()> {
+        self.note_task(head, comm)?;
+        unwind::fix_leaf_frames(self, head.pid, &mut user, leaf);
+        let user = user.as_slice();
+        let stack_id = self.stack_id(head.pid, kernel, user);
+        let sample = Sample {
+            kind: SampleKind::Cpu,
+            unit: ValueUnit::Count,
+            time_ns: head.time_ns,
+            pid: head.pid,
+            tid: head.tid,
+            cpu: head.cpu as u16,
+            stack_id,
+            value: 1,
+            id: 0,
+            waker: None,
+        };
+        let r = self.writer.push_sample(sample);
+        self.write(r)
+    }
+
+    /// Frames of an off-CPU stack-map id, read from the kernel once.
+    pub(super) fn offcpu_frames(&mut self, probes: &Probes, id: i32) -> Vec<u64> {
+        if id < 0 {
+            return Vec::new();
+        }
+        self.offcpu_stacks.entry(id).or_insert_with(|| probes.offcpu_stack(id)).clone()
+    }
+
+    pub(super) fn on_offcpu(&mut self, probes: &Probes, e: OffCpu) -> Result<()> {
+        self.note_task(e.head, e.comm)?;
+        let mut user = self.offcpu_frames(probes, e.user_stack);
+        unwind::fix_leaf_frames(self, e.head.pid, &mut user, &e.leaf);
+        let kernel = self.offcpu_frames(probes, e.kernel_stack);
+        let stack_id = self.stack_id(e.head.pid, &kernel, &user);
+        let waker = match e.waker {
+            Some(w) => {
+                let wu = self.offcpu_frames(probes, w.user_stack);
+                let wk = self.offcpu_frames(probes, w.kernel_stack);
+                if w.pid != 0 {
+                    self.know_process(w.pid, e.head.time_ns);
+                }
+                let stack_id = self.stack_id(w.pid, &wk, &wu);
+                Some(profcap_format::Waker { pid: w.pid, tid: w.tid, stack_id })
+            }
+            None => None,
+        };
+        let sample = Sample {
+            kind: SampleKind::OffCpu,
+            unit: ValueUnit::Nanoseconds,
+            time_ns: e.head.time_ns,
+            pid: e.head.pid,
+            tid: e.head.tid,
+            cpu: e.head.cpu as u16,
+            stack_id,
+            value: i64::try_from(e.blocked_ns).unwrap_or(i64::MAX),
+            id: 0,
+            waker,
+        };
+        let r = self.writer.push_sample(sample);
+        self.write(r)
+    }
+
+    pub(super) fn on_request(&mut self, e: Request) -> Result<()> {
+        self.note_task(e.head, e.comm)?;
+        self.requests += 1;
+        let (op, direction) = match e.op {
+            RequestOp::Read => (profcap_format::RequestOp::Transfer, profcap_format::Direction::Read),
+            RequestOp::Write => (profcap_format::RequestOp::Transfer, profcap_format::Direction::Write),
+            RequestOp::Accept => (profcap_format::RequestOp::Accept, profcap_format::Direction::Read),
+            RequestOp::Connect => (profcap_format::RequestOp::Connect, profcap_format::Direction::Write),
+            RequestOp::Close => (profcap_format::RequestOp::Close, profcap_format::Direction::Write),
+        };
+        let event = profcap_format::RequestEvent {
+            id: self.requests,
+            time_ns: e.head.time_ns,
+            pid: e.head.pid,
+            tid: e.head.tid,
+            fd: e.fd,
+            direction,
+            length: if op == profcap_format::RequestOp::Transfer { e.ret.max(0) as u64 } else { 0 },
+            payload: e.payload,
+            op,
+            start_ns: e.enter_ns,
+        };
+        let r = self.writer.push_request(event);
+        self.write(r)
+    }
+
+    /// Removes the sampler's own frames (its malloc wrappers) from the top
+    /// of an allocation stack, so that the allocating code is the leaf, as
+    /// in attach mode.
+    pub(super) fn strip_sampler_frames(&mut self, pid: u32, frames: &mut Vec<u64>) {
+        let Some(sampler) = self.sampler_path.clone() else { return };
+        let inside = |s: &mut Self, addr: u64| {
+            s.locate(pid, addr)
+                .is_some_and(|(object, _)| s.objects.get(object).is_some_and(|o| o.path == sampler))
+        };
+        if frames.first().is_some_and(|&a| self.locate(pid, a).is_none()) {
+            self.rescan_maps(pid); // the library may be newer than what we know
+        }
+        let n = frames.iter().take_while(|&&a| inside(self, a)).count();
+        frames.drain(..n);
+    }
+
+    pub(super) fn on_mem(&mut self, probes: &Probes, e: MemEvent) -> Result<()> {
+        let head = e.head;
+        self.know_process(head.pid, head.time_ns);
+        let old = match e.op {
+            MemOp::Free => e.addr,
+            MemOp::Realloc => e.old_addr,
+            MemOp::Alloc => 0,
+        };
+        if old != 0 {
+            self.push_free(head, old)?;
+        }
+        if e.op == MemOp::Free || e.addr == 0 {
+            return Ok(());
+        }
+        let stack_id = match self.mem_stacks.get(&e.stack) {
+            Some(&id) => id,
+            None => {
+                let id = self.alloc_stack_id(head.pid, probes.mem_stack(e.stack));
+                if e.stack >= 0 {
+                    self.mem_stacks.insert(e.stack, id);
+                }
+                id
+            }
+        };
+        self.push_alloc(head, e.addr, e.size, e.weight, stack_id)
+    }
+
+    /// A picked allocation or its free, from the preloaded sampler's ring.
+    pub(super) fn on_ring_record(&mut self, r: RingRecord) -> Result<()> {
+        let head = Header { pid: r.pid, tid: r.tid, cpu: 0, time_ns: r.time_ns };
+        self.know_process(r.pid, r.time_ns);
+        if !r.alloc {
+            return self.push_free(head, r.addr);
+        }
+        let stack_id = self.alloc_stack_id(r.pid, r.frames);
+        self.push_alloc(head, r.addr, r.size, r.weight, stack_id)
+    }
+
+    /// The capture stack of an allocation's user frames, the sampler's own cut.
+    pub(super) fn alloc_stack_id(&mut self, pid: u32, mut frames: Vec<u64>) -> u64 {
+        self.strip_sampler_frames(pid, &mut frames);
+        self.stack_id(pid, &[], &frames)
+    }
+
+    pub(super) fn push_free(&mut self, head: Header, addr: u64) -> Result<()> {
+        let free = profcap_format::Free { time_ns: head.time_ns, pid: head.pid, tid: head.tid, addr };
+        let r = self.writer.push_free(free);
+        self.write(r)
+    }
+
+    pub(super) fn push_alloc(
+        &mut self,
+        head: Header,
+        addr: u64,
+        size: u64,
+        weight: u64,
+        stack_id: u64,
+    ) -> Result<()> {
+        let alloc = profcap_format::Alloc {
+            time_ns: head.time_ns,
+            pid: head.pid,
+            tid: head.tid,
+            addr,
+            size,
+            stack_id,
+            weight: weight.max(1),
+        };
+        let r = self.writer.push_alloc(alloc);
+        self.write(r)
+    }
+
+    /// Handles one event; returns the pid of a process that exited.
+    pub(super) fn on_event(&mut self, probes: &Probes, event: Event) -> Result<Option<u32>> {
+        match event {
+            Event::Request(e) => self.on_request(e)?,
+            Event::Mem(e) => self.on_mem(probes, e)?,
+            Event::OffCpu(e) => self.on_offcpu(probes, e)?,
+            Event::Sample { head, comm, kernel, user, leaf } => {
+                self.on_sample(head, comm, &kernel, user, &leaf)?
+            }
+            Event::Fork { head, .. } => self.scan_process(head.pid, head.time_ns, head.time_ns),
+            Event::Exec { head, .. } => {
+                self.procs.remove(&head.pid);
+                self.scan_process(head.pid, head.time_ns, head.time_ns);
+                let now = Instant::now();
+                self.rescans.extend(EXEC_RESCANS.iter().map(|d| (now + *d, head.pid)));
+            }
+            Event::Exit { head } => {
+                if let Some(state) = self.procs.remove(&head.pid) {
+                    let exited = profcap_format::Process {
+                        pid: head.pid,
+                        start_ticks: state.start_ticks,
+                        seen_ns: head.time_ns,
+                        exit_ns: head.time_ns,
+                        ..Default::default()
+                    };
+                    let r = self.writer.push_process(exited);
+                    self.write(r)?;
+                }
+                return Ok(Some(head.pid));
+            }
+        }
+        Ok(None)
+    }
+}

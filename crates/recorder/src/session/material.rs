@@ -1,0 +1,65 @@
+//! End-of-recording material: JIT maps, symbols of the objects the stacks
+//! use, kernel symbols, and what was lost.
+
+use profcap_format::Lost;
+
+use super::{Loss, Session};
+use crate::elf::{self, EmbedMode};
+use crate::{kallsyms, procfs, Result};
+
+impl Session {
+    /// Writes the end-of-recording material: symbols, kernel symbols, and
+    /// what was lost (see [`super::losses`]).
+    pub(super) fn finish_material(&mut self, embed: EmbedMode, losses: &[Loss]) -> Result<()> {
+        // JIT symbol maps, read last because JITs append to them while running.
+        let mut pids: Vec<u32> = self.seen_pids.iter().copied().collect();
+        pids.sort_unstable();
+        for pid in pids {
+            if let Some(symbols) = procfs::read_perf_map(pid) {
+                log::info!("pid {pid}: {} JIT symbols", symbols.len());
+                let blob =
+                    profcap_format::SymbolBlob { path: perf_map_path(pid), symbols, ..Default::default() };
+                let r = self.writer.push_symbols(blob);
+                self.write(r)?;
+            }
+        }
+        let used: Vec<usize> = (0..self.objects.len()).filter(|&i| self.objects[i].used).collect();
+        log::info!("embedding material for {} objects", used.len());
+        let vdso = elf::own_vdso();
+        for i in used {
+            let o = &self.objects[i];
+            let data = match (&o.file, o.path.as_str()) {
+                (Some(f), _) => f.bytes(),
+                (None, "[vdso]") => vdso.as_deref().unwrap_or_default(),
+                (None, _) => continue,
+            };
+            // The vDSO exists on no disk, so its whole image goes in.
+            let mode =
+                if o.path == "[vdso]" && embed == EmbedMode::None { EmbedMode::Symbols } else { embed };
+            let mut blob = elf::extract_blob(data, &o.path, &o.build_id, mode);
+            let all = blob.symbols.len();
+            elf::prune_symbols(&mut blob, &o.offsets);
+            // .eh_frame_hdr only indexes .eh_frame (an unwinder rebuilds it)
+            // and compresses poorly: not worth its bytes in the capture.
+            blob.sections.retain(|s| s.name != ".eh_frame_hdr");
+            log::debug!("{}: {} of {all} symbols name the recorded frames", o.path, blob.symbols.len());
+            log::debug!("{}: {} symbols", o.path, blob.symbols.len());
+            let r = self.writer.push_symbols(blob);
+            self.write(r)?;
+        }
+        let kallsyms = std::fs::read_to_string("/proc/kallsyms").unwrap_or_default();
+        let r = self.writer.push_kernel_symbols(kallsyms::needed_symbols(&kallsyms, &self.kernel_addrs));
+        self.write(r)?;
+        for &(source, reason, count) in losses {
+            let r = self.writer.push_lost(Lost { source: source.into(), reason: reason.into(), count });
+            self.write(r)?;
+        }
+        Ok(())
+    }
+}
+
+/// The path under which a process's JIT symbols are stored in the capture
+/// (a symbol blob without build id); the analyzer looks them up the same way.
+fn perf_map_path(pid: u32) -> String {
+    format!("[perf-map:{pid}]")
+}

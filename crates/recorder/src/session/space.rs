@@ -1,0 +1,233 @@
+//! The process and object space: which processes are recorded, their
+//! mapping generations, and the ELF objects behind those mappings.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use profcap_format::Mapping;
+
+use super::Session;
+use crate::elf::{self, MappedFile};
+use crate::procfs::{self, MapsEntry};
+use crate::unwind::{Locate, UnwindTable};
+
+/// An ELF object seen in some process's mappings, by device and inode.
+#[derive(Debug)]
+pub(super) struct Object {
+    pub(super) path: String,
+    pub(super) build_id: Vec<u8>,
+    /// Kept open from discovery so that material can be extracted at the end
+    /// even if the process has exited or the file was replaced.
+    pub(super) file: Option<MappedFile>,
+    pub(super) used: bool,
+    /// File offsets of the frames the capture's stacks have in it.
+    pub(super) offsets: BTreeSet<u64>,
+}
+
+#[derive(Debug)]
+pub(super) struct KnownMap {
+    pub(super) start: u64,
+    pub(super) end: u64,
+    pub(super) file_offset: u64,
+    pub(super) object: usize,
+}
+
+/// What the recorder knows of one live process.
+#[derive(Debug, Default)]
+pub(super) struct ProcState {
+    /// Start of the current address-space generation (fork or exec time; 0 =
+    /// before recording), written as `Mapping::seen_ns`.
+    pub(super) generation_ns: u64,
+    pub(super) start_ticks: u64,
+    pub(super) maps: Vec<KnownMap>,
+}
+
+/// After an exec, the dynamic loader maps the libraries within milliseconds;
+/// the maps are read again at these delays, so even a process that lives
+/// 50 ms is known completely before it exits.
+pub(super) const EXEC_RESCANS: [Duration; 3] =
+    [Duration::from_millis(2), Duration::from_millis(10), Duration::from_millis(40)];
+
+impl Session {
+    /// Reads a process's description and mappings for a new generation.
+    pub(super) fn scan_process(&mut self, pid: u32, generation_ns: u64, seen_ns: u64) {
+        let mut process = match procfs::read_process(pid) {
+            Ok(p) => p,
+            Err(e) => {
+                log::debug!("pid {pid}: {e}");
+                return;
+            }
+        };
+        process.seen_ns = seen_ns;
+        let state = ProcState { generation_ns, start_ticks: process.start_ticks, maps: Vec::new() };
+        self.procs.insert(pid, state);
+        self.seen_pids.insert(pid);
+        if let Err(e) = self.writer.push_process(process) {
+            log::error!("{e}");
+        }
+        self.rescan_maps(pid);
+    }
+
+    /// Time until the next pending re-read of a process's maps.
+    pub(super) fn next_rescan_in(&self) -> Option<Duration> {
+        let now = Instant::now();
+        self.rescans.iter().map(|(at, _)| at.saturating_duration_since(now)).min()
+    }
+
+    /// Re-reads the maps of processes whose delayed re-read is due.
+    pub(super) fn due_rescans(&mut self) {
+        let now = Instant::now();
+        let (due, later): (Vec<_>, Vec<_>) = self.rescans.drain(..).partition(|(at, _)| *at <= now);
+        self.rescans = later;
+        for (_, pid) in due {
+            if self.procs.contains_key(&pid) {
+                self.rescan_maps(pid);
+            }
+        }
+    }
+
+    /// Adds mappings of `pid` not yet known (new generation or dlopen).
+    pub(super) fn rescan_maps(&mut self, pid: u32) {
+        let entries = match procfs::read_maps(pid) {
+            Ok(e) => e,
+            Err(e) => {
+                log::debug!("pid {pid}: {e}");
+                return;
+            }
+        };
+        for entry in entries {
+            let known = self
+                .procs
+                .get(&pid)
+                .is_some_and(|p| p.maps.iter().any(|m| m.start == entry.start && m.end == entry.end));
+            if known {
+                continue;
+            }
+            let object = self.object_for(pid, &entry);
+            let Some(state) = self.procs.get_mut(&pid) else {
+                return;
+            };
+            state.maps.push(KnownMap {
+                start: entry.start,
+                end: entry.end,
+                file_offset: entry.offset,
+                object,
+            });
+            let mapping = Mapping {
+                pid,
+                start: entry.start,
+                end: entry.end,
+                file_offset: entry.offset,
+                path: entry.path.clone(),
+                build_id: self.objects[object].build_id.clone(),
+                dev_major: entry.dev_major,
+                dev_minor: entry.dev_minor,
+                inode: entry.inode,
+                seen_ns: state.generation_ns,
+                start_ticks: state.start_ticks,
+            };
+            if let Err(e) = self.writer.push_mapping(mapping) {
+                log::error!("{e}");
+            }
+        }
+        if let Some(state) = self.procs.get_mut(&pid) {
+            state.maps.sort_by_key(|m| m.start);
+        }
+    }
+
+    /// Finds or opens the object behind a mapping.
+    pub(super) fn object_for(&mut self, pid: u32, entry: &MapsEntry) -> usize {
+        let key = (entry.dev_major, entry.dev_minor, entry.inode, entry.path.clone());
+        if let Some(&id) = self.object_ids.get(&key) {
+            return id;
+        }
+        let (file, build_id) = if entry.path == "[vdso]" {
+            let id = elf::own_vdso().and_then(|v| elf::build_id(&v)).unwrap_or_default();
+            (None, id)
+        } else {
+            // map_files works for deleted files and other mount namespaces.
+            let candidates = [
+                PathBuf::from(format!("/proc/{pid}/map_files/{:x}-{:x}", entry.start, entry.end)),
+                PathBuf::from(format!("/proc/{pid}/root{}", entry.path)),
+            ];
+            let file = candidates.iter().find_map(|p| MappedFile::open(p).ok());
+            if file.is_none() {
+                log::warn!("pid {pid}: cannot open {}; its frames will stay unnamed", entry.path);
+            }
+            let id = file.as_ref().and_then(|f| elf::build_id(f.bytes())).unwrap_or_default();
+            (file, id)
+        };
+        self.objects.push(Object {
+            path: entry.path.clone(),
+            build_id,
+            file,
+            used: false,
+            offsets: BTreeSet::new(),
+        });
+        self.object_ids.insert(key, self.objects.len() - 1);
+        self.objects.len() - 1
+    }
+
+    /// Marks the objects of a new stack as used, re-reading the maps once if
+    /// a frame lies outside every known mapping (a library loaded later).
+    pub(super) fn note_new_stack(&mut self, pid: u32, kernel: &[u64], user: &[u64]) {
+        self.kernel_addrs.extend(kernel.iter().copied());
+        for pass in 0..2 {
+            let Some(state) = self.procs.get(&pid) else {
+                return;
+            };
+            let mut missing = false;
+            for &addr in user {
+                let i = state.maps.partition_point(|m| m.start <= addr);
+                match i.checked_sub(1).map(|i| &state.maps[i]) {
+                    Some(m) if addr < m.end => {
+                        let o = &mut self.objects[m.object];
+                        o.used = true;
+                        o.offsets.insert(addr - m.start + m.file_offset);
+                    }
+                    _ => missing = true,
+                }
+            }
+            if !missing || pass == 1 {
+                return;
+            }
+            self.rescan_maps(pid);
+        }
+    }
+
+    /// Reads a process seen for the first time (one that was running before
+    /// the recording, or whose fork event was lost).
+    pub(super) fn know_process(&mut self, pid: u32, seen_ns: u64) {
+        if !self.procs.contains_key(&pid) {
+            self.scan_process(pid, 0, seen_ns);
+        }
+    }
+}
+
+impl Locate for Session {
+    fn locate(&mut self, pid: u32, addr: u64) -> Option<(usize, u64)> {
+        let maps = &self.procs.get(&pid)?.maps;
+        let i = maps.partition_point(|m| m.start <= addr).checked_sub(1)?;
+        let m = maps.get(i).filter(|m| addr < m.end)?;
+        Some((m.object, addr - m.start + m.file_offset))
+    }
+
+    fn rsp_cfa_offset(&mut self, object: usize, file_offset: u64) -> Option<u64> {
+        if let Some(rule) = self.cfa_rules.get(&(object, file_offset)) {
+            return *rule;
+        }
+        let objects = &self.objects;
+        let table = self.unwind_tables.entry(object).or_insert_with(|| {
+            let o = objects.get(object)?;
+            match (&o.file, o.path.as_str()) {
+                (Some(f), _) => UnwindTable::from_elf(f.bytes()),
+                (None, "[vdso]") => elf::own_vdso().and_then(|v| UnwindTable::from_elf(&v)),
+                (None, _) => None,
+            }
+        });
+        let rule = table.as_ref().and_then(|t| t.rsp_cfa_offset(t.vaddr(file_offset)?));
+        self.cfa_rules.insert((object, file_offset), rule);
+        rule
+    }
+}
