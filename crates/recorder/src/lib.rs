@@ -9,6 +9,7 @@ pub mod bpf;
 pub mod elf;
 mod kallsyms;
 pub mod mem;
+mod mmap_events;
 mod perf_event;
 pub mod procfs;
 mod session;
@@ -84,6 +85,11 @@ pub struct RecordOptions {
     /// reports through its uprobe functions (its fallback). Default: false.
     #[doc(hidden)]
     pub mem_test_no_ring: bool,
+    /// Tests only: wait this long before handling each batch of events, as
+    /// a recorder starved of CPU would, so that short-lived processes are
+    /// gone from /proc before their events are handled. Default: zero.
+    #[doc(hidden)]
+    pub test_handle_late: Duration,
     /// Stop after this long. Default: none (until the target exits or Ctrl-C).
     pub duration: Option<Duration>,
     /// Off-box material to embed. Default: [`EmbedMode::Symbols`].
@@ -112,6 +118,7 @@ impl RecordOptions {
             mem: MemMode::Off,
             sample_bytes: 2 * 1024 * 1024,
             mem_test_no_ring: false,
+            test_handle_late: Duration::ZERO,
             duration: None,
             embed: EmbedMode::Symbols,
             follow_children: true,

@@ -99,13 +99,33 @@ fn short_lived_children_are_followed_and_symbolized() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let cap = dir.path().join("spawn.cap");
     let exe = fixture("spawner").display().to_string();
-    let summary = record(&opts(&cap, Target::Spawn(vec![exe, "5".into()]), 999), stop_flag()).unwrap();
+    let cap = dir.path().join("spawn.cap");
+    check_children_named(&cap, &opts(&cap, Target::Spawn(vec![exe, "5".into()]), 999));
+}
+
+/// A recorder that handles each child's events only after the child is gone
+/// (as when profrec is starved of CPU) still names every child's frames: the
+/// mappings come from the kernel's records, not from /proc after the fact.
+#[test]
+fn short_lived_children_are_named_when_handled_after_they_exit() {
+    if !root_or_skip() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let exe = fixture("spawner").display().to_string();
+    let cap = dir.path().join("late.cap");
+    let mut o = opts(&cap, Target::Spawn(vec![exe, "5".into()]), 999);
+    o.test_handle_late = Duration::from_millis(400); // each child lives ~50 ms
+    check_children_named(&cap, &o);
+}
+
+fn check_children_named(cap: &Path, o: &RecordOptions) {
+    let summary = record(o, stop_flag()).unwrap();
     assert_eq!(summary.child_exit, Some(0));
     let mut g = Grouping::default();
     g.process = true;
-    let (m, p) = profile(&cap, g);
+    let (m, p) = profile(cap, g);
     // Every child lives ~50 ms, yet each must appear with its function named.
     let children: Vec<&str> = p
         .stacks
@@ -115,9 +135,37 @@ fn short_lived_children_are_followed_and_symbolized() {
         .collect::<std::collections::BTreeSet<_>>()
         .into_iter()
         .collect();
+    if children.len() != 5 {
+        describe_children(&m, &p, &children);
+    }
     assert_eq!(children.len(), 5, "children with child_burn samples: {children:?}");
     let exited = m.processes.values().filter(|ps| ps.iter().any(|p| p.exit_ns != 0)).count();
     assert!(exited >= 5, "exits recorded for {exited} processes");
+}
+
+/// Prints, for each process of a recording without a `child_burn` sample,
+/// its samples' stacks and its mappings, so that a failure explains itself.
+fn describe_children(m: &Material, p: &Profile, named: &[&str]) {
+    let mut pids: Vec<_> = m.processes.keys().copied().collect();
+    pids.sort_unstable();
+    for pid in pids {
+        let label = format!("({pid})");
+        if named.iter().any(|n| n.ends_with(&label)) {
+            continue;
+        }
+        let descs = &m.processes[&pid];
+        eprintln!("process {pid} without child_burn: {descs:?}");
+        for (frames, v) in p.stacks.iter().filter(|(f, _)| f[0].name.ends_with(&label)) {
+            let names: Vec<&str> = frames.iter().map(|f| &*f.name).collect();
+            eprintln!("  {v:>4} {}", names.join(";"));
+        }
+        for map in m.mappings.get(&pid).into_iter().flatten() {
+            eprintln!(
+                "  map {:#x}-{:#x} +{:#x} seen {} {}",
+                map.start, map.end, map.file_offset, map.seen_ns, map.path
+            );
+        }
+    }
 }
 
 #[test]

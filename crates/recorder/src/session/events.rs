@@ -1,18 +1,95 @@
 //! One handler per event family: samples, off-CPU blocks, requests and
 //! allocations, each turned into capture records.
 
-use std::time::Instant;
+use std::collections::BTreeSet;
 
 use profcap_format::{Sample, SampleKind, Thread, ValueUnit};
 
-use super::space::EXEC_RESCANS;
 use super::Session;
 use crate::bpf::{Event, Header, Leaf, MemEvent, MemOp, OffCpu, Probes, Request, RequestOp};
 use crate::mem::RingRecord;
+use crate::mmap_events::MapEvent;
 use crate::unwind::{self, Locate};
 use crate::Result;
 
+/// What one pass of the recording loop collected, from three sources.
+///
+/// A pass handles only what happened before its cut, a time taken before
+/// the BPF ring was read: whatever came before a mapping record (the fork
+/// that made its process) or before a sample (the mapping its code lies in)
+/// is then surely at hand. The rest waits for the next pass.
+#[derive(Debug, Default)]
+pub(super) struct Batch {
+    /// BPF events, in ring order (`None`: one that did not parse).
+    pub(super) events: Vec<Option<Event>>,
+    /// The kernel's exec and mapping records, by time.
+    pub(super) maps: Vec<MapEvent>,
+    /// The preloaded sampler's records, by time.
+    pub(super) records: Vec<RingRecord>,
+}
+
 impl Session {
+    /// Handles what happened up to `cut` (everything, if `None`) in time
+    /// order: mapping records and the sampler's records go in among the BPF
+    /// events by time (after the exec that mapped their code, before the exit
+    /// that ends it). `live`, where children are followed, gains forked pids
+    /// and loses exited ones.
+    pub(super) fn process_batch(
+        &mut self,
+        probes: &Probes,
+        batch: Batch,
+        cut: Option<u64>,
+        mut live: Option<&mut BTreeSet<u32>>,
+    ) -> Result<()> {
+        let (events, maps, records) = self.hold_back_after(batch, cut);
+        let mut maps = maps.into_iter().peekable();
+        let mut records = records.into_iter().peekable();
+        for event in events {
+            let t = event.time_ns();
+            while let Some(m) = maps.next_if(|m| m.time_ns() <= t) {
+                self.on_map_event(m);
+            }
+            while let Some(r) = records.next_if(|r| r.time_ns <= t) {
+                self.on_ring_record(r)?;
+            }
+            if let (Event::Fork { head, .. }, Some(live)) = (&event, live.as_deref_mut()) {
+                live.insert(head.pid);
+            }
+            if let (Some(pid), Some(live)) = (self.on_event(probes, event)?, live.as_deref_mut()) {
+                live.remove(&pid);
+            }
+        }
+        maps.for_each(|m| self.on_map_event(m));
+        records.try_for_each(|r| self.on_ring_record(r))
+    }
+
+    /// This pass's share of what was held back and what just came, each in
+    /// time order; what came after `cut` is kept for the next pass.
+    fn hold_back_after(
+        &mut self,
+        batch: Batch,
+        cut: Option<u64>,
+    ) -> (Vec<Event>, Vec<MapEvent>, Vec<RingRecord>) {
+        let mut later = std::mem::take(&mut self.later);
+        for e in batch.events {
+            match e {
+                Some(e) => later.events.push(Some(e)),
+                None => self.malformed_events += 1,
+            }
+        }
+        later.maps.extend(batch.maps);
+        later.maps.sort_by_key(MapEvent::time_ns);
+        later.records.extend(batch.records);
+        later.records.sort_by_key(|r| r.time_ns);
+        let due = |t: u64| cut.is_none_or(|c| t <= c);
+        let (now, events): (Vec<_>, Vec<_>) =
+            later.events.into_iter().flatten().partition(|e| due(e.time_ns()));
+        let (maps_now, maps) = later.maps.into_iter().partition(|m| due(m.time_ns()));
+        let (records_now, records) = later.records.into_iter().partition(|r| due(r.time_ns));
+        self.later = Batch { events: events.into_iter().map(Some).collect(), maps, records };
+        (now, maps_now, records_now)
+    }
+
     /// Notes the thread's name and makes sure its process is known.
     pub(super) fn note_task(&mut self, head: Header, comm: String) -> Result<()> {
         if self.thread_names.get(&head.tid) != Some(&comm) {
@@ -227,13 +304,8 @@ impl Session {
             Event::Sample { head, comm, kernel, user, leaf } => {
                 self.on_sample(head, comm, &kernel, user, &leaf)?
             }
-            Event::Fork { head, .. } => self.scan_process(head.pid, head.time_ns, head.time_ns),
-            Event::Exec { head, .. } => {
-                self.procs.remove(&head.pid);
-                self.scan_process(head.pid, head.time_ns, head.time_ns);
-                let now = Instant::now();
-                self.rescans.extend(EXEC_RESCANS.iter().map(|d| (now + *d, head.pid)));
-            }
+            Event::Fork { head, ppid } => self.on_fork(head.pid, ppid, head.time_ns),
+            Event::Exec { head, .. } => self.on_exec(head.pid, head.time_ns),
             Event::Exit { head } => {
                 if let Some(state) = self.procs.remove(&head.pid) {
                     let exited = profcap_format::Process {

@@ -16,8 +16,10 @@ use profcap_format::{CaptureWriter, Meta, WriteOptions};
 
 use crate::bpf::{Event, MemProbes, OffCpuOptions, ProbeOptions, Probes, Targets};
 use crate::mem::{SamplerFile, SamplerRing};
+use crate::mmap_events::{MapEvent, MmapEvents};
 use crate::procfs;
 use crate::spawn::{spawn_held, RunningChild};
+use events::Batch;
 
 mod events;
 mod material;
@@ -92,6 +94,13 @@ struct Session {
     mem_stacks: HashMap<i32, u64>,
     /// The preloaded sampler library, whose frames are cut from allocation stacks.
     sampler_path: Option<String>,
+    /// Every process is recorded (`--all`), not only the targets and their children.
+    all_processes: bool,
+    /// The kernel's exec and mapping records of processes not yet known, by pid.
+    pending: HashMap<u32, Vec<MapEvent>>,
+    pending_count: usize,
+    /// What happened after the last pass's cut, handled in the next pass.
+    later: Batch,
 }
 
 impl Session {
@@ -106,15 +115,39 @@ type Loss = (&'static str, &'static str, u64);
 
 /// Every non-zero loss: dropped in the kernel, malformed on arrival, and
 /// dropped or damaged in the preloaded sampler's ring.
-fn losses(probes: &Probes, sampler_ring: Option<&SamplerRing>, malformed_events: u64) -> Vec<Loss> {
+fn losses(
+    probes: &Probes,
+    sampler_ring: Option<&SamplerRing>,
+    mmap_events: Option<&MmapEvents>,
+    malformed_events: u64,
+) -> Vec<Loss> {
     let mut out = probes.drops();
     out.push(("bpf", "malformed event", malformed_events));
     if let Some(r) = sampler_ring {
         out.push(("mem", "sampler ring full", r.dropped()));
         out.push(("mem", "sampler ring record damaged", r.malformed));
     }
+    if let Some(m) = mmap_events {
+        out.push(("maps", "mapping records lost (perf ring full)", m.lost));
+        out.push(("maps", "malformed mapping record", m.malformed));
+    }
     out.retain(|&(_, _, count)| count > 0);
     out
+}
+
+/// Takes what the three sources hold now. The mapping records are drained
+/// after the BPF ring: every mapping a consumed sample lies in was reported
+/// before that sample was taken.
+fn collect(
+    queue: &RefCell<Vec<Option<Event>>>,
+    mmap_events: Option<&mut MmapEvents>,
+    sampler_ring: Option<&mut SamplerRing>,
+) -> Batch {
+    Batch {
+        events: std::mem::take(&mut *queue.borrow_mut()),
+        maps: mmap_events.map(MmapEvents::drain).unwrap_or_default(),
+        records: sampler_ring.map(SamplerRing::drain).unwrap_or_default(),
+    }
 }
 
 fn open_output(path: &PathBuf) -> Result<File> {
@@ -203,6 +236,10 @@ pub fn record(opts: &RecordOptions, stop: Arc<AtomicBool>) -> Result<RecordSumma
         requests: 0,
         mem_stacks: HashMap::new(),
         sampler_path: None,
+        all_processes: opts.target == Target::All,
+        pending: HashMap::new(),
+        pending_count: 0,
+        later: Batch::default(),
     };
     let mut meta = base_meta(opts);
     let r = session.writer.push_meta(meta.clone());
@@ -287,6 +324,17 @@ pub fn record(opts: &RecordOptions, stop: Arc<AtomicBool>) -> Result<RecordSumma
             return Err(e);
         }
     };
+    // Opened before the targets' /proc is read, so no mapping falls between.
+    let mut mmap_events = match MmapEvents::open(&crate::bpf::online_cpus()) {
+        Ok(m) => Some(m),
+        Err(e) => {
+            log::warn!(
+                "cannot open the kernel's mapping records ({e}): processes that exit within \
+                 milliseconds may keep unnamed frames"
+            );
+            None
+        }
+    };
     let started = Instant::now();
     let now = monotonic_ns();
     if let Targets::Pids { pids, .. } = &targets {
@@ -325,10 +373,12 @@ pub fn record(opts: &RecordOptions, stop: Arc<AtomicBool>) -> Result<RecordSumma
     };
 
     let mut last_liveness_check = Instant::now();
-    let mut finished = false;
-    while !finished {
+    let follow = matches!(targets, Targets::Pids { .. });
+    loop {
         // Woken at once by process events; samples are collected on this timer.
         let timeout = session.next_rescan_in().unwrap_or(POLL_INTERVAL).min(POLL_INTERVAL);
+        // Only what happened before `cut` is handled in this pass (see Batch).
+        let cut = monotonic_ns();
         let r = ring.poll(timeout).and_then(|()| ring.consume());
         if let Err(e) = r {
             if !stop.load(Ordering::Relaxed) {
@@ -338,34 +388,14 @@ pub fn record(opts: &RecordOptions, stop: Arc<AtomicBool>) -> Result<RecordSumma
         session.due_rescans();
         let child_done = child.as_mut().is_some_and(|c| c.try_wait().is_some());
         let out_of_time = opts.duration.is_some_and(|d| started.elapsed() >= d);
-        finished = stop.load(Ordering::Relaxed) || child_done || out_of_time;
-        if finished {
-            // Take what is still in the ring buffer, the target's exit included.
-            let _ = ring.consume();
+        let mut finished = stop.load(Ordering::Relaxed) || child_done || out_of_time;
+        if !opts.test_handle_late.is_zero() && !queue.borrow().is_empty() {
+            std::thread::sleep(opts.test_handle_late);
         }
-        let events: Vec<Option<Event>> = std::mem::take(&mut *queue.borrow_mut());
-        // The sampler's records go in among the kernel's events by time: after
-        // the exec that mapped their code, before the exit that ends it.
-        let mut records = sampler_ring.as_mut().map(|r| r.drain()).unwrap_or_default().into_iter().peekable();
-        for event in events {
-            let Some(event) = event else {
-                session.malformed_events += 1;
-                continue;
-            };
-            while let Some(r) = records.next_if(|r| r.time_ns <= event.time_ns()) {
-                session.on_ring_record(r)?;
-            }
-            if let Event::Fork { head, .. } = &event {
-                if matches!(targets, Targets::Pids { .. }) {
-                    live.insert(head.pid);
-                }
-            }
-            if let Some(pid) = session.on_event(&probes, event)? {
-                live.remove(&pid);
-            }
-        }
-        for r in records {
-            session.on_ring_record(r)?;
+        let batch = collect(&queue, mmap_events.as_mut(), sampler_ring.as_mut());
+        session.process_batch(&probes, batch, Some(cut), follow.then_some(&mut live))?;
+        if session.all_processes {
+            session.prune_pending(monotonic_ns());
         }
         if matches!(opts.target, Target::Pids(_)) && last_liveness_check.elapsed() > Duration::from_secs(1) {
             // Exit events can be lost when the ring buffer is full; /proc is the truth.
@@ -378,7 +408,15 @@ pub fn record(opts: &RecordOptions, stop: Arc<AtomicBool>) -> Result<RecordSumma
         }
         let r = session.writer.maybe_flush();
         session.write(r)?;
+        if finished {
+            break;
+        }
     }
+    // Take what is still in the ring buffer, the target's exit included, and
+    // everything held back for a later pass.
+    let _ = ring.consume();
+    let batch = collect(&queue, mmap_events.as_mut(), sampler_ring.as_mut());
+    session.process_batch(&probes, batch, None, follow.then_some(&mut live))?;
     drop(ring);
     if let Some(sampler) = &session.sampler_path {
         if !session.objects.iter().any(|o| &o.path == sampler) {
@@ -388,7 +426,7 @@ pub fn record(opts: &RecordOptions, stop: Arc<AtomicBool>) -> Result<RecordSumma
             );
         }
     }
-    let losses = losses(&probes, sampler_ring.as_ref(), session.malformed_events);
+    let losses = losses(&probes, sampler_ring.as_ref(), mmap_events.as_ref(), session.malformed_events);
     session.finish_material(opts.embed, &losses)?;
     meta.end_wall_ns = wall_ns();
     meta.end_mono_ns = monotonic_ns();

@@ -9,6 +9,7 @@ use profcap_format::Mapping;
 
 use super::Session;
 use crate::elf::{self, MappedFile};
+use crate::mmap_events::MapEvent;
 use crate::procfs::{self, MapsEntry};
 use crate::unwind::{Locate, UnwindTable};
 
@@ -16,6 +17,9 @@ use crate::unwind::{Locate, UnwindTable};
 #[derive(Debug)]
 pub(super) struct Object {
     pub(super) path: String,
+    /// Device and inode, as /proc/PID/maps and the kernel's records give them.
+    dev: (u32, u32),
+    inode: u64,
     pub(super) build_id: Vec<u8>,
     /// Kept open from discovery so that material can be extracted at the end
     /// even if the process has exited or the file was replaced.
@@ -41,6 +45,9 @@ pub(super) struct ProcState {
     pub(super) generation_ns: u64,
     pub(super) start_ticks: u64,
     pub(super) maps: Vec<KnownMap>,
+    /// The current generation was started by the kernel's record of an
+    /// exec, which comes before the exec tracepoint's event.
+    pub(super) exec_recorded: bool,
 }
 
 /// After an exec, the dynamic loader maps the libraries within milliseconds;
@@ -49,24 +56,112 @@ pub(super) struct ProcState {
 pub(super) const EXEC_RESCANS: [Duration; 3] =
     [Duration::from_millis(2), Duration::from_millis(10), Duration::from_millis(40)];
 
+/// Most mapping records kept for processes not (yet) known to be recorded:
+/// with `--all`, a process is described once its first event arrives, and
+/// its exec and mappings reported before that are kept until then.
+const PENDING_LIMIT: usize = 1 << 16;
+/// Pending records older than this are dropped (their process never showed).
+const PENDING_AGE_NS: u64 = 5_000_000_000;
+
 impl Session {
-    /// Reads a process's description and mappings for a new generation.
-    pub(super) fn scan_process(&mut self, pid: u32, generation_ns: u64, seen_ns: u64) {
+    /// Reads a process's description and mappings for a new generation;
+    /// false if /proc no longer has it.
+    pub(super) fn scan_process(&mut self, pid: u32, generation_ns: u64, seen_ns: u64) -> bool {
         let mut process = match procfs::read_process(pid) {
             Ok(p) => p,
             Err(e) => {
                 log::debug!("pid {pid}: {e}");
-                return;
+                return false;
             }
         };
         process.seen_ns = seen_ns;
-        let state = ProcState { generation_ns, start_ticks: process.start_ticks, maps: Vec::new() };
+        let state = ProcState { generation_ns, start_ticks: process.start_ticks, ..ProcState::default() };
         self.procs.insert(pid, state);
-        self.seen_pids.insert(pid);
+        self.push_process(process);
+        self.rescan_maps(pid);
+        true
+    }
+
+    fn push_process(&mut self, process: profcap_format::Process) {
+        self.seen_pids.insert(process.pid);
         if let Err(e) = self.writer.push_process(process) {
             log::error!("{e}");
         }
-        self.rescan_maps(pid);
+    }
+
+    /// A recorded process forked `pid`. If it is gone before /proc could be
+    /// read, it still had its parent's mappings until it exec'd.
+    pub(super) fn on_fork(&mut self, pid: u32, ppid: u32, time_ns: u64) {
+        if self.scan_process(pid, time_ns, time_ns) {
+            return;
+        }
+        let inherited: Vec<MapsEntry> = self
+            .procs
+            .get(&ppid)
+            .map_or_else(Vec::new, |p| p.maps.iter().map(|m| self.objects[m.object].entry(m)).collect());
+        self.procs.insert(pid, ProcState { generation_ns: time_ns, ..ProcState::default() });
+        self.push_process(profcap_format::Process { pid, ppid, seen_ns: time_ns, ..Default::default() });
+        for entry in &inherited {
+            self.add_mapping(pid, entry);
+        }
+    }
+
+    /// The exec tracepoint of a recorded process. Where the kernel's own
+    /// record of that exec came first (see `mmap_events`), its generation
+    /// stands and /proc only fills in what those records do not cover.
+    pub(super) fn on_exec(&mut self, pid: u32, time_ns: u64) {
+        let from_kernel = self.procs.get_mut(&pid).is_some_and(|p| std::mem::take(&mut p.exec_recorded));
+        if from_kernel {
+            self.rescan_maps(pid);
+        } else {
+            self.procs.remove(&pid);
+            self.scan_process(pid, time_ns, time_ns);
+        }
+        let now = Instant::now();
+        self.rescans.extend(EXEC_RESCANS.iter().map(|d| (now + *d, pid)));
+    }
+
+    /// An exec or executable mapping the kernel reported (`mmap_events`).
+    pub(super) fn on_map_event(&mut self, e: MapEvent) {
+        let pid = e.pid();
+        if !self.procs.contains_key(&pid) {
+            if self.all_processes {
+                self.keep_pending(e);
+            }
+            return;
+        }
+        match e {
+            MapEvent::Exec { pid, time_ns, comm } => self.new_generation(pid, time_ns, comm),
+            MapEvent::Map { pid, entry, .. } => self.add_mapping(pid, &entry),
+        }
+    }
+
+    /// `pid` exec'd at `time_ns`: its mappings start again.
+    fn new_generation(&mut self, pid: u32, time_ns: u64, comm: String) {
+        let start_ticks = self.procs.get(&pid).map_or(0, |p| p.start_ticks);
+        let mut process = procfs::read_process(pid)
+            .ok()
+            .filter(|p| p.start_ticks == start_ticks || start_ticks == 0)
+            .unwrap_or_else(|| profcap_format::Process { pid, start_ticks, comm, ..Default::default() });
+        process.seen_ns = time_ns;
+        let state = ProcState { generation_ns: time_ns, start_ticks, maps: Vec::new(), exec_recorded: true };
+        self.procs.insert(pid, state);
+        self.push_process(process);
+    }
+
+    fn keep_pending(&mut self, e: MapEvent) {
+        if self.pending_count >= PENDING_LIMIT {
+            return; // counted nowhere: /proc is still read when the process shows
+        }
+        self.pending_count += 1;
+        self.pending.entry(e.pid()).or_default().push(e);
+    }
+
+    /// Forgets pending records of processes that never showed.
+    pub(super) fn prune_pending(&mut self, now_ns: u64) {
+        let cutoff = now_ns.saturating_sub(PENDING_AGE_NS);
+        self.pending.retain(|_, records| records.last().is_some_and(|r| r.time_ns() >= cutoff));
+        self.pending_count = self.pending.values().map(Vec::len).sum();
     }
 
     /// Time until the next pending re-read of a process's maps.
@@ -96,43 +191,43 @@ impl Session {
                 return;
             }
         };
-        for entry in entries {
-            let known = self
-                .procs
-                .get(&pid)
-                .is_some_and(|p| p.maps.iter().any(|m| m.start == entry.start && m.end == entry.end));
-            if known {
-                continue;
-            }
-            let object = self.object_for(pid, &entry);
-            let Some(state) = self.procs.get_mut(&pid) else {
-                return;
-            };
-            state.maps.push(KnownMap {
-                start: entry.start,
-                end: entry.end,
-                file_offset: entry.offset,
-                object,
-            });
-            let mapping = Mapping {
-                pid,
-                start: entry.start,
-                end: entry.end,
-                file_offset: entry.offset,
-                path: entry.path.clone(),
-                build_id: self.objects[object].build_id.clone(),
-                dev_major: entry.dev_major,
-                dev_minor: entry.dev_minor,
-                inode: entry.inode,
-                seen_ns: state.generation_ns,
-                start_ticks: state.start_ticks,
-            };
-            if let Err(e) = self.writer.push_mapping(mapping) {
-                log::error!("{e}");
-            }
+        for entry in &entries {
+            self.add_mapping(pid, entry);
         }
-        if let Some(state) = self.procs.get_mut(&pid) {
-            state.maps.sort_by_key(|m| m.start);
+    }
+
+    /// Adds one mapping to the current generation of `pid`, unless known.
+    fn add_mapping(&mut self, pid: u32, entry: &MapsEntry) {
+        let known = self
+            .procs
+            .get(&pid)
+            .is_none_or(|p| p.maps.iter().any(|m| m.start == entry.start && m.end == entry.end));
+        if known {
+            return;
+        }
+        let object = self.object_for(pid, entry);
+        let Some(state) = self.procs.get_mut(&pid) else {
+            return;
+        };
+        let at = state.maps.partition_point(|m| m.start < entry.start);
+        state
+            .maps
+            .insert(at, KnownMap { start: entry.start, end: entry.end, file_offset: entry.offset, object });
+        let mapping = Mapping {
+            pid,
+            start: entry.start,
+            end: entry.end,
+            file_offset: entry.offset,
+            path: entry.path.clone(),
+            build_id: self.objects[object].build_id.clone(),
+            dev_major: entry.dev_major,
+            dev_minor: entry.dev_minor,
+            inode: entry.inode,
+            seen_ns: state.generation_ns,
+            start_ticks: state.start_ticks,
+        };
+        if let Err(e) = self.writer.push_mapping(mapping) {
+            log::error!("{e}");
         }
     }
 
@@ -151,7 +246,8 @@ impl Session {
                 PathBuf::from(format!("/proc/{pid}/map_files/{:x}-{:x}", entry.start, entry.end)),
                 PathBuf::from(format!("/proc/{pid}/root{}", entry.path)),
             ];
-            let file = candidates.iter().find_map(|p| MappedFile::open(p).ok());
+            let file =
+                candidates.iter().find_map(|p| MappedFile::open(p).ok()).or_else(|| same_file_by_path(entry));
             if file.is_none() {
                 log::warn!("pid {pid}: cannot open {}; its frames will stay unnamed", entry.path);
             }
@@ -160,6 +256,8 @@ impl Session {
         };
         self.objects.push(Object {
             path: entry.path.clone(),
+            dev: (entry.dev_major, entry.dev_minor),
+            inode: entry.inode,
             build_id,
             file,
             used: false,
@@ -197,12 +295,55 @@ impl Session {
     }
 
     /// Reads a process seen for the first time (one that was running before
-    /// the recording, or whose fork event was lost).
+    /// the recording, or whose fork event was lost), then applies the
+    /// kernel's records of it that came before this first event.
     pub(super) fn know_process(&mut self, pid: u32, seen_ns: u64) {
-        if !self.procs.contains_key(&pid) {
-            self.scan_process(pid, 0, seen_ns);
+        if self.procs.contains_key(&pid) {
+            return;
+        }
+        let pending = self.pending.remove(&pid).unwrap_or_default();
+        self.pending_count = self.pending_count.saturating_sub(pending.len());
+        if !self.scan_process(pid, 0, seen_ns) && !pending.is_empty() {
+            self.procs.insert(pid, ProcState::default());
+        }
+        for e in pending {
+            self.on_map_event(e);
         }
     }
+}
+
+impl Object {
+    /// The maps entry of one of this object's mappings.
+    fn entry(&self, m: &KnownMap) -> MapsEntry {
+        MapsEntry {
+            start: m.start,
+            end: m.end,
+            readable: true,
+            executable: true,
+            offset: m.file_offset,
+            dev_major: self.dev.0,
+            dev_minor: self.dev.1,
+            inode: self.inode,
+            path: self.path.clone(),
+        }
+    }
+}
+
+/// The mapped file by its path in profrec's own view of the file system,
+/// when its process is gone (no /proc/PID/map_files): only if it is the
+/// same file, by device and inode, so a path reused since is not embedded.
+fn same_file_by_path(entry: &MapsEntry) -> Option<MappedFile> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(&entry.path).ok()?;
+    let dev = meta.dev();
+    let same = meta.is_file()
+        && meta.ino() == entry.inode
+        && libc::major(dev) == entry.dev_major
+        && libc::minor(dev) == entry.dev_minor;
+    if !same {
+        return None;
+    }
+    MappedFile::open(std::path::Path::new(&entry.path)).ok()
 }
 
 impl Locate for Session {
