@@ -2,7 +2,6 @@
 
 use std::collections::HashSet;
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::elf::MappedFile;
@@ -18,31 +17,35 @@ pub fn function_names(path: &Path) -> HashSet<String> {
     profcap_format::elf::function_names(file.bytes())
 }
 
-/// A file under the temporary directory, removed on drop.
+/// Anonymous shared memory (a memfd) that the command's processes open by a
+/// path into profrec's own descriptor table, `/proc/PROFREC/fd/N`: it has no
+/// name in any directory, so nobody can plant or redirect it, and nothing is
+/// left behind however profrec ends. Only processes allowed to read
+/// profrec's descriptors (root) can open that path.
 #[derive(Debug)]
-struct TempFile {
+struct SharedMemory {
+    file: std::fs::File,
+    /// The path the command's processes open.
     path: PathBuf,
+    /// The name the kernel shows for its mappings (`/proc/PID/maps`).
+    mapped_as: String,
 }
 
-impl TempFile {
-    /// Creates `profcap-WHAT-PID-N[SUFFIX]` with `mode`, never an existing
-    /// file, and opens it for reading and writing.
-    fn create(what: &str, suffix: &str, mode: u32) -> Result<(TempFile, std::fs::File)> {
-        let dir = std::env::temp_dir();
-        for attempt in 0..100u32 {
-            let path = dir.join(format!("profcap-{what}-{}-{attempt}{suffix}", std::process::id()));
-            let file =
-                std::fs::OpenOptions::new().read(true).write(true).create_new(true).mode(mode).open(&path);
-            match file {
-                Ok(f) => return Ok((TempFile { path }, f)),
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-                Err(source) => return Err(Error::Io { path, source }),
-            }
+impl SharedMemory {
+    fn create(what: &str) -> Result<SharedMemory> {
+        let name = format!("profcap-{what}-{}", std::process::id());
+        let cname = std::ffi::CString::new(name.clone()).unwrap_or_default();
+        // SAFETY: memfd_create reads the NUL-terminated name we pass and
+        // returns a new descriptor or -1.
+        let fd = unsafe { libc::memfd_create(cname.as_ptr(), libc::MFD_CLOEXEC) };
+        if fd < 0 {
+            let path = PathBuf::from(format!("memfd:{name}"));
+            return Err(Error::Io { path, source: std::io::Error::last_os_error() });
         }
-        Err(Error::Io {
-            path: dir,
-            source: std::io::Error::other(format!("no free name for the {what} file")),
-        })
+        // SAFETY: the descriptor is new and owned by nothing else.
+        let file = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+        let path = PathBuf::from(format!("/proc/{}/fd/{fd}", std::process::id()));
+        Ok(SharedMemory { file, path, mapped_as: format!("/memfd:{name} (deleted)") })
     }
 
     fn io_error(&self, source: std::io::Error) -> Error {
@@ -50,29 +53,28 @@ impl TempFile {
     }
 }
 
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
-    }
-}
-
-/// The sampler library written to a private temporary file, removed on drop.
+/// The sampler library, in shared memory of its own (see [`SharedMemory`]).
 #[derive(Debug)]
 pub struct SamplerFile {
-    file: TempFile,
+    memory: SharedMemory,
 }
 
 impl SamplerFile {
-    /// Writes the embedded sampler into a new file under the temporary
-    /// directory (a fresh name, never an existing file).
+    /// Writes the embedded sampler into new anonymous memory.
     pub fn create() -> Result<SamplerFile> {
-        let (file, mut f) = TempFile::create("sampler", ".so", 0o644)?;
-        f.write_all(SAMPLER).map_err(|e| file.io_error(e))?;
-        Ok(SamplerFile { file })
+        let mut memory = SharedMemory::create("sampler")?;
+        memory.file.write_all(SAMPLER).map_err(|e| memory.io_error(e))?;
+        Ok(SamplerFile { memory })
     }
 
+    /// The path to preload (and to attach the fallback uprobes to).
     pub fn path(&self) -> &Path {
-        &self.file.path
+        &self.memory.path
+    }
+
+    /// The path its mappings show in the command's processes.
+    pub fn mapped_as(&self) -> &str {
+        &self.memory.mapped_as
     }
 }
 
@@ -141,7 +143,7 @@ mod tests {
         }
         let path = f.path().to_owned();
         drop(f);
-        assert!(!path.exists(), "removed on drop");
+        assert!(!path.exists(), "gone on drop");
     }
 
     #[test]
@@ -164,10 +166,15 @@ mod tests {
 /// The ring the preloaded sampler writes picked allocations and their frees
 /// into (`struct ring_header` and `struct ring_record` in
 /// crates/recorder/sampler/profcap_sampler.c; keep the layouts in step): a
-/// private file that every process of the command maps, removed on drop.
+/// shared memory (see [`SharedMemory`]) that every process of the command
+/// maps. Everything in it is written by the command and so untrusted: profrec
+/// keeps its own read position, checks every length, and reads at most the
+/// ring's size per drain.
 #[derive(Debug)]
 pub struct SamplerRing {
-    file: TempFile,
+    memory: SharedMemory,
+    /// Where profrec has read up to (never taken back from the ring).
+    tail: u64,
     map: memmap2::MmapMut,
     /// Records that could not be read (a damaged ring), skipped.
     pub malformed: u64,
@@ -204,24 +211,24 @@ const RING_PAD: u32 = 3;
 const RING_MAX_FRAMES: usize = 64;
 
 impl SamplerRing {
-    /// Creates the ring file (mode 0600, a fresh name under the temporary
-    /// directory) with `data_bytes` (a power of two) of room, and maps it.
+    /// Creates the ring in new shared memory with `data_bytes` (a power of
+    /// two, at least 4 KiB) of room, and maps it.
     pub fn create(data_bytes: usize) -> Result<SamplerRing> {
         assert!(data_bytes.is_power_of_two() && data_bytes >= 4096, "ring size must be a power of two");
-        let (file, f) = TempFile::create("ring", "", 0o600)?;
-        f.set_len((RING_HEADER + data_bytes) as u64).map_err(|e| file.io_error(e))?;
-        // SAFETY: the file is ours (created just now, 0600); the sampler
+        let memory = SharedMemory::create("ring")?;
+        memory.file.set_len((RING_HEADER + data_bytes) as u64).map_err(|e| memory.io_error(e))?;
+        // SAFETY: the memory is ours (created just now); the sampler
         // processes write it concurrently, which every access below allows
         // for (atomics for the shared words, records read only after their
-        // state is published).
-        let mut map = unsafe { memmap2::MmapMut::map_mut(&f) }.map_err(|e| file.io_error(e))?;
+        // state is published, every value checked before use).
+        let mut map = unsafe { memmap2::MmapMut::map_mut(&memory.file) }.map_err(|e| memory.io_error(e))?;
         map[RING_DATA_BYTES..RING_DATA_BYTES + 8].copy_from_slice(&(data_bytes as u64).to_ne_bytes());
         map[..8].copy_from_slice(&RING_MAGIC.to_ne_bytes());
-        Ok(SamplerRing { file, map, malformed: 0 })
+        Ok(SamplerRing { memory, tail: 0, map, malformed: 0 })
     }
 
     pub fn path(&self) -> &Path {
-        &self.file.path
+        &self.memory.path
     }
 
     fn word(&self, at: usize) -> &std::sync::atomic::AtomicU64 {
@@ -240,19 +247,32 @@ impl SamplerRing {
         self.word(RING_DROPPED).load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// Takes every published record, in order, and frees their room.
+    /// Takes every published record, in order, and frees their room. A
+    /// head that is behind profrec's position or more than the ring's size
+    /// ahead is damage: counted, and reading starts again at that head.
     pub fn drain(&mut self) -> Vec<RingRecord> {
         use std::sync::atomic::{AtomicU32, Ordering};
         let size = self.data_bytes();
-        let start = self.word(RING_TAIL).load(Ordering::Relaxed);
+        let start = self.tail;
         let head = self.word(RING_HEAD).load(Ordering::Acquire);
-        let mut tail = start;
         let mut out = Vec::new();
+        if head < start || head - start > size as u64 {
+            self.malformed += 1;
+            // Producers reserve from the head: skip to it (aligned, as
+            // records are) and hand them the whole ring again.
+            self.tail = head & !7;
+            self.zero(0, size);
+            self.word(RING_TAIL).store(self.tail, Ordering::Release);
+            return out;
+        }
+        let mut tail = start;
         while tail < head {
-            let at = RING_HEADER + (tail as usize & (size - 1));
+            let off = tail as usize & (size - 1); // 8-aligned: every len is a multiple of 8
+            let at = RING_HEADER + off;
             let state_ptr = self.map[at + 4..at + 8].as_ptr() as *mut u32;
-            // SAFETY: 4-aligned within the map; the producer stores it last,
-            // with release ordering, after writing the record.
+            // SAFETY: 4-aligned within the map (off is a multiple of 8 and at
+            // most size - 8); the producer stores it last, with release
+            // ordering, after writing the record.
             let state = unsafe { AtomicU32::from_ptr(state_ptr) }.load(Ordering::Acquire);
             if state == 0 {
                 break; // reserved, not yet written
@@ -261,11 +281,11 @@ impl SamplerRing {
             let u32_at = |o| crate::bpf::u32_at(b, o).unwrap_or(0);
             let u64_at = |o| crate::bpf::u64_at(b, o).unwrap_or(0);
             let len = u32_at(0) as usize;
-            let room = size - (tail as usize & (size - 1));
-            if len < 8 || len % 8 != 0 || len > room {
+            let room = size - off;
+            if len < 8 || len % 8 != 0 || len > room || len as u64 > head - tail {
                 // Damaged: nothing after it can be trusted; skip what was reserved.
                 self.malformed += 1;
-                tail = head;
+                tail = head & !7;
                 break;
             }
             if state == RING_ALLOC || state == RING_FREE {
@@ -294,10 +314,114 @@ impl SamplerRing {
         while pos < tail {
             let off = pos as usize & (size - 1);
             let n = ((tail - pos) as usize).min(size - off);
-            self.map[RING_HEADER + off..RING_HEADER + off + n].fill(0);
+            self.zero(off, n);
             pos += n as u64;
         }
+        self.tail = tail;
         self.word(RING_TAIL).store(tail, Ordering::Release);
         out
+    }
+
+    /// Zeroes `n` bytes of the data area from offset `off` (within it).
+    fn zero(&mut self, off: usize, n: usize) {
+        self.map[RING_HEADER + off..RING_HEADER + off + n].fill(0);
+    }
+}
+
+#[cfg(test)]
+mod ring_tests {
+    //! The ring is written by the profiled program: whatever it scribbles,
+    //! a drain ends quickly, panics never, and counts the damage.
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    const SIZE: usize = 4096;
+
+    fn put_u32(r: &mut SamplerRing, at: usize, v: u32) {
+        r.map[at..at + 4].copy_from_slice(&v.to_ne_bytes());
+    }
+
+    fn put_u64(r: &mut SamplerRing, at: usize, v: u64) {
+        r.map[at..at + 8].copy_from_slice(&v.to_ne_bytes());
+    }
+
+    /// A published record of `len` bytes at ring position `pos`.
+    fn record(r: &mut SamplerRing, pos: usize, len: u32, state: u32, pid: u32) {
+        let at = RING_HEADER + pos % SIZE;
+        put_u32(r, at, len);
+        if pos % SIZE + RECORD_LEN <= SIZE {
+            put_u32(r, at + 8, pid);
+            put_u32(r, at + 48, 0);
+        }
+        put_u32(r, at + 4, state);
+    }
+
+    fn drain_timed(r: &mut SamplerRing) -> Vec<RingRecord> {
+        let t = Instant::now();
+        let out = r.drain();
+        assert!(t.elapsed() < Duration::from_secs(1), "a drain took {:?}", t.elapsed());
+        out
+    }
+
+    #[test]
+    fn honest_records_are_read() {
+        let mut r = SamplerRing::create(SIZE).unwrap();
+        record(&mut r, 0, RECORD_LEN as u32, RING_ALLOC, 7);
+        record(&mut r, RECORD_LEN, 8, RING_PAD, 0);
+        put_u64(&mut r, RING_HEAD, RECORD_LEN as u64 + 8);
+        let out = drain_timed(&mut r);
+        assert_eq!(out.len(), 1);
+        assert_eq!((out[0].pid, r.malformed), (7, 0));
+    }
+
+    #[test]
+    fn a_head_far_ahead_with_pad_records_is_skipped_at_once() {
+        let mut r = SamplerRing::create(SIZE).unwrap();
+        for pos in (0..SIZE).step_by(8) {
+            record(&mut r, pos, 8, RING_PAD, 0);
+        }
+        put_u64(&mut r, RING_HEAD, u64::MAX);
+        assert!(drain_timed(&mut r).is_empty());
+        assert_eq!(r.malformed, 1);
+        // The next drain starts from that head and finds nothing new.
+        assert!(drain_timed(&mut r).is_empty());
+    }
+
+    #[test]
+    fn a_scribbled_tail_is_not_believed() {
+        let mut r = SamplerRing::create(SIZE).unwrap();
+        put_u64(&mut r, RING_TAIL, 3); // misaligned, and not profrec's position
+        record(&mut r, 0, RECORD_LEN as u32, RING_FREE, 9);
+        put_u64(&mut r, RING_HEAD, RECORD_LEN as u64);
+        let out = drain_timed(&mut r);
+        assert_eq!((out.len(), r.malformed), (1, 0));
+    }
+
+    #[test]
+    fn a_head_behind_the_tail_or_broken_lengths_are_counted() {
+        let mut r = SamplerRing::create(SIZE).unwrap();
+        record(&mut r, 0, 16, RING_PAD, 0);
+        put_u64(&mut r, RING_HEAD, 16);
+        drain_timed(&mut r);
+        put_u64(&mut r, RING_HEAD, 8); // behind what was read
+        drain_timed(&mut r);
+        assert_eq!(r.malformed, 1);
+        for len in [0, 3, 12, SIZE as u32 * 2, u32::MAX] {
+            let pos = r.tail as usize;
+            record(&mut r, pos, len, RING_ALLOC, 1);
+            let head = r.tail + 64;
+            put_u64(&mut r, RING_HEAD, head);
+            drain_timed(&mut r);
+        }
+        assert_eq!(r.malformed, 6);
+        // Frames beyond the record, an unknown state: counted, skipped.
+        let pos = r.tail as usize;
+        record(&mut r, pos, RECORD_LEN as u32, RING_ALLOC, 1);
+        put_u32(&mut r, RING_HEADER + pos % SIZE + 48, 1000);
+        record(&mut r, pos + RECORD_LEN, 8, 77, 1);
+        let head = r.tail + RECORD_LEN as u64 + 8;
+        put_u64(&mut r, RING_HEAD, head);
+        assert!(drain_timed(&mut r).is_empty());
+        assert_eq!(r.malformed, 8);
     }
 }

@@ -238,3 +238,30 @@ fn sampled_mode_sees_every_free_of_the_whole_family() {
     let end = by_function(&m, SampleKind::Inuse, InuseAt::End);
     assert_eq!(end.get("run"), None, "still in use at the end: {end:?}");
 }
+
+/// The sampler's ring is shared memory the profiled program can write. A
+/// program that scribbles on it (a head far ahead over padding, a misaligned
+/// tail, a length longer than the ring) must not crash or wedge profrec: the
+/// recording ends with the program, and the damage is counted.
+#[test]
+fn a_program_that_scribbles_on_the_sampler_ring_cannot_hurt_profrec() {
+    if !root_or_skip() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let cap = dir.path().join("hostile.cap");
+    let target = Target::Spawn(vec![fixture("ring_scribbler").display().to_string()]);
+    let mut o = RecordOptions::new(cap.clone(), target);
+    o.mem = MemMode::Sampled;
+    o.sample_bytes = 4096;
+    let started = std::time::Instant::now();
+    let summary = record(&o, Arc::new(AtomicBool::new(false))).unwrap();
+    assert_eq!(summary.child_exit, Some(0), "the scribbler found the ring and ran to its end");
+    // It runs about 0.9 s; a wedged drain would never end, so this only
+    // guards against one that takes the whole machine's patience.
+    assert!(started.elapsed() < std::time::Duration::from_secs(30), "took {:?}", started.elapsed());
+    let m = Material::load(&cap, true).unwrap();
+    assert!(m.stats.trailer, "the capture was finished");
+    let damaged: u64 = m.lost.iter().filter(|l| l.reason.contains("damaged")).map(|l| l.count).sum();
+    assert!(damaged >= 3, "damage counted: {:?}", m.lost);
+}

@@ -254,7 +254,12 @@ impl Session {
     /// A picked allocation or its free, from the preloaded sampler's ring.
     pub(super) fn on_ring_record(&mut self, r: RingRecord) -> Result<()> {
         let head = Header { pid: r.pid, tid: r.tid, cpu: 0, time_ns: r.time_ns };
-        self.know_process(r.pid, r.time_ns);
+        // The ring is written by the command: a record may name any pid, but
+        // only the command's own processes (all followed) are described.
+        if !self.procs.contains_key(&r.pid) {
+            self.foreign_ring_records += 1;
+            return Ok(());
+        }
         if !r.alloc {
             return self.push_free(head, r.addr);
         }

@@ -94,6 +94,8 @@ struct Session {
     mem_stacks: HashMap<i32, u64>,
     /// The preloaded sampler library, whose frames are cut from allocation stacks.
     sampler_path: Option<String>,
+    /// Sampler ring records that named a process not recorded (dropped).
+    foreign_ring_records: u64,
     /// Every process is recorded (`--all`), not only the targets and their children.
     all_processes: bool,
     /// The kernel's exec and mapping records of processes not yet known, by pid.
@@ -119,13 +121,14 @@ fn losses(
     probes: &Probes,
     sampler_ring: Option<&SamplerRing>,
     mmap_events: Option<&MmapEvents>,
-    malformed_events: u64,
+    (malformed_events, foreign_ring_records): (u64, u64),
 ) -> Vec<Loss> {
     let mut out = probes.drops();
     out.push(("bpf", "malformed event", malformed_events));
     if let Some(r) = sampler_ring {
         out.push(("mem", "sampler ring full", r.dropped()));
         out.push(("mem", "sampler ring record damaged", r.malformed));
+        out.push(("mem", "sampler ring record of a process not recorded", foreign_ring_records));
     }
     if let Some(m) = mmap_events {
         out.push(("maps", "mapping records lost (perf ring full)", m.lost));
@@ -236,6 +239,7 @@ pub fn record(opts: &RecordOptions, stop: Arc<AtomicBool>) -> Result<RecordSumma
         requests: 0,
         mem_stacks: HashMap::new(),
         sampler_path: None,
+        foreign_ring_records: 0,
         all_processes: opts.target == Target::All,
         pending: HashMap::new(),
         pending_count: 0,
@@ -249,7 +253,7 @@ pub fn record(opts: &RecordOptions, stop: Arc<AtomicBool>) -> Result<RecordSumma
         MemMode::Sampled => Some(SamplerFile::create()?),
         _ => None,
     };
-    session.sampler_path = sampler.as_ref().map(|s| s.path().display().to_string());
+    session.sampler_path = sampler.as_ref().map(|s| s.mapped_as().to_owned());
     // Picked allocations come through this ring, not the kernel (8 MiB: about
     // 60 k records, far more than profrec's 100 ms polls let pile up).
     let mut sampler_ring = match (&sampler, opts.mem_test_no_ring) {
@@ -426,7 +430,8 @@ pub fn record(opts: &RecordOptions, stop: Arc<AtomicBool>) -> Result<RecordSumma
             );
         }
     }
-    let losses = losses(&probes, sampler_ring.as_ref(), mmap_events.as_ref(), session.malformed_events);
+    let counts = (session.malformed_events, session.foreign_ring_records);
+    let losses = losses(&probes, sampler_ring.as_ref(), mmap_events.as_ref(), counts);
     session.finish_material(opts.embed, &losses)?;
     meta.end_wall_ns = wall_ns();
     meta.end_mono_ns = monotonic_ns();
