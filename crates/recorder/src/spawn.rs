@@ -77,19 +77,21 @@ pub fn spawn_held(argv: &[String], env: &[(String, String)]) -> Result<HeldChild
     envp.push(std::ptr::null());
     let (gate_read, gate_write) = pipe(&command)?;
     let (status_read, status_write) = pipe(&command)?;
+    // SAFETY: getpid has no preconditions.
+    let parent = unsafe { libc::getpid() };
     // SAFETY: after fork the child only calls async-signal-safe functions
-    // (read, close, execvp's execve, write, _exit) on memory prepared before the
-    // fork; it never returns into Rust code.
+    // (close, sigaction, sigprocmask, prctl, getppid, read, execvpe's execve,
+    // write, _exit) on memory prepared before the fork; it never returns into
+    // Rust code.
     let pid = unsafe { libc::fork() };
     if pid < 0 {
         let source = std::io::Error::last_os_error();
         return Err(Error::Spawn { command, source });
     }
     if pid == 0 {
-        // SAFETY: see above; all pointers stay valid until execvp or _exit.
+        // SAFETY: see above; all pointers stay valid until execvpe or _exit.
         unsafe {
-            let mut byte = 0u8;
-            libc::read(gate_read.as_raw_fd(), (&mut byte as *mut u8).cast(), 1);
+            held_child_waits(parent, gate_read.as_raw_fd(), gate_write.as_raw_fd());
             libc::execvpe(argp[0], argp.as_ptr(), envp.as_ptr());
             let errno = *libc::__errno_location();
             libc::write(status_write.as_raw_fd(), (&errno as *const i32).cast(), 4);
@@ -98,6 +100,39 @@ pub fn spawn_held(argv: &[String], env: &[(String, String)]) -> Result<HeldChild
     }
     drop((gate_read, status_write));
     Ok(HeldChild { pid: pid as u32, command, gate: gate_write, exec_status: status_read })
+}
+
+/// In the forked child: waits for the gate, dying with profrec if profrec
+/// dies first. The child drops its copy of the gate's write end (so profrec's
+/// death closes the gate), asks for SIGKILL at profrec's death, and takes the
+/// default action for every signal (not profrec's handlers, which a signal
+/// would otherwise run in the child and leave it waiting).
+///
+/// # Safety
+/// Only in the child of a fork, with descriptors of that fork's gate pipe.
+unsafe fn held_child_waits(parent: libc::pid_t, gate_read: i32, gate_write: i32) {
+    // SAFETY: async-signal-safe calls on our own descriptors and signal state.
+    unsafe {
+        libc::close(gate_write);
+        for sig in 1..libc::SIGRTMIN() {
+            if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+                libc::signal(sig, libc::SIG_DFL);
+            }
+        }
+        let mut none: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut none);
+        libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
+        if libc::getppid() != parent {
+            libc::_exit(127); // profrec died before the death signal was set
+        }
+        let mut byte = 0u8;
+        if libc::read(gate_read, (&mut byte as *mut u8).cast(), 1) != 1 {
+            libc::_exit(127); // the gate closed without a release: profrec is gone
+        }
+        // Released: the command outlives profrec as it would have without it.
+        libc::prctl(libc::PR_SET_PDEATHSIG, 0 as libc::c_ulong);
+    }
 }
 
 impl HeldChild {

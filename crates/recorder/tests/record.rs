@@ -318,3 +318,64 @@ fn sigterm_stops_the_recorder_and_finishes_the_file() {
     assert!(m.stats.trailer, "the file was finished");
     assert!(p.samples > 50, "{} samples", p.samples);
 }
+
+/// Processes whose command line contains `needle`.
+fn processes_with(needle: &str) -> Vec<u32> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else { continue };
+        if String::from_utf8_lossy(&cmdline).contains(needle) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// A profrec killed while it loads its probes must not leave the command it
+/// holds before exec waiting forever (it used to keep its own end of the
+/// gate open and run profrec's signal handlers).
+#[test]
+fn killing_profrec_during_start_up_leaves_no_process() {
+    if !root_or_skip() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut caught = 0;
+    for (i, delay_ms) in [5u64, 30, 80, 150, 300].into_iter().enumerate() {
+        let cap = dir.path().join(format!("killed-{i}.cap"));
+        let needle = cap.display().to_string();
+        let mut rec = Command::new(env!("CARGO_BIN_EXE_profrec"))
+            .args(["-q", "-o", &needle, "--", "/bin/sleep", "7.25"])
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        // Whatever profrec held (its fork before exec has profrec's command line).
+        let held: Vec<u32> = processes_with(&needle).into_iter().filter(|&p| p != rec.id()).collect();
+        caught += usize::from(!held.is_empty());
+        // SAFETY: signalling a child process we started.
+        unsafe { libc::kill(rec.id() as i32, libc::SIGKILL) };
+        let _ = rec.wait();
+        let deadline = Instant::now() + Duration::from_secs(3);
+        let mut left = held.clone();
+        while !left.is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+            left.retain(|&p| std::path::Path::new(&format!("/proc/{p}")).exists() && !is_zombie(p));
+        }
+        assert!(left.is_empty(), "killed after {delay_ms} ms: held child {left:?} still there");
+        // A command released before the kill runs on; it is not what this checks.
+        for p in processes_with("7.25") {
+            // SAFETY: ending the sleep this test started.
+            unsafe { libc::kill(p as i32, libc::SIGKILL) };
+        }
+    }
+    // Probes take well over 5 ms to load, so at least one kill came while
+    // the command was held; otherwise this test checked nothing.
+    assert!(caught > 0, "no kill came while a command was held");
+}
+
+fn is_zombie(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| s.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')))
+        .unwrap_or(true)
+}
