@@ -36,7 +36,8 @@ use profcap_recorder::{record, EmbedMode, MemMode, RecordOptions, Target};
 #[command(name = "profrec", version, verbatim_doc_comment)]
 #[command(group(ArgGroup::new("target").required(true).args(["pid", "all", "command"])))]
 struct Cli {
-    /// The capture file to write (created with mode 0600, replaced if it exists).
+    /// The capture file to write: a new file (mode 0600) renamed over FILE once
+    /// recording has started; a symlink there is replaced, never followed.
     #[arg(short, long, value_name = "FILE")]
     output: PathBuf,
 

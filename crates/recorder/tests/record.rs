@@ -379,3 +379,37 @@ fn is_zombie(pid: u32) -> bool {
         .map(|s| s.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')))
         .unwrap_or(true)
 }
+
+/// The capture is a new 0600 file put in place once recording has started:
+/// a symlink at the destination is replaced, not followed (root must not
+/// write through a link another user planted), an existing file's mode is
+/// not kept, and a start that fails leaves the old capture as it was.
+#[test]
+fn the_capture_file_is_never_written_through_a_link_or_clobbered_by_a_failed_start() {
+    use std::os::unix::fs::PermissionsExt;
+    if !root_or_skip() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let exe = fixture("cpu_split").display().to_string();
+    let victim = dir.path().join("victim");
+    std::fs::write(&victim, b"precious").unwrap();
+    let cap = dir.path().join("linked.cap");
+    std::os::unix::fs::symlink(&victim, &cap).unwrap();
+    record(&opts(&cap, Target::Spawn(vec![exe.clone(), "0.2".into()]), 99), stop_flag()).unwrap();
+    assert_eq!(std::fs::read(&victim).unwrap(), b"precious", "the link was followed");
+    let meta = std::fs::symlink_metadata(&cap).unwrap();
+    assert!(meta.file_type().is_file(), "the link was replaced by the capture");
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+
+    let old = dir.path().join("old.cap");
+    std::fs::write(&old, b"an earlier capture").unwrap();
+    std::fs::set_permissions(&old, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let err = record(&opts(&old, Target::Spawn(vec!["/nonexistent/program".into()]), 99), stop_flag());
+    assert!(err.is_err());
+    assert_eq!(std::fs::read(&old).unwrap(), b"an earlier capture", "a failed start clobbered it");
+    record(&opts(&old, Target::Spawn(vec![exe, "0.2".into()]), 99), stop_flag()).unwrap();
+    assert_eq!(std::fs::metadata(&old).unwrap().permissions().mode() & 0o777, 0o600, "mode kept from before");
+    let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().flatten().map(|e| e.file_name()).collect();
+    assert_eq!(names.len(), 3, "no file left beside the captures: {names:?}");
+}

@@ -2,9 +2,8 @@
 
 use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap};
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::BufWriter;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -23,6 +22,7 @@ use events::Batch;
 
 mod events;
 mod material;
+mod output;
 mod space;
 
 use crate::unwind::UnwindTable;
@@ -153,16 +153,6 @@ fn collect(
     }
 }
 
-fn open_output(path: &PathBuf) -> Result<File> {
-    OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|source| Error::Io { path: path.clone(), source })
-}
-
 fn check_privileges() -> Result<()> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
@@ -219,7 +209,7 @@ pub fn record(opts: &RecordOptions, stop: Arc<AtomicBool>) -> Result<RecordSumma
             return Err(Error::NoSuchPid { pid });
         }
     }
-    let file = open_output(&opts.output)?;
+    let (mut output, file) = output::Output::create(&opts.output)?;
     let writer = CaptureWriter::new(BufWriter::with_capacity(1 << 20, file), WriteOptions::default())
         .map_err(|source| Error::Capture { path: opts.output.clone(), source })?;
     let mut session = Session {
@@ -371,6 +361,8 @@ pub fn record(opts: &RecordOptions, stop: Arc<AtomicBool>) -> Result<RecordSumma
         Some(h) => Some(h.release()?),
         None => None,
     };
+    // Recording has started: only now does the capture replace what was there.
+    output.commit()?;
     let mut live: BTreeSet<u32> = match &targets {
         Targets::Pids { pids, .. } => pids.iter().copied().collect(),
         Targets::All => BTreeSet::new(),
