@@ -132,7 +132,7 @@ impl RecordOptions {
 #[non_exhaustive]
 pub enum Error {
     /// profrec lacks the privileges to load BPF programs.
-    #[error("profrec must run as root (or with CAP_BPF and CAP_PERFMON): {0}")]
+    #[error("profrec must run as root: {0}")]
     NotPermitted(String),
     /// A process to attach to does not exist.
     #[error("no process with pid {pid}")]

@@ -30,7 +30,7 @@ use profcap_recorder::{record, EmbedMode, MemMode, RecordOptions, Target};
 ///                                            sampled allocations (low overhead)
 ///   profrec -o mem.cap --mem -- ./app        every allocation and free (exact, slow)
 ///
-/// Needs root (CAP_BPF and CAP_PERFMON). Stops at Ctrl-C or SIGTERM and still
+/// Needs root. Stops at Ctrl-C or SIGTERM and still
 /// writes a complete file.
 #[derive(Debug, Parser)]
 #[command(name = "profrec", version, verbatim_doc_comment)]
@@ -55,7 +55,8 @@ struct Cli {
     #[arg(short, long, value_name = "SECONDS")]
     duration: Option<f64>,
 
-    /// Samples per second on each CPU.
+    /// Samples per second on each CPU (1 to 20000, and at most the kernel's
+    /// perf_event_max_sample_rate).
     #[arg(short = 'F', long, default_value_t = 99, value_name = "HZ")]
     freq: u64,
 
@@ -159,6 +160,15 @@ enum Embed {
     None,
 }
 
+/// The highest `-F`: each sample costs a timer interrupt and about 5 µs of
+/// BPF work, so at 100 kHz (the kernel's usual limit) sampling alone took
+/// half of every CPU here and a started command crawled (`true` ran 11 s).
+const MAX_FREQ: u64 = 20_000;
+/// The longest `--duration`: a year (longer recordings should rotate).
+const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+/// The largest `--min-block`: an hour.
+const MAX_MIN_BLOCK: Duration = Duration::from_secs(3600);
+
 impl Cli {
     fn options(&self) -> anyhow::Result<RecordOptions> {
         let target = if self.all {
@@ -168,8 +178,15 @@ impl Cli {
         } else {
             Target::Spawn(self.command.clone())
         };
-        if !(1..=100_000).contains(&self.freq) {
-            bail!("--freq must be between 1 and 100000 Hz, not {}", self.freq);
+        if !(1..=MAX_FREQ).contains(&self.freq) {
+            bail!("--freq must be between 1 and {MAX_FREQ} Hz, not {}", self.freq);
+        }
+        if let Some(max) = profcap_recorder::procfs::max_sample_rate().filter(|&max| self.freq > max) {
+            bail!(
+                "--freq {} is above this kernel's limit of {max} Hz \
+                 (/proc/sys/kernel/perf_event_max_sample_rate): use -F {max} or less",
+                self.freq
+            );
         }
         let mut opts = RecordOptions::new(self.output.clone(), target);
         opts.freq = self.freq;
@@ -189,18 +206,25 @@ impl Cli {
             bail!("--sample-bytes must be at least 1");
         }
         opts.sample_bytes = self.sample_bytes;
-        if !(self.min_block.is_finite() && self.min_block >= 0.0) {
-            bail!("--min-block must be a non-negative number of microseconds, not {}", self.min_block);
-        }
-        opts.min_block = Duration::from_secs_f64(self.min_block / 1e6);
+        opts.min_block = match Duration::try_from_secs_f64(self.min_block / 1e6) {
+            Ok(d) if d <= MAX_MIN_BLOCK => d,
+            _ => bail!(
+                "--min-block must be between 0 and {} microseconds, not {:?}",
+                MAX_MIN_BLOCK.as_micros(),
+                self.min_block
+            ),
+        };
         if self.wakers && !opts.offcpu {
             bail!("--wakers needs off-CPU recording (--off-cpu or --events offcpu)");
         }
         opts.wakers = self.wakers;
         opts.offcpu_kernel_stacks = !self.no_offcpu_kernel_stacks;
-        opts.duration = match self.duration {
-            Some(d) if d.is_finite() && d > 0.0 => Some(Duration::from_secs_f64(d)),
-            Some(d) => bail!("--duration must be a positive number of seconds, not {d}"),
+        opts.duration = match self.duration.map(|d| (d, Duration::try_from_secs_f64(d))) {
+            Some((_, Ok(d))) if !d.is_zero() && d <= MAX_DURATION => Some(d),
+            Some((d, _)) => bail!(
+                "--duration must be more than 0 and at most {} seconds (a year), not {d:?}",
+                MAX_DURATION.as_secs()
+            ),
             None => None,
         };
         opts.embed = match self.embed {
@@ -288,5 +312,28 @@ mod tests {
         assert_eq!(cli.options().unwrap().target, Target::Spawn(vec!["ls".into(), "-l".into()]));
         let cli = Cli::try_parse_from(["profrec", "-o", "x", "-p", "1,2"]).unwrap();
         assert_eq!(cli.options().unwrap().target, Target::Pids(vec![1, 2]));
+    }
+
+    /// Every numeric option is range-checked with a message naming it, never
+    /// a panic (`-d 1e20` used to overflow Duration and exit 101).
+    #[test]
+    fn out_of_range_options_are_clear_errors() {
+        let cases: [(&[&str], &str); 7] = [
+            (&["-d", "1e20"], "--duration"),
+            (&["-d", "1e300"], "--duration"),
+            (&["-d", "0"], "--duration"),
+            (&["-d", "nan"], "--duration"),
+            (&["--off-cpu", "--min-block", "1e30"], "--min-block"),
+            (&["--off-cpu", "--min-block=-1"], "--min-block"),
+            (&["-F", "100000"], "--freq"),
+        ];
+        for (args, option) in cases {
+            let argv = ["profrec", "-o", "x"].iter().chain(args).chain(&["--", "true"]).copied();
+            let cli = Cli::try_parse_from(argv).unwrap();
+            let err = cli.options().unwrap_err().to_string();
+            assert!(err.contains(option), "{args:?}: {err}");
+        }
+        let cli = Cli::try_parse_from(["profrec", "-o", "x", "-d", "2.5", "--", "true"]).unwrap();
+        assert_eq!(cli.options().unwrap().duration, Some(Duration::from_millis(2500)));
     }
 }

@@ -106,17 +106,34 @@ fn is_dynamic(path: &Path) -> bool {
     profcap_format::elf::has_interpreter(file.bytes()).unwrap_or(true)
 }
 
-/// For a command not started yet: its executable (found on PATH) and, if
-/// it is dynamically linked, the libc this machine's programs use (profrec's own).
-pub fn allocator_objects_for_command(argv0: &str) -> Vec<PathBuf> {
-    let mut out = Vec::new();
+/// The executable a command name starts (looked up on PATH as execvp does).
+fn command_path(argv0: &str) -> Option<PathBuf> {
     let exe = if argv0.contains('/') {
         Some(PathBuf::from(argv0))
     } else {
         std::env::var_os("PATH")
             .and_then(|p| std::env::split_paths(&p).map(|d| d.join(argv0)).find(|c| c.is_file()))
     };
-    let exe = exe.and_then(|e| e.canonicalize().ok());
+    exe.and_then(|e| e.canonicalize().ok())
+}
+
+/// Refuses `--preload` for a statically linked command, which ignores
+/// `LD_PRELOAD`: the recording would hold no allocation at all.
+pub fn check_preloadable(argv0: &str) -> Result<()> {
+    match command_path(argv0) {
+        Some(exe) if !is_dynamic(&exe) => Err(Error::Usage(
+            "the command is statically linked and ignores LD_PRELOAD: --mem --preload cannot \
+             sample it; use --mem without --preload (uprobes on its allocator)",
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// For a command not started yet: its executable (found on PATH) and, if
+/// it is dynamically linked, the libc this machine's programs use (profrec's own).
+pub fn allocator_objects_for_command(argv0: &str) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let exe = command_path(argv0);
     let dynamic = exe.as_deref().is_none_or(is_dynamic);
     out.extend(exe);
     if !dynamic {

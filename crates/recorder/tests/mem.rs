@@ -217,6 +217,11 @@ fn memory_options_that_cannot_work_are_clear_errors() {
     o.mem = MemMode::Attach;
     let err = record(&o, Arc::new(AtomicBool::new(false))).unwrap_err();
     assert!(err.to_string().contains("no allocator"), "{err}");
+    // A static binary ignores LD_PRELOAD: refused up front, not an empty capture.
+    o.mem = MemMode::Sampled;
+    let err = record(&o, Arc::new(AtomicBool::new(false))).unwrap_err();
+    assert!(err.to_string().contains("statically linked"), "{err}");
+    assert!(!cap.exists(), "a refused recording writes no capture");
 }
 
 /// The whole allocation family through the sampler under profrec, with

@@ -239,6 +239,9 @@ pub fn record(opts: &RecordOptions, stop: Arc<AtomicBool>) -> Result<RecordSumma
     let r = session.writer.push_meta(meta.clone());
     session.write(r)?;
 
+    if let (MemMode::Sampled, Target::Spawn(argv)) = (opts.mem, &opts.target) {
+        crate::mem::check_preloadable(argv.first().map_or("", String::as_str))?;
+    }
     let sampler = match opts.mem {
         MemMode::Sampled => Some(SamplerFile::create()?),
         _ => None,
@@ -376,10 +379,11 @@ pub fn record(opts: &RecordOptions, stop: Arc<AtomicBool>) -> Result<RecordSumma
         // Only what happened before `cut` is handled in this pass (see Batch).
         let cut = monotonic_ns();
         let r = ring.poll(timeout).and_then(|()| ring.consume());
-        if let Err(e) = r {
-            if !stop.load(Ordering::Relaxed) {
-                log::warn!("ring buffer poll: {e}");
-            }
+        match r {
+            // A signal (Ctrl-C, SIGTERM) interrupted the wait: the stop flag says the rest.
+            Err(e) if e.kind() == libbpf_rs::ErrorKind::Interrupted => {}
+            Err(e) if !stop.load(Ordering::Relaxed) => log::warn!("ring buffer poll: {e}"),
+            _ => {}
         }
         session.due_rescans();
         let child_done = child.as_mut().is_some_and(|c| c.try_wait().is_some());
