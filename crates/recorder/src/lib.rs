@@ -12,6 +12,7 @@ pub mod mem;
 mod mmap_events;
 mod perf_event;
 pub mod procfs;
+mod redact;
 mod session;
 mod spawn;
 pub mod unwind;
@@ -77,6 +78,10 @@ pub struct RecordOptions {
     /// With `requests`: payload bytes kept per event (at most 4096; 0 = none).
     /// Default: 1024.
     pub payload_bytes: u32,
+    /// Keep socket payloads as they were. By default the values of HTTP
+    /// credential headers (Authorization, Proxy-Authorization, Cookie,
+    /// Set-Cookie, X-Api-Key) are overwritten with `*`. Default: false.
+    pub payload_raw: bool,
     /// Allocation tracking. Default: [`MemMode::Off`].
     pub mem: MemMode,
     /// With [`MemMode::Sampled`]: mean bytes between sampled allocations. Default: 2 MiB (tcmalloc's default).
@@ -115,6 +120,7 @@ impl RecordOptions {
             offcpu_test_miss_switch_ins: 0,
             requests: false,
             payload_bytes: 1024,
+            payload_raw: false,
             mem: MemMode::Off,
             sample_bytes: 2 * 1024 * 1024,
             mem_test_no_ring: false,

@@ -83,6 +83,12 @@ struct Cli {
     #[arg(long, default_value_t = 1024, value_name = "BYTES")]
     payload_bytes: u32,
 
+    /// With --requests: keep payloads as they were. By default the values of
+    /// HTTP credential headers (Authorization, Proxy-Authorization, Cookie,
+    /// Set-Cookie, X-Api-Key) are overwritten with `*` before they are written.
+    #[arg(long)]
+    payload_raw: bool,
+
     /// Record allocations and frees of one process (a command to start, or a
     /// single -p PID), with the stacks that allocated. By itself every call of
     /// malloc, calloc, realloc, reallocarray, posix_memalign, aligned_alloc,
@@ -197,6 +203,10 @@ impl Cli {
             bail!("--payload-bytes must be at most 4096, not {}", self.payload_bytes);
         }
         opts.payload_bytes = self.payload_bytes;
+        if self.payload_raw && !opts.requests {
+            bail!("--payload-raw needs --requests (or --events requests)");
+        }
+        opts.payload_raw = self.payload_raw;
         opts.mem = match (self.mem, self.preload) {
             (false, _) => MemMode::Off,
             (true, false) => MemMode::Attach,

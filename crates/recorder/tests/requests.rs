@@ -117,10 +117,27 @@ fn record_server(dir: &Path) -> (PathBuf, Vec<f64>) {
         burn_ms.push(send(&mut conn, &path, a.header));
     }
     let mut quit = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    send(&mut quit, "/quit", "Accept: */*");
+    // Credentials, which profrec must not keep (the values are overwritten).
+    send(
+        &mut quit,
+        "/quit",
+        "Accept: */*\r\nAuthorization: Bearer sekrit-token-123\r\nCookie: session=hunter2",
+    );
     let summary = recorder.join().unwrap();
     assert_eq!(summary.child_exit, Some(0));
     (cap, burn_ms)
+}
+
+/// Every recorded socket payload of a capture, as text.
+fn raw_payloads(cap: &Path) -> String {
+    let reader = profcap_format::CaptureReader::open(cap, profcap_format::ReadOptions::strict(true)).unwrap();
+    let mut out = String::new();
+    for batch in reader {
+        for r in batch.unwrap().requests {
+            out.push_str(&String::from_utf8_lossy(&r.payload));
+        }
+    }
+    out
 }
 
 fn within(got: f64, want: f64, pct: f64, abs: f64) -> bool {
@@ -159,6 +176,12 @@ fn per_request_times_and_flame_graphs_match_what_was_asked() {
         );
     }
     assert_eq!(rows.len(), ASKS.len() + 1, "every request and the /quit are found");
+    let payloads = raw_payloads(&cap);
+    assert!(payloads.contains("Authorization: ****** ****************"), "the header is kept, masked");
+    assert!(
+        !payloads.contains("sekrit") && !payloads.contains("hunter2"),
+        "a credential reached the capture"
+    );
     let by_trace = |id: &str| -> &RequestStats {
         rows.iter().find(|r| r.trace_id.as_deref() == Some(id)).unwrap_or_else(|| panic!("no request {id}"))
     };

@@ -184,6 +184,10 @@ impl Session {
 
     pub(super) fn on_request(&mut self, e: Request) -> Result<()> {
         self.note_task(e.head, e.comm)?;
+        let mut payload = e.payload;
+        if !self.payload_raw {
+            crate::redact::redact_credentials(&mut payload);
+        }
         self.requests += 1;
         let (op, direction) = match e.op {
             RequestOp::Read => (profcap_format::RequestOp::Transfer, profcap_format::Direction::Read),
@@ -200,7 +204,7 @@ impl Session {
             fd: e.fd,
             direction,
             length: if op == profcap_format::RequestOp::Transfer { e.ret.max(0) as u64 } else { 0 },
-            payload: e.payload,
+            payload,
             op,
             start_ns: e.enter_ns,
         };

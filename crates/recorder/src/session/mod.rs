@@ -96,6 +96,8 @@ struct Session {
     sampler_path: Option<String>,
     /// Sampler ring records that named a process not recorded (dropped).
     foreign_ring_records: u64,
+    /// Keep credential header values in socket payloads (`--payload-raw`).
+    payload_raw: bool,
     /// Every process is recorded (`--all`), not only the targets and their children.
     all_processes: bool,
     /// The kernel's exec and mapping records of processes not yet known, by pid.
@@ -231,6 +233,7 @@ pub fn record(opts: &RecordOptions, stop: Arc<AtomicBool>) -> Result<RecordSumma
         sampler_path: None,
         foreign_ring_records: 0,
         all_processes: opts.target == Target::All,
+        payload_raw: opts.payload_raw,
         pending: HashMap::new(),
         pending_count: 0,
         later: Batch::default(),
