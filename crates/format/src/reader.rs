@@ -186,7 +186,9 @@ impl<R: Read> CaptureReader<R> {
                 Warning::NoTrailer => Error::Truncated { offset: self.offset },
             });
         }
-        log::warn!("{warning}");
+        // Kept for the caller to report once ([`Self::warnings`]); a file read
+        // twice (two passes) would otherwise say the same thing twice.
+        log::debug!("{warning}");
         self.warnings.push(warning);
         Ok(())
     }

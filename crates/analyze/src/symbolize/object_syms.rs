@@ -1,6 +1,6 @@
 //! Symbol sources of one object.
 
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
 use profcap_format::{elf, BlobContent, Mapping, Segment, Symbol};
@@ -16,6 +16,8 @@ pub(super) struct ObjectSyms {
     dwarf: Option<addr2line::Loader>,
     /// Keeps an extracted embedded ELF alive while `dwarf` reads it.
     _temp: Option<tempfile::NamedTempFile>,
+    /// The local file the tables came from, mapped.
+    _local: Option<LocalFile>,
 }
 
 impl std::fmt::Debug for ObjectSyms {
@@ -38,19 +40,39 @@ fn local_tables(data: &[u8]) -> (Vec<Symbol>, Vec<Segment>) {
 /// like a `--debug-dir` unless local files are turned off.
 const SYSTEM_DEBUG_DIR: &str = "/usr/lib/debug";
 
-/// Candidate files for an object, best first.
+/// A path from a capture as a relative path of plain components, or `None`
+/// if it has any `..` (or is empty): joined to `--sysroot` or a debug
+/// directory it must stay inside it.
+fn contained(path: &str) -> Option<PathBuf> {
+    let mut out = PathBuf::new();
+    for c in Path::new(path).components() {
+        match c {
+            Component::RootDir | Component::CurDir => {}
+            Component::Normal(n) => out.push(n),
+            Component::ParentDir | Component::Prefix(_) => return None,
+        }
+    }
+    (!out.as_os_str().is_empty()).then_some(out)
+}
+
+/// Candidate files for an object, best first. Under `--sysroot` and the
+/// debug directories only a plain path is looked for (no `..`); the local
+/// file itself, where allowed, is the path as recorded.
 fn candidates(mapping: &Mapping, opts: &SymbolizeOptions) -> Vec<PathBuf> {
-    let rel = mapping.path.trim_start_matches('/');
     let mut out = Vec::new();
     let id = hex(&mapping.build_id);
     let system_debug = opts.local_files.then(|| PathBuf::from(SYSTEM_DEBUG_DIR));
+    let rel = contained(&mapping.path);
+    if rel.is_none() {
+        log::debug!("{:?}: not a plain path; not looked for under --sysroot or debug dirs", mapping.path);
+    }
     for dir in opts.debug_dirs.iter().chain(system_debug.as_ref()) {
         if id.len() > 2 {
             out.push(dir.join(".build-id").join(&id[..2]).join(format!("{}.debug", &id[2..])));
         }
-        out.push(dir.join(rel));
+        out.extend(rel.as_ref().map(|r| dir.join(r)));
     }
-    if let Some(root) = &opts.sysroot {
+    if let (Some(root), Some(rel)) = (&opts.sysroot, &rel) {
         out.push(root.join(rel));
     }
     if opts.local_files && mapping.path.starts_with('/') {
@@ -59,10 +81,32 @@ fn candidates(mapping: &Mapping, opts: &SymbolizeOptions) -> Vec<PathBuf> {
     out
 }
 
-/// Maps `path` if it exists and its build id matches the recorded one.
-fn matching_file(path: &Path, build_id: &[u8]) -> Option<Vec<u8>> {
-    let data = std::fs::read(path).ok()?;
-    let id = elf::build_id(&data).unwrap_or_default();
+/// Local files larger than this are not ELF objects worth reading.
+const MAX_LOCAL_FILE: u64 = 4 << 30;
+
+/// A local file whose build id is the recorded one, mapped read-only.
+pub(super) struct LocalFile {
+    map: memmap2::Mmap,
+}
+
+/// Opens `path` if it is a regular file (opened without blocking, so a FIFO
+/// named in a capture cannot hang us, and checked on the open descriptor)
+/// and its build id, read from its ELF notes alone, is the recorded one.
+fn matching_file(path: &Path, build_id: &[u8]) -> Option<LocalFile> {
+    use std::os::unix::fs::OpenOptionsExt;
+    const O_NONBLOCK: i32 = 0o4000;
+    const O_NOCTTY: i32 = 0o400;
+    let file = std::fs::OpenOptions::new().read(true).custom_flags(O_NONBLOCK | O_NOCTTY).open(path).ok()?;
+    let meta = file.metadata().ok()?;
+    if !meta.is_file() || meta.len() == 0 || meta.len() > MAX_LOCAL_FILE {
+        log::debug!("{}: not a regular file of a plausible size; not used", path.display());
+        return None;
+    }
+    // SAFETY: a read-only private map of a regular file; if someone truncates
+    // it meanwhile we may read zeros or fault, the risk every symbolizer that
+    // maps binaries takes.
+    let map = unsafe { memmap2::Mmap::map(&file) }.ok()?;
+    let id = elf::build_id(&map).unwrap_or_default();
     if id != build_id {
         log::debug!(
             "{}: build id {} differs from recorded {}; not used",
@@ -72,7 +116,7 @@ fn matching_file(path: &Path, build_id: &[u8]) -> Option<Vec<u8>> {
         );
         return None;
     }
-    Some(data)
+    Some(LocalFile { map })
 }
 
 fn loader(path: &Path) -> Option<addr2line::Loader> {
@@ -87,7 +131,8 @@ impl ObjectSyms {
         opts: &SymbolizeOptions,
     ) -> Option<ObjectSyms> {
         let blob = material.blobs.get(&blob_key(&mapping.build_id, &mapping.path));
-        let mut syms = ObjectSyms { symbols: Vec::new(), segments: Vec::new(), dwarf: None, _temp: None };
+        let mut syms =
+            ObjectSyms { symbols: Vec::new(), segments: Vec::new(), dwarf: None, _temp: None, _local: None };
         if let Some(b) = blob {
             syms.symbols = b.symbols.clone();
             syms.segments = b.segments.clone();
@@ -105,10 +150,10 @@ impl ObjectSyms {
         }
         if syms.dwarf.is_none() && !mapping.build_id.is_empty() {
             for path in candidates(mapping, opts) {
-                let Some(data) = matching_file(&path, &mapping.build_id) else {
+                let Some(local) = matching_file(&path, &mapping.build_id) else {
                     continue;
                 };
-                let (symbols, segments) = local_tables(&data);
+                let (symbols, segments) = local_tables(&local.map);
                 if syms.symbols.is_empty() {
                     syms.symbols = symbols;
                 }
@@ -116,6 +161,7 @@ impl ObjectSyms {
                     syms.segments = segments;
                 }
                 syms.dwarf = loader(&path);
+                syms._local = Some(local);
                 break;
             }
         }
@@ -188,5 +234,58 @@ impl ObjectSyms {
             out.drain(..out.len() - 1);
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mapping(path: &str) -> Mapping {
+        Mapping { path: path.into(), build_id: vec![0xab; 20], ..Mapping::default() }
+    }
+
+    #[test]
+    fn paths_from_a_capture_never_leave_the_sysroot_or_debug_dirs() {
+        let opts = SymbolizeOptions {
+            local_files: false,
+            sysroot: Some(PathBuf::from("/srv/root")),
+            debug_dirs: vec![PathBuf::from("/srv/debug")],
+            ..SymbolizeOptions::default()
+        };
+        for evil in ["/../../etc/shadow", "/usr/lib/../../../etc/shadow", "..", ""] {
+            let c = candidates(&mapping(evil), &opts);
+            // Only the build-id path under the debug dir (hex digits) is left.
+            assert_eq!(c.len(), 1, "{evil}: {c:?}");
+            assert!(c[0].starts_with("/srv/debug/.build-id"), "{evil}: {c:?}");
+        }
+        let ok = candidates(&mapping("/usr/lib/libx.so"), &opts);
+        assert!(ok.iter().all(|p| p.starts_with("/srv/root") || p.starts_with("/srv/debug")), "{ok:?}");
+        assert!(ok.contains(&PathBuf::from("/srv/root/usr/lib/libx.so")));
+    }
+
+    #[test]
+    fn devices_and_fifos_named_in_a_capture_are_not_read() {
+        let started = std::time::Instant::now();
+        assert!(matching_file(Path::new("/dev/zero"), &[1, 2, 3]).is_none());
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+        assert!(matching_file(&fifo, &[1, 2, 3]).is_none());
+        assert!(matching_file(dir.path(), &[1, 2, 3]).is_none(), "a directory");
+        // Opening a FIFO with no writer would block for ever without O_NONBLOCK.
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    }
+
+    #[test]
+    fn a_local_file_is_used_only_with_the_recorded_build_id() {
+        let exe = std::env::current_exe().unwrap();
+        let data = std::fs::read(&exe).unwrap();
+        let id = elf::build_id(&data).unwrap_or_default();
+        if id.is_empty() {
+            return; // test binaries are linked with a build id on Debian; nothing to compare otherwise
+        }
+        assert!(matching_file(&exe, &id).is_some());
+        assert!(matching_file(&exe, &[0; 20]).is_none());
     }
 }
