@@ -363,3 +363,131 @@ fn memory_commands_and_their_errors() {
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("not end, peak or a number of seconds"), "{}", stderr(&o));
 }
+
+/// Runs profanalyze with a time limit; returns its output and peak RSS in KiB.
+fn run_bounded(args: &[&str], limit: std::time::Duration) -> (Output, i64) {
+    use std::process::Stdio;
+    let child = Command::new(env!("CARGO_BIN_EXE_profanalyze"))
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id() as i32;
+    let started = std::time::Instant::now();
+    let mut status = 0;
+    // SAFETY: zeroed rusage is a valid out-parameter for wait4.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    loop {
+        // SAFETY: waiting for our own child with valid out-pointers.
+        let r = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut usage) };
+        if r == pid {
+            break;
+        }
+        if started.elapsed() > limit {
+            // SAFETY: killing our own child that ran past its limit.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            panic!("profanalyze {args:?} ran past {limit:?}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let mut child = child;
+    let mut out = Vec::new();
+    let mut err = Vec::new();
+    std::io::Read::read_to_end(child.stdout.as_mut().unwrap(), &mut out).unwrap();
+    std::io::Read::read_to_end(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    let status = std::os::unix::process::ExitStatusExt::from_raw(status);
+    (Output { status, stdout: out, stderr: err }, usage.ru_maxrss)
+}
+
+/// Crafted captures (fixtures/hostile/) that used to need hundreds of MB:
+/// every command ends quickly, in bounded memory, with a clear word and no crash.
+#[test]
+fn hostile_captures_are_read_in_bounded_memory_and_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let out = out.to_str().unwrap();
+    for name in ["mapping_fanout.cap", "zstd_bomb.cap"] {
+        let cap = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/hostile").join(name);
+        let cap = cap.to_str().unwrap();
+        let commands: [&[&str]; 7] = [
+            &["info", cap],
+            &["top", cap],
+            &["folded", cap],
+            &["flame", cap, "-o", out],
+            &["pprof", cap, "-o", out],
+            &["leaks", cap],
+            &["requests", cap],
+        ];
+        for args in commands {
+            let (o, peak_kib) = run_bounded(args, std::time::Duration::from_secs(30));
+            eprintln!("{name} {}: exit {:?}, peak {peak_kib} KiB", args[0], o.status.code());
+            let code = o.status.code();
+            assert!(matches!(code, Some(0..=2)), "{args:?}: {:?} {}", o.status, stderr(&o));
+            let err = stderr(&o);
+            assert!(
+                err.contains("refused") || err.contains("no samples") || code == Some(0),
+                "{args:?}: {err}"
+            );
+            // The analyzer itself (code, maps, allocator) is about 10-30 MB.
+            assert!(peak_kib < 150 * 1024, "{args:?}: peak {peak_kib} KiB");
+        }
+    }
+}
+
+/// A capture may name any path as a mapped file: a device, a FIFO, a path
+/// with `..`. None is read (a FIFO would hang, /dev/zero would fill memory),
+/// and `--sysroot` is never left.
+#[test]
+fn paths_named_by_a_capture_are_not_followed_into_devices_fifos_or_out_of_the_sysroot() {
+    use profcap_format::{
+        CaptureWriter, Mapping, Meta, Process, Sample, SampleKind, ValueUnit, WriteOptions,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo");
+    assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let cap = dir.path().join("paths.cap");
+    let mut w = CaptureWriter::new(std::fs::File::create(&cap).unwrap(), WriteOptions::default()).unwrap();
+    w.push_meta(Meta { clock: "CLOCK_MONOTONIC".into(), sample_freq_hz: 99, ..Meta::default() }).unwrap();
+    w.push_process(Process { pid: 7, comm: "victim".into(), ..Process::default() }).unwrap();
+    let paths = ["/dev/zero".to_owned(), fifo.display().to_string(), "/../../../../etc/passwd".to_owned()];
+    for (i, path) in paths.iter().enumerate() {
+        let start = 0x10000 * (i as u64 + 1);
+        let m = Mapping {
+            pid: 7,
+            start,
+            end: start + 0x1000,
+            path: path.clone(),
+            build_id: vec![0xa0 + i as u8; 20],
+            ..Mapping::default()
+        };
+        w.push_mapping(m).unwrap();
+        let stack_id = w.intern_stack(&[], &[start + 0x10]);
+        let s = Sample {
+            kind: SampleKind::Cpu,
+            unit: ValueUnit::Count,
+            time_ns: 1 + i as u64,
+            pid: 7,
+            tid: 7,
+            cpu: 0,
+            stack_id,
+            value: 1,
+            id: 0,
+            waker: None,
+        };
+        w.push_sample(s).unwrap();
+    }
+    w.finish().unwrap();
+    let sysroot = dir.path().join("sysroot");
+    std::fs::create_dir(&sysroot).unwrap();
+    let cap = cap.to_str().unwrap();
+    let (o, peak_kib) = run_bounded(
+        &["top", cap, "--sysroot", sysroot.to_str().unwrap()],
+        std::time::Duration::from_secs(30),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(peak_kib < 150 * 1024, "peak {peak_kib} KiB");
+    for module in ["zero+0x", "fifo+0x", "passwd+0x"] {
+        assert!(stdout(&o).contains(module), "{module} unnamed: {}", stdout(&o));
+    }
+}

@@ -21,6 +21,18 @@ pub const CHUNK_HEADER_LEN: usize = 32;
 /// length field is treated as corruption rather than trusted for an allocation.
 pub const MAX_CHUNK_LEN: u32 = 256 << 20;
 
+/// A compressed chunk decompresses to at most `MAX_EXPANSION` times its
+/// stored bytes plus `EXPANSION_SLACK`: more is refused as a decompression
+/// bomb. Real chunks compress 2-10x (up to about 40x for zero-padded ELF
+/// images); the writer stores a chunk uncompressed rather than break the rule.
+pub const MAX_EXPANSION: u64 = 64;
+pub const EXPANSION_SLACK: u64 = 1024;
+
+/// Whether a chunk of `stored` compressed bytes may decompress to `raw`.
+pub fn expansion_allowed(stored: u64, raw: u64) -> bool {
+    raw <= stored.saturating_mul(MAX_EXPANSION).saturating_add(EXPANSION_SLACK)
+}
+
 /// Chunk flag: the payload is zstd-compressed.
 pub const FLAG_ZSTD: u16 = 1;
 

@@ -3,6 +3,8 @@
 //! Everything here runs on untrusted data: the verifier checks offsets and
 //! bounds, and this module checks what the verifier cannot (column lengths).
 
+use std::cell::Cell;
+
 use flatbuffers::{ForwardsUOffset, Vector, VerifierOptions};
 
 use crate::encode::IndexEntry;
@@ -22,20 +24,81 @@ fn verifier_options() -> VerifierOptions {
     }
 }
 
+/// A batch may decode to at most `DECODE_FACTOR` times its flatbuffer bytes
+/// plus `DECODE_SLACK`. Real batches decode to 2-4 times their size; a
+/// hostile one (thousands of entries pointing at one large table, which the
+/// verifier allows) is refused instead of filling memory.
+pub const DECODE_FACTOR: u64 = 16;
+pub const DECODE_SLACK: u64 = 1 << 20;
+
+thread_local! {
+    /// Decoded bytes the batch being decoded may still take; `None` once
+    /// it asked for more (helpers then return empty values, and the batch fails).
+    static BUDGET: Cell<Option<u64>> = const { Cell::new(Some(u64::MAX)) };
+}
+
+/// Sets the decode budget for one payload and clears it when dropped.
+struct Budget;
+
+impl Budget {
+    fn for_payload(len: usize) -> Budget {
+        let bytes = (len as u64).saturating_mul(DECODE_FACTOR).saturating_add(DECODE_SLACK);
+        BUDGET.with(|b| b.set(Some(bytes)));
+        Budget
+    }
+
+    /// An error if the payload asked for more than its budget.
+    fn check(&self, len: usize) -> Result<(), DecodeError> {
+        match BUDGET.with(Cell::get) {
+            Some(_) => Ok(()),
+            None => Err(DecodeError(format!(
+                "a {len}-byte batch decodes to more than {DECODE_FACTOR}x its size: refused"
+            ))),
+        }
+    }
+}
+
+impl Drop for Budget {
+    fn drop(&mut self) {
+        BUDGET.with(|b| b.set(Some(u64::MAX)));
+    }
+}
+
+/// Takes `n` items of `T` from the budget; false once it is spent.
+fn charge<T>(n: usize) -> bool {
+    let bytes = (n as u64).saturating_mul(std::mem::size_of::<T>().max(1) as u64);
+    BUDGET.with(|b| {
+        let left = b.get().and_then(|left| left.checked_sub(bytes));
+        b.set(left);
+        left.is_some()
+    })
+}
+
 fn string(s: Option<&str>) -> String {
-    s.unwrap_or_default().to_owned()
+    let s = s.unwrap_or_default();
+    if charge::<u8>(s.len()) {
+        s.to_owned()
+    } else {
+        String::new()
+    }
 }
 
 fn strings(v: Option<Vector<'_, ForwardsUOffset<&str>>>) -> Vec<String> {
-    v.map(|v| v.iter().map(str::to_owned).collect()).unwrap_or_default()
+    tables(v, |s| string(Some(s)))
 }
 
 fn scalars<'a, T: flatbuffers::Follow<'a>>(v: Option<Vector<'a, T>>) -> Vec<T::Inner> {
-    v.map(|v| v.iter().collect()).unwrap_or_default()
+    match v {
+        Some(v) if charge::<T::Inner>(v.len()) => v.iter().collect(),
+        _ => Vec::new(),
+    }
 }
 
 fn byte_vec(v: Option<Vector<'_, u8>>) -> Vec<u8> {
-    v.map(|v| v.bytes().to_vec()).unwrap_or_default()
+    match v {
+        Some(v) if charge::<u8>(v.len()) => v.bytes().to_vec(),
+        _ => Vec::new(),
+    }
 }
 
 /// Checks that every column has `n` entries (optional columns may be empty).
@@ -74,10 +137,7 @@ fn meta(m: fb::Meta<'_>) -> Meta {
         recorder_version: string(m.recorder_version()),
         command_line: strings(m.command_line()),
         page_size: m.page_size(),
-        extra: m
-            .extra()
-            .map(|v| v.iter().map(|kv| (string(kv.key()), string(kv.value()))).collect())
-            .unwrap_or_default(),
+        extra: tables(m.extra(), |kv| (string(kv.key()), string(kv.value()))),
     }
 }
 
@@ -147,6 +207,9 @@ fn samples(s: fb::Samples<'_>) -> Result<Vec<Sample>, DecodeError> {
             ("waker_stack_id", wstack.len(), true),
         ],
     )?;
+    if !charge::<Sample>(n) {
+        return Ok(Vec::new());
+    }
     let waker = |i: usize| {
         let tid = wtid.get(i).copied().unwrap_or(0);
         (tid != 0).then(|| Waker {
@@ -188,6 +251,9 @@ fn allocs(a: fb::Allocs<'_>) -> Result<Vec<Alloc>, DecodeError> {
             ("weight", weight.len(), true),
         ],
     )?;
+    if !charge::<Alloc>(n) {
+        return Ok(Vec::new());
+    }
     Ok((0..n)
         .map(|i| Alloc {
             time_ns: time[i],
@@ -210,12 +276,14 @@ fn frees(f: fb::Frees<'_>) -> Result<Vec<Free>, DecodeError> {
         n,
         &[("pid", pid.len(), false), ("tid", tid.len(), false), ("addr", addr.len(), false)],
     )?;
+    if !charge::<Free>(n) {
+        return Ok(Vec::new());
+    }
     Ok((0..n).map(|i| Free { time_ns: time[i], pid: pid[i], tid: tid[i], addr: addr[i] }).collect())
 }
 
 fn symbol_list(v: Option<Vector<'_, ForwardsUOffset<fb::Symbol<'_>>>>) -> Vec<Symbol> {
-    v.map(|v| v.iter().map(|s| Symbol { addr: s.addr(), size: s.size(), name: string(s.name()) }).collect())
-        .unwrap_or_default()
+    tables(v, |s| Symbol { addr: s.addr(), size: s.size(), name: string(s.name()) })
 }
 
 fn symbol_blob(b: fb::SymbolBlob<'_>) -> SymbolBlob {
@@ -228,28 +296,18 @@ fn symbol_blob(b: fb::SymbolBlob<'_>) -> SymbolBlob {
             BlobContent::Symbols
         },
         symbols: symbol_list(b.symbols()),
-        sections: b
-            .sections()
-            .map(|v| {
-                v.iter()
-                    .map(|s| Section { name: string(s.name()), addr: s.addr(), data: byte_vec(s.data()) })
-                    .collect()
-            })
-            .unwrap_or_default(),
+        sections: tables(b.sections(), |s| Section {
+            name: string(s.name()),
+            addr: s.addr(),
+            data: byte_vec(s.data()),
+        }),
         elf: byte_vec(b.elf()),
-        segments: b
-            .segments()
-            .map(|v| {
-                v.iter()
-                    .map(|s| Segment {
-                        file_offset: s.file_offset(),
-                        vaddr: s.vaddr(),
-                        file_size: s.file_size(),
-                        executable: s.executable(),
-                    })
-                    .collect()
-            })
-            .unwrap_or_default(),
+        segments: tables(b.segments(), |s| Segment {
+            file_offset: s.file_offset(),
+            vaddr: s.vaddr(),
+            file_size: s.file_size(),
+            executable: s.executable(),
+        }),
     }
 }
 
@@ -273,17 +331,30 @@ fn request(r: fb::RequestEvent<'_>) -> RequestEvent {
     }
 }
 
+/// Decodes each entry of a vector of tables (or strings) with `f`, taking
+/// the entries' own size from the budget first.
 fn tables<'a, T: flatbuffers::Follow<'a> + 'a, U>(
     v: Option<Vector<'a, ForwardsUOffset<T>>>,
     f: impl Fn(T::Inner) -> U,
 ) -> Vec<U> {
-    v.map(|v| v.iter().map(f).collect()).unwrap_or_default()
+    match v {
+        Some(v) if charge::<U>(v.len()) => v.iter().map(f).collect(),
+        _ => Vec::new(),
+    }
 }
 
-/// Verifies and decodes a `Batch` flatbuffer.
+/// Verifies and decodes a `Batch` flatbuffer, in at most [`DECODE_FACTOR`]
+/// times its size of memory.
 pub fn decode_batch(buf: &[u8]) -> Result<Batch, DecodeError> {
     let b = fb::root_as_batch_with_opts(&verifier_options(), buf)
         .map_err(|e| DecodeError(format!("flatbuffer verification failed: {e}")))?;
+    let budget = Budget::for_payload(buf.len());
+    let batch = decode_verified(b)?;
+    budget.check(buf.len())?;
+    Ok(batch)
+}
+
+fn decode_verified(b: fb::Batch<'_>) -> Result<Batch, DecodeError> {
     let kernel_symbols = b
         .kernel_symbols()
         .map(|k| KernelSymbols { symbols: symbol_list(k.symbols()), modules: strings(k.modules()) });
@@ -319,11 +390,102 @@ pub fn decode_batch(buf: &[u8]) -> Result<Batch, DecodeError> {
 pub fn decode_index(buf: &[u8]) -> Result<Vec<IndexEntry>, DecodeError> {
     let idx = flatbuffers::root_with_opts::<fb::Index>(&verifier_options(), buf)
         .map_err(|e| DecodeError(format!("index verification failed: {e}")))?;
-    Ok(tables(idx.entries(), |e| IndexEntry {
+    let budget = Budget::for_payload(buf.len());
+    let entries = tables(idx.entries(), |e| IndexEntry {
         offset: e.offset(),
         kind: e.kind(),
         first_ns: e.first_ns(),
         last_ns: e.last_ns(),
         records: e.records(),
-    }))
+    });
+    budget.check(buf.len())?;
+    Ok(entries)
+}
+
+#[cfg(test)]
+mod tests {
+    //! Hostile payloads that pass the flatbuffer verifier. The two captures
+    //! in fixtures/hostile/ are written from these by `PROFCAP_BLESS=1 cargo
+    //! test -p profcap-format hostile` and replayed by the analyzer's tests.
+    use super::*;
+    use crate::container::{ChunkHeader, ChunkKind, FileHeader, FLAG_ZSTD};
+
+    /// A batch of `n` mappings that all point at one table with a
+    /// `path_len`-byte path: about 4 bytes per entry, each decoding to a copy.
+    fn mapping_fanout(n: usize, path_len: usize) -> Vec<u8> {
+        let mut fbb = flatbuffers::FlatBufferBuilder::new();
+        let path = fbb.create_string(&"p".repeat(path_len));
+        let one = fb::Mapping::create(
+            &mut fbb,
+            &fb::MappingArgs { pid: 1, path: Some(path), ..Default::default() },
+        );
+        let all = fbb.create_vector(&vec![one; n]);
+        let batch = fb::Batch::create(&mut fbb, &fb::BatchArgs { mappings: Some(all), ..Default::default() });
+        fb::finish_batch_buffer(&mut fbb, batch);
+        fbb.finished_data().to_vec()
+    }
+
+    /// A capture file of one batch chunk.
+    fn capture(payload: &[u8], raw_len: usize, flags: u16) -> Vec<u8> {
+        let header = ChunkHeader {
+            kind: ChunkKind::Batch,
+            flags,
+            stored_len: payload.len() as u32,
+            raw_len: raw_len as u32,
+            records: 1,
+            payload_crc: crc32fast::hash(payload),
+        };
+        let mut out = FileHeader::current().to_bytes().to_vec();
+        out.extend_from_slice(&header.to_bytes());
+        out.extend_from_slice(payload);
+        out
+    }
+
+    fn fixture(name: &str) -> std::path::PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/hostile").join(name)
+    }
+
+    /// Writes the fixture when blessing; returns its committed bytes.
+    fn bless_or_read(name: &str, make: impl FnOnce() -> Vec<u8>) -> Vec<u8> {
+        let path = fixture(name);
+        if std::env::var_os("PROFCAP_BLESS").is_some() {
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, make()).unwrap();
+        }
+        std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e} (PROFCAP_BLESS=1 writes it)", path.display()))
+    }
+
+    #[test]
+    fn hostile_fanout_of_one_table_is_refused_not_copied() {
+        let payload = mapping_fanout(200_000, 4096);
+        let started = std::time::Instant::now();
+        let err = decode_batch(&payload).unwrap_err();
+        assert!(err.0.contains("more than 16x"), "{err:?}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(5), "{:?}", started.elapsed());
+        // A little sharing stays within the budget.
+        assert_eq!(decode_batch(&mapping_fanout(100, 4096)).unwrap().mappings.len(), 100);
+        let file = bless_or_read("mapping_fanout.cap", || {
+            let z = zstd::bulk::compress(&payload, 19).unwrap();
+            capture(&z, payload.len(), FLAG_ZSTD)
+        });
+        let mut reader =
+            crate::CaptureReader::new(std::io::Cursor::new(&file), crate::ReadOptions::default()).unwrap();
+        assert!(reader.by_ref().all(|b| b.is_ok_and(|b| b.mappings.is_empty())));
+        let warned = reader.warnings().iter().any(|w| w.to_string().contains("more than 16x"));
+        assert!(warned, "{:?}", reader.warnings());
+    }
+
+    #[test]
+    fn hostile_decompression_bomb_is_refused_before_it_is_inflated() {
+        let file = bless_or_read("zstd_bomb.cap", || {
+            let zeros = vec![0u8; 64 << 20];
+            capture(&zstd::bulk::compress(&zeros, 19).unwrap(), zeros.len(), FLAG_ZSTD)
+        });
+        assert!(file.len() < 64 << 10, "the bomb is small: {} bytes", file.len());
+        let mut reader =
+            crate::CaptureReader::new(std::io::Cursor::new(&file), crate::ReadOptions::default()).unwrap();
+        assert_eq!(reader.by_ref().filter_map(Result::ok).count(), 0);
+        let warned = reader.warnings().iter().any(|w| w.to_string().contains("decompression bomb"));
+        assert!(warned, "{:?}", reader.warnings());
+    }
 }

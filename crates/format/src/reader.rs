@@ -344,8 +344,16 @@ impl RawBatch {
     }
 }
 
-/// Decompresses at most `raw_len` bytes; more or fewer means corruption.
+/// Decompresses at most `raw_len` bytes; more or fewer means corruption, and
+/// so does a `raw_len` past what `payload` may expand to (a bomb).
 fn decompress(payload: &[u8], raw_len: u32) -> std::result::Result<Vec<u8>, String> {
+    if !crate::container::expansion_allowed(payload.len() as u64, u64::from(raw_len)) {
+        return Err(format!(
+            "claims {raw_len} bytes from {} compressed, more than {}x: refused as a decompression bomb",
+            payload.len(),
+            crate::container::MAX_EXPANSION
+        ));
+    }
     let decoder = zstd::stream::read::Decoder::with_buffer(payload).map_err(|e| format!("zstd: {e}"))?;
     let mut raw = Vec::new();
     decoder.take(u64::from(raw_len) + 1).read_to_end(&mut raw).map_err(|e| format!("zstd: {e}"))?;

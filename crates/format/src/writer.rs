@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use crate::container::{ChunkHeader, ChunkKind, FileHeader, FLAG_ZSTD, MAX_CHUNK_LEN};
+use crate::container::{expansion_allowed, ChunkHeader, ChunkKind, FileHeader, FLAG_ZSTD, MAX_CHUNK_LEN};
 use crate::encode::{encode_batch, encode_index, IndexEntry};
 use crate::records::*;
 use crate::{Error, Result};
@@ -252,9 +252,15 @@ impl<W: Write> CaptureWriter<W> {
     fn write_chunk(&mut self, kind: ChunkKind, raw: &[u8], records: usize, level: i32) -> Result<u64> {
         let too_large = |bytes| Error::TooLarge { what: "chunk".into(), bytes };
         let compressed = zstd::bulk::compress(raw, level).map_err(Error::Write)?;
+        // A chunk that compresses past what readers accept is stored as is.
+        let (flags, compressed) = if expansion_allowed(compressed.len() as u64, raw.len() as u64) {
+            (FLAG_ZSTD, compressed)
+        } else {
+            (0, raw.to_vec())
+        };
         let header = ChunkHeader {
             kind,
-            flags: FLAG_ZSTD,
+            flags,
             stored_len: u32::try_from(compressed.len())
                 .ok()
                 .filter(|&n| n <= MAX_CHUNK_LEN)

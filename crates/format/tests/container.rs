@@ -347,3 +347,23 @@ proptest! {
         }
     }
 }
+
+/// Readers refuse chunks that expand more than MAX_EXPANSION times (bombs);
+/// a real chunk that compresses that well (here 8 MiB of zeros) is stored
+/// uncompressed by the writer, so what it writes always reads back.
+#[test]
+fn a_chunk_too_compressible_for_readers_is_stored_as_is() {
+    let zeros = vec![0u8; 8 << 20];
+    let blob = SymbolBlob {
+        path: "/zeros".into(),
+        sections: vec![Section { name: ".data".into(), addr: 0, data: zeros }],
+        ..SymbolBlob::default()
+    };
+    let mut w = CaptureWriter::new(Vec::new(), WriteOptions::default()).unwrap();
+    w.push_symbols(blob.clone()).unwrap();
+    let bytes = w.finish().unwrap().0;
+    assert!(bytes.len() > 8 << 20, "stored uncompressed: {} bytes", bytes.len());
+    let (batches, warnings) = read_all(&bytes, true);
+    assert!(warnings.is_empty(), "{warnings:?}");
+    assert_eq!(batches.iter().flat_map(|b| b.symbols.clone()).collect::<Vec<_>>(), vec![blob]);
+}
