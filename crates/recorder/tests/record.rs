@@ -377,6 +377,9 @@ fn killing_profrec_during_start_up_leaves_no_process() {
         left.retain(|p| !released.contains(p));
         assert!(left.is_empty(), "try {i}: held child {left:?} still there after profrec was killed");
     }
+    // Nor any file: the capture was still unnamed when profrec died.
+    let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().flatten().map(|e| e.file_name()).collect();
+    assert!(names.is_empty(), "left behind: {names:?}");
 }
 
 fn is_zombie(pid: u32) -> bool {
