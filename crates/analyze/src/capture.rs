@@ -52,16 +52,8 @@ pub struct Material {
     pub mem_last_ns: u64,
 }
 
-/// Key of a blob: its build id, or its path for objects that have none.
-pub fn blob_key(build_id: &[u8], path: &str) -> Vec<u8> {
-    if build_id.is_empty() {
-        let mut k = b"path:".to_vec();
-        k.extend_from_slice(path.as_bytes());
-        k
-    } else {
-        build_id.to_vec()
-    }
-}
+/// Key of a blob (the rule lives in the format crate).
+pub use profcap_format::blob_key;
 
 fn open(path: &Path, strict: bool) -> Result<CaptureReader<std::fs::File>> {
     CaptureReader::open(path, ReadOptions::strict(strict)).map_err(|source| match source {

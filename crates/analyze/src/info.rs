@@ -189,7 +189,7 @@ pub fn write_text(i: &Info, out: &mut impl Write) -> std::io::Result<()> {
     }
     // Records dropped by a recording option (e.g. --min-block) are filtered, not lost.
     let (filtered, lost): (Vec<&LostInfo>, Vec<&LostInfo>) =
-        i.lost.iter().partition(|l| l.reason.starts_with("filtered"));
+        i.lost.iter().partition(|l| profcap_format::rules::is_filtered(&l.reason));
     writeln!(out, "lost events:  {}", lost.iter().map(|l| l.count).sum::<u64>())?;
     for l in lost.iter().chain(&filtered) {
         writeln!(out, "  {} {}: {}", l.source, l.reason, l.count)?;

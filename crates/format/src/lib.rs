@@ -14,6 +14,7 @@ pub mod elf;
 mod encode;
 mod reader;
 mod records;
+pub mod rules;
 mod writer;
 
 #[allow(clippy::all, clippy::unwrap_used, unused_imports, dead_code, missing_debug_implementations, unsafe_op_in_unsafe_fn)]
@@ -31,6 +32,7 @@ pub use decode::DecodeError;
 pub use encode::{encode_batch, IndexEntry};
 pub use reader::{read_index, CaptureReader, RawBatch, ReadOptions, ReadStats, Warning};
 pub use records::*;
+pub use rules::{blob_key, perf_map_path};
 pub use writer::{CaptureWriter, WriteOptions, WriteStats};
 
 use std::path::PathBuf;

@@ -716,6 +716,15 @@ fn load_requests(
 mod tests {
     use super::*;
 
+    /// Only the --min-block drop is a filter's choice; the rule that says so
+    /// (the reason's prefix) is the format crate's, shared with the analyzer.
+    #[test]
+    fn only_filter_drops_read_as_filtered() {
+        let filtered: Vec<&str> =
+            DROP_REASONS.iter().copied().filter(|r| profcap_format::rules::is_filtered(r)).collect();
+        assert_eq!(filtered, ["filtered: blocked less than --min-block"]);
+    }
+
     #[test]
     fn layout_matches_the_c_header() {
         assert_eq!(std::mem::size_of::<PerfEventAttr>(), 112);

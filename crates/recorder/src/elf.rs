@@ -37,27 +37,19 @@ impl MappedFile {
 /// Keeps only the symbols the analyzer will use for the frames at `offsets`
 /// (file offsets in the object), as kernel symbols are kept only for the
 /// recorded kernel frames: a capture carries the names of the code it
-/// recorded, not whole symbol tables. The analyzer (symbolize/object_syms.rs)
-/// names an address by the last symbol at or below it, probing the return
-/// address minus one for callers; each probe's pick is kept, so that it names
-/// every frame exactly as the whole table would.
+/// recorded, not whole symbol tables. The analyzer names an address with
+/// `profcap_format::rules::pick_symbol`, probing the return address minus one
+/// for callers; each probe's candidate is kept, so that the pruned table
+/// names every frame exactly as the whole table would.
 pub fn prune_symbols(blob: &mut profcap_format::SymbolBlob, offsets: &std::collections::BTreeSet<u64>) {
-    let segments = &blob.segments;
-    let vaddr = |off: u64| {
-        segments
-            .iter()
-            .find(|s| s.file_offset <= off && off < s.file_offset + s.file_size)
-            .map_or(off, |s| off - s.file_offset + s.vaddr)
-    };
-    let mut order: Vec<usize> = (0..blob.symbols.len()).collect();
-    order.sort_by_key(|&i| blob.symbols[i].addr); // stable, as the analyzer sorts
+    use profcap_format::rules::{file_offset_to_vaddr, symbol_candidate};
+    blob.symbols.sort_by_key(|s| s.addr); // stable, as the analyzer sorts
     let mut keep = vec![false; blob.symbols.len()];
     for &off in offsets {
-        let a = vaddr(off);
+        let a = file_offset_to_vaddr(&blob.segments, off).unwrap_or(off);
         for probe in [a, a.saturating_sub(1)] {
-            let i = order.partition_point(|&j| blob.symbols[j].addr <= probe);
-            if let Some(&j) = i.checked_sub(1).and_then(|i| order.get(i)) {
-                keep[j] = true;
+            if let Some(i) = symbol_candidate(&blob.symbols, probe) {
+                keep[i] = true;
             }
         }
     }

@@ -45,10 +45,7 @@ impl UnwindTable {
 
     /// Object-relative address of a file offset.
     pub fn vaddr(&self, file_offset: u64) -> Option<u64> {
-        self.segments
-            .iter()
-            .find(|s| s.file_offset <= file_offset && file_offset < s.file_offset + s.file_size)
-            .map(|s| file_offset - s.file_offset + s.vaddr)
+        profcap_format::rules::file_offset_to_vaddr(&self.segments, file_offset)
     }
 
     /// At `vaddr`, the CFA's offset from rsp if the CFA is rsp-based and the

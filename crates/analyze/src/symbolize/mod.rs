@@ -170,7 +170,7 @@ impl<'a> Symbolizer<'a> {
     fn jit_frame(&mut self, pid: u32, addr: u64) -> Option<Frame> {
         let material = self.material;
         let syms = self.jit.entry(pid).or_insert_with(|| {
-            let key = blob_key(&[], &format!("[perf-map:{pid}]"));
+            let key = blob_key(&[], &profcap_format::perf_map_path(pid));
             let mut v: Vec<_> = material
                 .blobs
                 .get(&key)

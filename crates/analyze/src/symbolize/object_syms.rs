@@ -3,7 +3,7 @@
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
-use profcap_format::{elf, BlobContent, Mapping, Segment, Symbol};
+use profcap_format::{elf, rules, BlobContent, Mapping, Segment, Symbol};
 
 use super::{demangle, hex, Frame, FrameKind, SymbolizeOptions};
 use crate::capture::{blob_key, Material};
@@ -172,15 +172,11 @@ impl ObjectSyms {
 
     /// Object-relative virtual address of a file offset.
     fn vaddr(&self, file_offset: u64) -> u64 {
-        self.segments
-            .iter()
-            .find(|s| s.file_offset <= file_offset && file_offset < s.file_offset + s.file_size)
-            .map_or(file_offset, |s| file_offset - s.file_offset + s.vaddr)
+        rules::file_offset_to_vaddr(&self.segments, file_offset).unwrap_or(file_offset)
     }
 
     fn symbol(&self, probe: u64) -> Option<&Symbol> {
-        let i = self.symbols.partition_point(|s| s.addr <= probe);
-        self.symbols.get(i.checked_sub(1)?).filter(|s| s.size == 0 || probe < s.addr + s.size)
+        rules::pick_symbol(&self.symbols, probe).map(|i| &self.symbols[i])
     }
 
     /// Frames for the code at `file_offset`, innermost inlined first; empty

@@ -17,8 +17,11 @@ impl Session {
         for pid in pids {
             if let Some(symbols) = procfs::read_perf_map(pid) {
                 log::info!("pid {pid}: {} JIT symbols", symbols.len());
-                let blob =
-                    profcap_format::SymbolBlob { path: perf_map_path(pid), symbols, ..Default::default() };
+                let blob = profcap_format::SymbolBlob {
+                    path: profcap_format::perf_map_path(pid),
+                    symbols,
+                    ..Default::default()
+                };
                 let r = self.writer.push_symbols(blob);
                 self.write(r)?;
             }
@@ -56,10 +59,4 @@ impl Session {
         }
         Ok(())
     }
-}
-
-/// The path under which a process's JIT symbols are stored in the capture
-/// (a symbol blob without build id); the analyzer looks them up the same way.
-fn perf_map_path(pid: u32) -> String {
-    format!("[perf-map:{pid}]")
 }

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use libbpf_rs::RingBufferBuilder;
+use profcap_format::rules::{is_filtered, settings};
 use profcap_format::{CaptureWriter, Meta, WriteOptions};
 
 use crate::bpf::{Event, MemProbes, OffCpuOptions, ProbeOptions, Probes, Targets};
@@ -186,9 +187,9 @@ fn base_meta(opts: &RecordOptions) -> Meta {
         .map(|(_, name)| (*name).to_owned())
         .collect(),
         extra: [
-            (opts.offcpu, "min_block_ns", opts.min_block.as_nanos().to_string()),
-            (opts.requests, "payload_bytes", opts.payload_bytes.to_string()),
-            (opts.mem == MemMode::Sampled, "sample_bytes", opts.sample_bytes.to_string()),
+            (opts.offcpu, settings::MIN_BLOCK_NS, opts.min_block.as_nanos().to_string()),
+            (opts.requests, settings::PAYLOAD_BYTES, opts.payload_bytes.to_string()),
+            (opts.mem == MemMode::Sampled, settings::SAMPLE_BYTES, opts.sample_bytes.to_string()),
         ]
         .into_iter()
         .filter(|(on, _, _)| *on)
@@ -439,13 +440,12 @@ pub fn record(opts: &RecordOptions, stop: Arc<AtomicBool>) -> Result<RecordSumma
         log::info!(
             "{recovered} off-CPU block(s) ended by a switch the tracepoint missed; rebuilt from the thread's run time"
         );
-        meta.extra.push(("offcpu_recovered".into(), recovered.to_string()));
+        meta.extra.push((settings::OFFCPU_RECOVERED.into(), recovered.to_string()));
     }
     let r = session.writer.push_meta(meta);
     session.write(r)?;
     // Blocks shorter than --min-block are filtered by choice, not lost.
-    let lost: u64 =
-        losses.iter().filter(|(_, reason, _)| !reason.contains("--min-block")).map(|(_, _, n)| n).sum();
+    let lost: u64 = losses.iter().filter(|(_, reason, _)| !is_filtered(reason)).map(|(_, _, n)| n).sum();
     drop(probes);
     let objects = session.objects.iter().filter(|o| o.used).count();
     let processes = session.seen_pids.len();
