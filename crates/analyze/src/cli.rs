@@ -618,15 +618,15 @@ fn write_samples(
         "{:>8}  {:>10}  {:>7} {:>7}  {:<6} {:>10}  {:>7}  {:<16}  FUNCTION",
         "ID", "TIME (s)", "PID", "TID", "KIND", "VALUE", "REQUEST", "TRACE ID"
     )?;
-    let period_ns = if m.freq() > 0 { 1e9 / f64::from(m.freq()) } else { 0.0 };
+    let period_ns = profcap_analyze::units::sample_period_ns(m.freq()).unwrap_or(0.0);
     for r in rows {
         let s = &r.sample;
         let value = match s.kind {
             SampleKind::Cpu if period_ns > 0.0 => {
-                profcap_analyze::profile::format_ns(r.value as f64 * period_ns)
+                profcap_analyze::units::format_ns(r.value as f64 * period_ns)
             }
-            SampleKind::OffCpu => profcap_analyze::profile::format_ns(r.value as f64),
-            SampleKind::Alloc | SampleKind::Inuse => profcap_analyze::profile::format_bytes(r.value),
+            SampleKind::OffCpu => profcap_analyze::units::format_ns(r.value as f64),
+            SampleKind::Alloc | SampleKind::Inuse => profcap_analyze::units::format_bytes(r.value),
             _ => r.value.to_string(),
         };
         let span =

@@ -5,8 +5,8 @@ use std::io::Write;
 use serde::Serialize;
 
 use crate::capture::Material;
-use crate::profile::format_bytes;
 use crate::symbolize::hex;
+use crate::units::format_bytes;
 
 /// A summary of a capture, printable as text or JSON.
 #[derive(Debug, Clone, Serialize)]

@@ -12,6 +12,7 @@ pub mod memory;
 pub mod profile;
 pub mod requests;
 pub mod symbolize;
+pub mod units;
 
 use std::path::PathBuf;
 

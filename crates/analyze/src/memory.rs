@@ -223,7 +223,7 @@ pub fn timeline_svg(
             r#"<text x="{}" y="{}" text-anchor="end">{}</text>"#,
             LEFT - 6.0,
             y(v) + 4.0,
-            crate::profile::format_bytes(i64::try_from(v).unwrap_or(i64::MAX))
+            crate::units::format_bytes(i64::try_from(v).unwrap_or(i64::MAX))
         );
         let _ = writeln!(
             s,
@@ -275,14 +275,14 @@ pub fn write_leaks(
     let counts: std::collections::HashMap<_, _> = blocks.stacks.iter().map(|(f, v)| (f, *v)).collect();
     let mut rows: Vec<_> = bytes.stacks.iter().collect();
     rows.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-    writeln!(out, "never freed: {} in {} blocks", crate::profile::format_bytes(bytes.total), blocks.total)?;
+    writeln!(out, "never freed: {} in {} blocks", crate::units::format_bytes(bytes.total), blocks.total)?;
     writeln!(out, "{:>12} {:>8}  ALLOCATED AT (innermost first)", "BYTES", "BLOCKS")?;
     for (frames, v) in rows.into_iter().take(limit) {
         let stack: Vec<&str> = frames.iter().rev().take(depth).map(|f| &*f.name).collect();
         writeln!(
             out,
             "{:>12} {:>8}  {}",
-            crate::profile::format_bytes(*v),
+            crate::units::format_bytes(*v),
             counts.get(frames).copied().unwrap_or(0),
             stack.join(" <- ")
         )?;

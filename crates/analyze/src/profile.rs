@@ -11,6 +11,7 @@ use crate::capture::Material;
 use crate::memory::{self, InuseAt, MemEvent};
 use crate::requests::SpanIndex;
 use crate::symbolize::{Frame, FrameKind, SymbolizeOptions, Symbolizer};
+use crate::units::{format_bytes, format_ns};
 use crate::{Error, Result};
 
 /// Which samples to keep. Every field's default keeps everything.
@@ -91,7 +92,7 @@ impl Profile {
     pub fn ns_per_unit(&self) -> Option<f64> {
         match (self.kind, self.unit) {
             (_, ValueUnit::Nanoseconds) => Some(1.0),
-            (SampleKind::Cpu, ValueUnit::Count) if self.freq > 0 => Some(1e9 / f64::from(self.freq)),
+            (SampleKind::Cpu, ValueUnit::Count) => crate::units::sample_period_ns(self.freq),
             _ => None,
         }
     }
@@ -103,36 +104,6 @@ impl Profile {
             (None, ValueUnit::Bytes) => format_bytes(v),
             _ => format!("{v}"),
         }
-    }
-}
-
-/// "1.23 s", "45.6 ms", "789 µs".
-pub fn format_ns(ns: f64) -> String {
-    let a = ns.abs();
-    if a >= 1e9 {
-        format!("{:.2} s", ns / 1e9)
-    } else if a >= 1e6 {
-        format!("{:.1} ms", ns / 1e6)
-    } else if a >= 1e3 {
-        format!("{:.0} µs", ns / 1e3)
-    } else {
-        format!("{ns:.0} ns")
-    }
-}
-
-/// "12.3 MiB" etc.
-pub fn format_bytes(b: i64) -> String {
-    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = b as f64;
-    let mut u = 0;
-    while v.abs() >= 1024.0 && u + 1 < units.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{b} B")
-    } else {
-        format!("{v:.1} {}", units[u])
     }
 }
 
@@ -258,7 +229,7 @@ pub fn build(m: &Material, opts: &ProfileOptions) -> Result<Profile> {
     let by_thread = opts.grouping.thread || wall;
     let wakers = opts.filter.wakers;
     // In the wall view an on-CPU sample stands for one sampling period.
-    let cpu_ns = if m.freq() > 0 { 1e9 / f64::from(m.freq()) } else { 0.0 };
+    let cpu_ns = crate::units::sample_period_ns(m.freq()).unwrap_or(0.0);
     let memory = matches!(kind, SampleKind::Alloc | SampleKind::Inuse) && !wall;
     let agg = if memory {
         memory_agg(m, opts, &keep, kind, by_thread)?

@@ -20,8 +20,8 @@ use serde::Serialize;
 pub use spans::{build_spans, IoAssembler, IoEvent, Role, Span, SpanIndex};
 
 use crate::capture::Material;
-use crate::profile::format_ns;
 use crate::symbolize::{SymbolizeOptions, Symbolizer};
+use crate::units::format_ns;
 use crate::Result;
 
 /// Which requests to look at. Every field's default keeps all.
@@ -197,7 +197,7 @@ pub fn join(
             *leaf_counts.entry(i).or_default().entry(Arc::clone(&leaf.name)).or_default() += n;
         }
     }
-    let period_ns = if m.freq() > 0 { 1e9 / f64::from(m.freq()) } else { 0.0 };
+    let period_ns = crate::units::sample_period_ns(m.freq()).unwrap_or(0.0);
     Ok(spans
         .iter()
         .enumerate()
