@@ -270,3 +270,42 @@ fn a_program_that_scribbles_on_the_sampler_ring_cannot_hurt_profrec() {
     let damaged: u64 = m.lost.iter().filter(|l| l.reason.contains("damaged")).map(|l| l.count).sum();
     assert!(damaged >= 3, "damage counted: {:?}", m.lost);
 }
+
+/// The sampler library and its ring are anonymous memory: a profrec killed
+/// mid-recording leaves nothing in the temporary directory (it used to leave
+/// `profcap-ring-*` and `profcap-sampler-*.so` files, 8.4 MB per run).
+#[test]
+fn a_killed_sampled_recording_leaves_no_temporary_files() {
+    if !root_or_skip() {
+        return;
+    }
+    let ours = || -> Vec<String> {
+        std::fs::read_dir(std::env::temp_dir())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("profcap-"))
+            .collect()
+    };
+    let before = ours();
+    let dir = tempfile::tempdir().unwrap();
+    let cap = dir.path().join("killed.cap");
+    let mut rec = std::process::Command::new(env!("CARGO_BIN_EXE_profrec"))
+        .args(["-q", "-o", cap.to_str().unwrap(), "--mem", "--preload", "--"])
+        .arg(fixture("malloc_loop"))
+        .arg("1000000000") // far longer than the 1.5 s before the kill
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert!(rec.try_wait().unwrap().is_none(), "profrec ended before it was killed");
+    rec.kill().unwrap();
+    let _ = rec.wait();
+    let after: Vec<String> = ours().into_iter().filter(|n| !before.contains(n)).collect();
+    assert!(after.is_empty(), "left in the temporary directory: {after:?}");
+    assert!(cap.exists(), "the partial capture is the one file left");
+    let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().flatten().map(|e| e.file_name()).collect();
+    assert_eq!(names.len(), 1, "{names:?}");
+    // The command profrec started runs on after profrec's death; end it.
+    let _ = std::process::Command::new("pkill").args(["-f", "malloc_loop 1000000000"]).status();
+}

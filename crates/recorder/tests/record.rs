@@ -317,6 +317,28 @@ fn sigterm_stops_the_recorder_and_finishes_the_file() {
     let (m, p) = profile(&cap, Grouping::default());
     assert!(m.stats.trailer, "the file was finished");
     assert!(p.samples > 50, "{} samples", p.samples);
+
+    // Ctrl-C (SIGINT) stops it as cleanly, without a warning about the
+    // interrupted wait (one used to be printed at every Ctrl-C).
+    let cap = dir.path().join("int.cap");
+    let mut rec = Command::new(env!("CARGO_BIN_EXE_profrec"))
+        .args(["-o", cap.to_str().unwrap(), "--", "/bin/sleep", "31.5"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    // SAFETY: signalling a child process we started.
+    unsafe { libc::kill(rec.id() as i32, libc::SIGINT) };
+    let status = rec.wait().unwrap();
+    for p in processes_with("31.5") {
+        // SAFETY: ending the sleep this test started (it outlives the
+        // recording, and holds profrec's stderr open).
+        unsafe { libc::kill(p as i32, libc::SIGKILL) };
+    }
+    let mut err = String::new();
+    std::io::Read::read_to_string(rec.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert!(status.success(), "profrec exited with {status}: {err}");
+    assert!(!err.contains("Interrupted"), "{err}");
 }
 
 /// Processes whose command line contains `needle`.
