@@ -13,17 +13,7 @@ use libfuzzer_sys::fuzz_target;
 use profcap_format::{read_index, CaptureReader, ChunkHeader, ChunkKind, FileHeader, ReadOptions};
 
 fn chunk(payload: &[u8], raw_len: usize, flags: u16) -> Vec<u8> {
-    let header = ChunkHeader {
-        kind: ChunkKind::Batch,
-        flags,
-        stored_len: payload.len() as u32,
-        raw_len: raw_len as u32,
-        records: 1,
-        payload_crc: crc32fast::hash(payload),
-    };
-    let mut out = header.to_bytes().to_vec();
-    out.extend_from_slice(payload);
-    out
+    ChunkHeader::encode(ChunkKind::Batch, flags, payload, raw_len, 1)
 }
 
 fuzz_target!(|data: &[u8]| {

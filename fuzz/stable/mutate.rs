@@ -115,22 +115,12 @@ fn pieces(b: &Batch) -> Vec<Batch> {
 }
 
 fn chunk(payload: &[u8], compress: bool) -> Vec<u8> {
-    let (flags, stored) = if compress {
-        (1, zstd::bulk::compress(payload, 1).unwrap_or_default())
+    if compress {
+        let stored = zstd::bulk::compress(payload, 1).unwrap_or_default();
+        ChunkHeader::encode(ChunkKind::Batch, 1, &stored, payload.len(), 1)
     } else {
-        (0, payload.to_vec())
-    };
-    let header = ChunkHeader {
-        kind: ChunkKind::Batch,
-        flags,
-        stored_len: stored.len() as u32,
-        raw_len: payload.len() as u32,
-        records: 1,
-        payload_crc: crc32fast::hash(&stored),
-    };
-    let mut out = header.to_bytes().to_vec();
-    out.extend_from_slice(&stored);
-    out
+        ChunkHeader::encode(ChunkKind::Batch, 0, payload, payload.len(), 1)
+    }
 }
 
 fn mutate_bytes(rng: &mut Rng, b: &mut Vec<u8>) {

@@ -133,6 +133,25 @@ pub struct ChunkHeader {
 }
 
 impl ChunkHeader {
+    /// A chunk of `kind` as it is stored: its header (lengths and payload
+    /// checksum computed) followed by `stored`, which decompresses to
+    /// `raw_len` bytes (`flags` says how). Lengths beyond u32 are clamped;
+    /// readers refuse them as over [`MAX_CHUNK_LEN`].
+    pub fn encode(kind: ChunkKind, flags: u16, stored: &[u8], raw_len: usize, records: u32) -> Vec<u8> {
+        let header = ChunkHeader {
+            kind,
+            flags,
+            stored_len: u32::try_from(stored.len()).unwrap_or(u32::MAX),
+            raw_len: u32::try_from(raw_len).unwrap_or(u32::MAX),
+            records,
+            payload_crc: crc32fast::hash(stored),
+        };
+        let mut out = Vec::with_capacity(CHUNK_HEADER_LEN + stored.len());
+        out.extend_from_slice(&header.to_bytes());
+        out.extend_from_slice(stored);
+        out
+    }
+
     /// Serializes the header, computing its own checksum.
     pub fn to_bytes(self) -> [u8; CHUNK_HEADER_LEN] {
         let mut b = [0u8; CHUNK_HEADER_LEN];

@@ -427,17 +427,8 @@ mod tests {
 
     /// A capture file of one batch chunk.
     fn capture(payload: &[u8], raw_len: usize, flags: u16) -> Vec<u8> {
-        let header = ChunkHeader {
-            kind: ChunkKind::Batch,
-            flags,
-            stored_len: payload.len() as u32,
-            raw_len: raw_len as u32,
-            records: 1,
-            payload_crc: crc32fast::hash(payload),
-        };
         let mut out = FileHeader::current().to_bytes().to_vec();
-        out.extend_from_slice(&header.to_bytes());
-        out.extend_from_slice(payload);
+        out.extend(ChunkHeader::encode(ChunkKind::Batch, flags, payload, raw_len, 1));
         out
     }
 
