@@ -1,4 +1,4 @@
-/* Event layouts shared by the BPF programs and profrec (crates/recorder/src/bpf.rs).
+/* Event layouts shared by the BPF programs and profrec (crates/recorder/src/probes/wire.rs).
  * Every event starts with struct profrec_event_header; `type` says which struct follows.
  * Changing a layout means changing the Rust mirror in the same commit. */
 #ifndef PROFREC_H

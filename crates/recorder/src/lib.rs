@@ -5,12 +5,12 @@
 //! off-box symbolization material into a capture file. It does no
 //! symbolization and no aggregation beyond deduplicating stacks.
 
-pub mod bpf;
 pub mod elf;
 mod kallsyms;
 pub mod mem;
 mod mmap_events;
 mod perf_event;
+pub mod probes;
 pub mod procfs;
 mod redact;
 mod session;

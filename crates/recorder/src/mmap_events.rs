@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use memmap2::{MmapOptions, MmapRaw};
 
 use crate::perf_event::{self, flag, PerfEventAttr, PERF_COUNT_SW_DUMMY, PERF_SAMPLE_TID, PERF_SAMPLE_TIME};
+use crate::probes::{u32_at, u64_at};
 use crate::procfs::MapsEntry;
 
 /// Data pages per CPU (a power of two): 512 KiB holds thousands of mapping
@@ -178,24 +179,16 @@ fn parse(kind: u32, misc: u16, body: &[u8]) -> Parsed {
         PERF_RECORD_MMAP2 => parse_mmap2(body).map(|e| e.map_or(Parsed::Skip, Parsed::Event)),
         PERF_RECORD_COMM if misc & PERF_RECORD_MISC_COMM_EXEC != 0 => parse_comm(body).map(Parsed::Event),
         PERF_RECORD_COMM => Some(Parsed::Skip), // a thread renamed itself: BPF events carry names
-        PERF_RECORD_LOST => read_u64(body, 8).map(Parsed::Lost),
+        PERF_RECORD_LOST => u64_at(body, 8).map(Parsed::Lost),
         _ => Some(Parsed::Skip),
     };
     r.unwrap_or(Parsed::Malformed)
 }
 
-fn read_u32(b: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_ne_bytes(b.get(at..at.checked_add(4)?)?.try_into().ok()?))
-}
-
-fn read_u64(b: &[u8], at: usize) -> Option<u64> {
-    Some(u64::from_ne_bytes(b.get(at..at.checked_add(8)?)?.try_into().ok()?))
-}
-
 /// The time in the trailing sample id, and the body without it.
 fn split_sample_id(body: &[u8]) -> Option<(&[u8], u64)> {
     let at = body.len().checked_sub(SAMPLE_ID_LEN)?;
-    Some((&body[..at], read_u64(body, at + 8)?))
+    Some((&body[..at], u64_at(body, at + 8)?))
 }
 
 /// A NUL-terminated string in a padded field.
@@ -207,7 +200,7 @@ fn c_string(b: &[u8]) -> String {
 fn parse_comm(body: &[u8]) -> Option<MapEvent> {
     let (body, time_ns) = split_sample_id(body)?;
     // After an exec the thread that called it leads the process: pid == tid.
-    let pid = read_u32(body, 0)?;
+    let pid = u32_at(body, 0)?;
     Some(MapEvent::Exec { pid, time_ns, comm: c_string(body.get(8..)?) })
 }
 
@@ -216,18 +209,18 @@ fn parse_comm(body: &[u8]) -> Option<MapEvent> {
 /// `Ok(None)` for mappings the recorder does not describe (anonymous code).
 fn parse_mmap2(body: &[u8]) -> Option<Option<MapEvent>> {
     let (body, time_ns) = split_sample_id(body)?;
-    let pid = read_u32(body, 0)?;
-    let addr = read_u64(body, 8)?;
-    let len = read_u64(body, 16)?;
+    let pid = u32_at(body, 0)?;
+    let addr = u64_at(body, 8)?;
+    let len = u64_at(body, 16)?;
     let entry = MapsEntry {
         start: addr,
         end: addr.checked_add(len)?,
         readable: true,
         executable: true,
-        offset: read_u64(body, 24)?,
-        dev_major: read_u32(body, 32)?,
-        dev_minor: read_u32(body, 36)?,
-        inode: read_u64(body, 40)?,
+        offset: u64_at(body, 24)?,
+        dev_major: u32_at(body, 32)?,
+        dev_minor: u32_at(body, 36)?,
+        inode: u64_at(body, 40)?,
         path: c_string(body.get(64..)?),
     };
     let described = entry.is_file() || entry.path == "[vdso]";

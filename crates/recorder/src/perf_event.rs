@@ -82,3 +82,12 @@ pub fn open_on_cpu(attr: &PerfEventAttr, cpu: u32) -> std::io::Result<OwnedFd> {
     // SAFETY: the syscall returned a new file descriptor that nothing else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
+
+#[cfg(test)]
+mod tests {
+    /// PERF_ATTR_SIZE_VER5.
+    #[test]
+    fn the_attribute_struct_has_the_kernels_size() {
+        assert_eq!(std::mem::size_of::<super::PerfEventAttr>(), 112);
+    }
+}

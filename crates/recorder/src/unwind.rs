@@ -18,7 +18,7 @@ use gimli::{
 use profcap_format::elf::{extract_blob, EmbedMode};
 use profcap_format::Segment;
 
-use crate::bpf::Leaf;
+use crate::probes::Leaf;
 
 /// The unwind sections and segments of one object.
 #[derive(Debug)]

@@ -6,9 +6,9 @@ use std::collections::BTreeSet;
 use profcap_format::{Sample, SampleKind, Thread, ValueUnit};
 
 use super::Session;
-use crate::bpf::{Event, Header, Leaf, MemEvent, MemOp, OffCpu, Probes, Request, RequestOp};
 use crate::mem::RingRecord;
 use crate::mmap_events::MapEvent;
+use crate::probes::{Event, Header, Leaf, MemEvent, MemOp, OffCpu, Probes, Request, RequestOp};
 use crate::unwind::{self, Locate};
 use crate::Result;
 

@@ -14,9 +14,9 @@ use libbpf_rs::RingBufferBuilder;
 use profcap_format::rules::{is_filtered, settings};
 use profcap_format::{CaptureWriter, Meta, WriteOptions};
 
-use crate::bpf::{Event, MemProbes, OffCpuOptions, ProbeOptions, Probes, Targets};
 use crate::mem::{SamplerFile, SamplerRing};
 use crate::mmap_events::{MapEvent, MmapEvents};
+use crate::probes::{Event, MemProbes, OffCpuOptions, ProbeOptions, Probes, Targets};
 use crate::procfs;
 use crate::spawn::{spawn_held, RunningChild};
 use events::Batch;
@@ -326,7 +326,7 @@ pub fn record(opts: &RecordOptions, stop: Arc<AtomicBool>) -> Result<RecordSumma
         }
     };
     // Opened before the targets' /proc is read, so no mapping falls between.
-    let mut mmap_events = match MmapEvents::open(&crate::bpf::online_cpus()) {
+    let mut mmap_events = match MmapEvents::open(&crate::probes::online_cpus()) {
         Ok(m) => Some(m),
         Err(e) => {
             log::warn!(

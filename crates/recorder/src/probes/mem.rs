@@ -1,0 +1,119 @@
+//! Allocations: uprobes on the allocator functions, or on the preloaded
+//! sampler's two report functions (`bpf/mem.bpf.c`).
+
+use libbpf_rs::skel::{OpenSkel, SkelBuilder};
+use libbpf_rs::Link;
+
+use super::{load_error, no_rodata, object_storage, share_maps, OncpuSkel, Targets};
+use crate::{Error, Result};
+
+#[allow(clippy::all, clippy::unwrap_used, missing_debug_implementations, unsafe_op_in_unsafe_fn)]
+mod skel {
+    include!(concat!(env!("OUT_DIR"), "/mem.skel.rs"));
+}
+pub(super) use skel::MemSkel;
+use skel::MemSkelBuilder;
+
+/// Where to put the allocation probes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemProbes {
+    /// The process (uprobes are per process; its threads are covered).
+    pub pid: u32,
+    /// Attach mode: objects whose allocator functions get probes (libc, an
+    /// executable with its own allocator).
+    pub objects: Vec<std::path::PathBuf>,
+    /// Sampled mode: the preloaded sampler library, whose two report
+    /// functions get probes instead.
+    pub sampler: Option<std::path::PathBuf>,
+}
+
+/// Allocator function names (suffixes) and their `enum alloc_fn` cookie.
+const ALLOC_FNS: [(&str, u64); 9] = [
+    ("malloc", 0),
+    ("calloc", 1),
+    ("realloc", 2),
+    ("reallocarray", 3),
+    ("posix_memalign", 4),
+    ("aligned_alloc", 5),
+    ("memalign", 6),
+    ("valloc", 7),
+    ("mmap", 8),
+];
+/// Prefixes of allocators' symbols: libc's own, jemalloc (also as Rust's
+/// tikv-jemallocator builds it), mimalloc, tcmalloc.
+const ALLOC_PREFIXES: [&str; 5] = ["", "je_", "_rjem_", "mi_", "tc_"];
+
+/// Loads the allocation programs and attaches them to the allocator functions.
+pub(super) fn load(
+    skel: &OncpuSkel<'static>,
+    targets: &Targets,
+    m: &MemProbes,
+    links: &mut Vec<Link>,
+) -> Result<MemSkel<'static>> {
+    let mut open = MemSkelBuilder::default().open(object_storage()).map_err(|e| load_error("open mem", e))?;
+    let rodata = open.maps.rodata_data.as_deref_mut().ok_or_else(|| no_rodata("mem"))?;
+    rodata.filter_pids = matches!(targets, Targets::Pids { .. });
+    share_maps(skel, &mut open.maps.targets, &mut open.maps.events)?;
+    let mem = open.load().map_err(|e| load_error("load mem (verifier log above)", e))?;
+    let pid = m.pid as i32;
+    let uprobe = |prog: &libbpf_rs::ProgramMut<'_>, path: &std::path::Path, name: &str, ret: bool, cookie| {
+        let opts = libbpf_rs::UprobeOpts {
+            func_name: Some(name.to_owned()),
+            retprobe: ret,
+            cookie,
+            ..Default::default()
+        };
+        prog.attach_uprobe_with_opts(pid, path, 0, opts)
+    };
+    if let Some(sampler) = &m.sampler {
+        for (prog, name) in [
+            (&mem.progs.sampled_alloc, "profcap_sampled_alloc"),
+            (&mem.progs.sampled_free, "profcap_sampled_free"),
+        ] {
+            let link = uprobe(prog, sampler, name, false, 0)
+                .map_err(|e| load_error(&format!("attach uprobe {name} in {}", sampler.display()), e))?;
+            links.push(link);
+        }
+        return Ok(mem);
+    }
+    let mut attached = 0;
+    for object in &m.objects {
+        let names = crate::mem::function_names(object);
+        for prefix in ALLOC_PREFIXES {
+            let has = |n: &str| names.contains(&format!("{prefix}{n}"));
+            if !has("malloc") || !has("free") {
+                continue;
+            }
+            log::info!("attaching allocation probes to {prefix}malloc etc. in {}", object.display());
+            for (name, cookie) in ALLOC_FNS {
+                let name = format!("{prefix}{name}");
+                if !has(&name[prefix.len()..]) {
+                    continue;
+                }
+                for ret in [false, true] {
+                    let prog = if ret { &mem.progs.alloc_exit } else { &mem.progs.alloc_enter };
+                    let link = uprobe(prog, object, &name, ret, cookie).map_err(|e| {
+                        load_error(&format!("attach uprobe {name} in {}", object.display()), e)
+                    })?;
+                    links.push(link);
+                }
+            }
+            // munmap (libc's only) ends an anonymous mapping as free ends a
+            // block; one inside free, of a chunk's header address, matches nothing.
+            let munmap = prefix.is_empty() && names.contains("munmap");
+            for name in std::iter::once(format!("{prefix}free")).chain(munmap.then(|| "munmap".to_owned())) {
+                let link = uprobe(&mem.progs.free_enter, object, &name, false, 0)
+                    .map_err(|e| load_error(&format!("attach uprobe {name} in {}", object.display()), e))?;
+                links.push(link);
+            }
+            attached += 1;
+        }
+    }
+    if attached == 0 {
+        return Err(Error::Bpf {
+            what: "attach allocation probes".into(),
+            detail: format!("no allocator (malloc and free) found in {:?}", m.objects),
+        });
+    }
+    Ok(mem)
+}

@@ -1,0 +1,556 @@
+//! The events of `bpf/profrec.h` as they arrive on the ring buffer, decoded.
+
+/// Mirrors `MAX_STACK_DEPTH` in bpf/profrec.h.
+pub const MAX_STACK_DEPTH: usize = 127;
+/// Mirrors `LEAF_WINDOW`.
+pub const LEAF_WINDOW: usize = 256;
+/// Mirrors `MAX_PAYLOAD`: the most payload bytes a request event carries.
+pub const MAX_PAYLOAD: usize = 4096;
+/// Mirrors `TASK_COMM_LEN`.
+const COMM_LEN: usize = 16;
+/// `enum event_type`.
+const EVENT_SAMPLE: u32 = 1;
+const EVENT_FORK: u32 = 2;
+const EVENT_EXEC: u32 = 3;
+const EVENT_EXIT: u32 = 4;
+const EVENT_OFFCPU: u32 = 5;
+const EVENT_REQUEST: u32 = 6;
+const EVENT_MEM: u32 = 7;
+
+/// `#[repr(C)]` mirrors of the structs in `bpf/profrec.h`, field for field;
+/// `layout_matches_the_c_header` compiles the header and compares every
+/// offset and size. Decoding copies one out of the record's bytes, so no
+/// offset is computed by hand.
+mod raw {
+    use super::{COMM_LEN, LEAF_WINDOW, MAX_STACK_DEPTH};
+
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    pub struct Header {
+        pub kind: u32,
+        pub pid: u32,
+        pub tid: u32,
+        pub cpu: u32,
+        pub time_ns: u64,
+    }
+
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    pub struct Leaf {
+        pub sp: u64,
+        pub len: u32,
+        pub pad: u32,
+        pub window: [u8; LEAF_WINDOW],
+    }
+
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    pub struct Sample {
+        pub h: Header,
+        pub comm: [u8; COMM_LEN],
+        pub kstack_bytes: i32,
+        pub ustack_bytes: i32,
+        pub kstack: [u64; MAX_STACK_DEPTH],
+        pub ustack: [u64; MAX_STACK_DEPTH],
+        pub leaf: Leaf,
+    }
+
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    pub struct Proc {
+        pub h: Header,
+        pub ppid: u32,
+        pub pad: u32,
+        pub comm: [u8; COMM_LEN],
+    }
+
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    pub struct OffCpu {
+        pub h: Header,
+        pub blocked_ns: u64,
+        pub user_stack_id: i32,
+        pub kernel_stack_id: i32,
+        pub waker_pid: u32,
+        pub waker_tid: u32,
+        pub waker_user_stack_id: i32,
+        pub waker_kernel_stack_id: i32,
+        pub comm: [u8; COMM_LEN],
+        pub leaf: Leaf,
+    }
+
+    /// `struct profrec_request_event` up to its payload, which follows.
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    pub struct Request {
+        pub h: Header,
+        pub enter_ns: u64,
+        pub ret: i64,
+        pub fd: i32,
+        pub op: u32,
+        pub syscall_nr: u32,
+        pub payload_len: u32,
+        pub comm: [u8; COMM_LEN],
+    }
+
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    pub struct Mem {
+        pub h: Header,
+        pub op: u32,
+        pub stack_id: i32,
+        pub addr: u64,
+        pub size: u64,
+        pub old_addr: u64,
+        pub weight: u64,
+    }
+
+    /// Structs made of integers and arrays of them: any bytes are a value.
+    pub trait Plain: Copy {}
+    impl Plain for Header {}
+    impl Plain for Sample {}
+    impl Plain for Proc {}
+    impl Plain for OffCpu {}
+    impl Plain for Request {}
+    impl Plain for Mem {}
+
+    /// The struct at the start of `b`, if `b` is long enough.
+    pub fn read<T: Plain>(b: &[u8]) -> Option<T> {
+        if b.len() < std::mem::size_of::<T>() {
+            return None;
+        }
+        // SAFETY: `b` holds at least size_of::<T>() bytes; T is Plain (every
+        // bit pattern is a valid value) and read_unaligned needs no alignment.
+        Some(unsafe { std::ptr::read_unaligned(b.as_ptr().cast::<T>()) })
+    }
+}
+
+/// Drop reasons, the index of the `drops` maps (enum drop_reason).
+pub const DROP_REASONS: [&str; 11] = [
+    "ring buffer full",
+    "target table full",
+    "filtered: blocked less than --min-block",
+    "blocked more than an hour",
+    "no user frame",
+    "stack map full or collision",
+    "too many threads blocked at once",
+    "too many threads in socket syscalls at once",
+    "allocation stack map full or collision",
+    "too many threads in allocator calls at once",
+    "off-CPU: the switch back onto a CPU was not seen and could not be recovered",
+];
+
+/// An event from the BPF side, decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    Sample {
+        head: Header,
+        comm: String,
+        kernel: Vec<u64>,
+        user: Vec<u64>,
+        leaf: Leaf,
+    },
+    Fork {
+        head: Header,
+        ppid: u32,
+    },
+    Exec {
+        head: Header,
+        comm: String,
+    },
+    Exit {
+        head: Header,
+    },
+    /// A thread ran again after blocking.
+    OffCpu(OffCpu),
+    /// A socket syscall of a target thread returned.
+    Request(Request),
+    /// An allocation, free or reallocation.
+    Mem(MemEvent),
+}
+
+impl Event {
+    /// When it happened (CLOCK_MONOTONIC ns); for off-CPU time, when the
+    /// thread ran again (the event is sent then).
+    pub fn time_ns(&self) -> u64 {
+        match self {
+            Event::Sample { head, .. }
+            | Event::Fork { head, .. }
+            | Event::Exec { head, .. }
+            | Event::Exit { head } => head.time_ns,
+            Event::OffCpu(e) => e.head.time_ns.saturating_add(e.blocked_ns),
+            Event::Request(e) => e.head.time_ns,
+            Event::Mem(e) => e.head.time_ns,
+        }
+    }
+}
+
+/// What a memory event is (`enum mem_op`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemOp {
+    Alloc,
+    Free,
+    /// `old_addr` freed (if not 0), then `addr` allocated (if not 0).
+    Realloc,
+}
+
+/// An allocator call of a target thread (`struct profrec_mem_event`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemEvent {
+    pub head: Header,
+    pub op: MemOp,
+    /// Id in the memory stack map (negative: none).
+    pub stack: i32,
+    pub addr: u64,
+    pub size: u64,
+    pub old_addr: u64,
+    pub weight: u64,
+}
+
+/// What a socket syscall did (`enum request_op`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestOp {
+    Read,
+    Write,
+    Accept,
+    Connect,
+    Close,
+}
+
+/// A socket syscall returned; `head.time_ns` is when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    pub head: Header,
+    pub comm: String,
+    pub enter_ns: u64,
+    /// Bytes transferred, the accepted fd, or a negative errno.
+    pub ret: i64,
+    /// The socket (for accept: the new connection).
+    pub fd: i32,
+    pub op: RequestOp,
+    pub syscall_nr: u32,
+    /// The first bytes transferred (first buffer of a vector).
+    pub payload: Vec<u8>,
+}
+
+/// A thread ran again after blocking; `head.time_ns` is when it blocked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OffCpu {
+    pub head: Header,
+    pub comm: String,
+    pub blocked_ns: u64,
+    /// Stack ids in the off-CPU stack map (negative: none).
+    pub user_stack: i32,
+    pub kernel_stack: i32,
+    pub waker: Option<WakerIds>,
+    pub leaf: Leaf,
+}
+
+/// Who woke a blocked thread, with stack ids in the off-CPU stack map.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WakerIds {
+    pub pid: u32,
+    pub tid: u32,
+    pub user_stack: i32,
+    pub kernel_stack: i32,
+}
+
+/// The top of the user stack when a stack was taken (`struct profrec_leaf`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Leaf {
+    /// The user stack pointer.
+    pub sp: u64,
+    /// Bytes from `sp` upwards (empty if they could not be read).
+    pub window: Vec<u8>,
+}
+
+impl Leaf {
+    fn from_raw(l: &raw::Leaf) -> Leaf {
+        let len = (l.len as usize).min(LEAF_WINDOW);
+        Leaf { sp: l.sp, window: l.window[..len].to_vec() }
+    }
+}
+
+/// Common fields of every event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    pub pid: u32,
+    pub tid: u32,
+    pub cpu: u32,
+    pub time_ns: u64,
+}
+
+/// The u32 at `at` in `b`, if there are 4 bytes there.
+pub(crate) fn u32_at(b: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_ne_bytes(b.get(at..at.checked_add(4)?)?.try_into().ok()?))
+}
+
+/// The u64 at `at` in `b`, if there are 8 bytes there.
+pub(crate) fn u64_at(b: &[u8], at: usize) -> Option<u64> {
+    Some(u64::from_ne_bytes(b.get(at..at.checked_add(8)?)?.try_into().ok()?))
+}
+
+fn comm(raw: &[u8; COMM_LEN]) -> String {
+    let end = raw.iter().position(|&c| c == 0).unwrap_or(raw.len());
+    String::from_utf8_lossy(&raw[..end]).into_owned()
+}
+
+/// Frames written by bpf_get_stack: `bytes` of `frames` (negative = error).
+fn frames(frames: &[u64; MAX_STACK_DEPTH], bytes: i32) -> Vec<u64> {
+    let n = usize::try_from(bytes).unwrap_or(0) / 8;
+    frames[..n.min(MAX_STACK_DEPTH)].to_vec()
+}
+
+impl Header {
+    fn from_raw(h: &raw::Header) -> Header {
+        Header { pid: h.pid, tid: h.tid, cpu: h.cpu, time_ns: h.time_ns }
+    }
+}
+
+impl Event {
+    /// Decodes one ring-buffer record; `None` if it is malformed.
+    pub fn parse(b: &[u8]) -> Option<Event> {
+        let h = raw::read::<raw::Header>(b)?;
+        let head = Header::from_raw(&h);
+        Some(match h.kind {
+            EVENT_SAMPLE => {
+                let e = raw::read::<raw::Sample>(b)?;
+                Event::Sample {
+                    head,
+                    comm: comm(&e.comm),
+                    kernel: frames(&e.kstack, e.kstack_bytes),
+                    user: frames(&e.ustack, e.ustack_bytes),
+                    leaf: Leaf::from_raw(&e.leaf),
+                }
+            }
+            EVENT_FORK => Event::Fork { head, ppid: raw::read::<raw::Proc>(b)?.ppid },
+            EVENT_EXEC => Event::Exec { head, comm: comm(&raw::read::<raw::Proc>(b)?.comm) },
+            EVENT_EXIT => Event::Exit { head },
+            EVENT_OFFCPU => Event::OffCpu(OffCpu::from_raw(head, &raw::read::<raw::OffCpu>(b)?)),
+            EVENT_MEM => Event::Mem(MemEvent::from_raw(head, &raw::read::<raw::Mem>(b)?)?),
+            EVENT_REQUEST => {
+                let e = raw::read::<raw::Request>(b)?;
+                let at = std::mem::size_of::<raw::Request>();
+                let len = (e.payload_len as usize).min(MAX_PAYLOAD);
+                Event::Request(Request::from_raw(head, &e, b.get(at..at + len)?)?)
+            }
+            _ => return None,
+        })
+    }
+}
+
+impl OffCpu {
+    fn from_raw(head: Header, e: &raw::OffCpu) -> OffCpu {
+        OffCpu {
+            head,
+            blocked_ns: e.blocked_ns,
+            user_stack: e.user_stack_id,
+            kernel_stack: e.kernel_stack_id,
+            waker: (e.waker_tid != 0).then_some(WakerIds {
+                pid: e.waker_pid,
+                tid: e.waker_tid,
+                user_stack: e.waker_user_stack_id,
+                kernel_stack: e.waker_kernel_stack_id,
+            }),
+            comm: comm(&e.comm),
+            leaf: Leaf::from_raw(&e.leaf),
+        }
+    }
+}
+
+impl MemEvent {
+    fn from_raw(head: Header, e: &raw::Mem) -> Option<MemEvent> {
+        let op = match e.op {
+            0 => MemOp::Alloc,
+            1 => MemOp::Free,
+            2 => MemOp::Realloc,
+            _ => return None,
+        };
+        Some(MemEvent {
+            head,
+            op,
+            stack: e.stack_id,
+            addr: e.addr,
+            size: e.size,
+            old_addr: e.old_addr,
+            weight: e.weight,
+        })
+    }
+}
+
+impl Request {
+    fn from_raw(head: Header, e: &raw::Request, payload: &[u8]) -> Option<Request> {
+        let op = match e.op {
+            0 => RequestOp::Read,
+            1 => RequestOp::Write,
+            2 => RequestOp::Accept,
+            3 => RequestOp::Connect,
+            4 => RequestOp::Close,
+            _ => return None,
+        };
+        Some(Request {
+            head,
+            enter_ns: e.enter_ns,
+            ret: e.ret,
+            fd: e.fd,
+            op,
+            syscall_nr: e.syscall_nr,
+            comm: comm(&e.comm),
+            payload: payload.to_vec(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Only the --min-block drop is a filter's choice; the rule that says so
+    /// (the reason's prefix) is the format crate's, shared with the analyzer.
+    #[test]
+    fn only_filter_drops_read_as_filtered() {
+        let filtered: Vec<&str> =
+            DROP_REASONS.iter().copied().filter(|r| profcap_format::rules::is_filtered(r)).collect();
+        assert_eq!(filtered, ["filtered: blocked less than --min-block"]);
+    }
+
+    /// Every field offset and struct size of the mirrors, as the C compiler
+    /// lays out bpf/profrec.h (compiled here with gcc for this machine).
+    #[test]
+    fn layout_matches_the_c_header() {
+        use std::mem::{offset_of, size_of};
+        macro_rules! fields {
+            ($c:literal, $t:ty, [$($f:ident),*]) => {
+                vec![
+                    (format!("sizeof {}", $c), size_of::<$t>()),
+                    $((format!("{}.{}", $c, stringify!($f)), offset_of!($t, $f)),)*
+                ]
+            };
+        }
+        let rust: Vec<(String, usize)> = [
+            fields!("profrec_event_header", raw::Header, [kind, pid, tid, cpu, time_ns]),
+            fields!("profrec_leaf", raw::Leaf, [sp, len, pad, window]),
+            fields!(
+                "profrec_sample_event",
+                raw::Sample,
+                [h, comm, kstack_bytes, ustack_bytes, kstack, ustack, leaf]
+            ),
+            fields!("profrec_proc_event", raw::Proc, [h, ppid, pad, comm]),
+            fields!(
+                "profrec_offcpu_event",
+                raw::OffCpu,
+                [
+                    h,
+                    blocked_ns,
+                    user_stack_id,
+                    kernel_stack_id,
+                    waker_pid,
+                    waker_tid,
+                    waker_user_stack_id,
+                    waker_kernel_stack_id,
+                    comm,
+                    leaf
+                ]
+            ),
+            fields!(
+                "profrec_request_event",
+                raw::Request,
+                [h, enter_ns, ret, fd, op, syscall_nr, payload_len, comm]
+            ),
+            fields!("profrec_mem_event", raw::Mem, [h, op, stack_id, addr, size, old_addr, weight]),
+        ]
+        .concat()
+        .into_iter()
+        // The request mirror stops where the payload starts: its size is checked below.
+        .filter(|(name, _)| name != "sizeof profrec_request_event")
+        .collect();
+        // C names where they differ from the mirrors' (`type` is a Rust keyword).
+        let c_field = |name: &str| name.replace("profrec_event_header.kind", "profrec_event_header.type");
+        let mut c = String::from("#include <stdio.h>\n#include <stddef.h>\n#include <linux/types.h>\n");
+        c.push_str(&format!(
+            "#include \"{}/../../bpf/profrec.h\"\nint main(void) {{\n",
+            env!("CARGO_MANIFEST_DIR")
+        ));
+        for (name, _) in &rust {
+            let expr = match name.strip_prefix("sizeof ") {
+                Some(s) => format!("sizeof(struct {s})"),
+                None => {
+                    let n = c_field(name);
+                    let (s, f) = n.split_once('.').unwrap();
+                    format!("offsetof(struct {s}, {f})")
+                }
+            };
+            c.push_str(&format!("  printf(\"%zu\\n\", (size_t){expr});\n"));
+        }
+        c.push_str(&format!(
+            "  printf(\"%zu\\n\", (size_t)sizeof(struct profrec_request_event) - {MAX_PAYLOAD});\n"
+        ));
+        c.push_str("  return 0;\n}\n");
+        let dir = tempfile::tempdir().unwrap();
+        let (src, exe) = (dir.path().join("layout.c"), dir.path().join("layout"));
+        std::fs::write(&src, c).unwrap();
+        let built = std::process::Command::new("gcc").arg("-o").arg(&exe).arg(&src).status().unwrap();
+        assert!(built.success(), "gcc could not compile bpf/profrec.h");
+        let out = std::process::Command::new(&exe).output().unwrap();
+        let got: Vec<usize> =
+            String::from_utf8(out.stdout).unwrap().lines().map(|l| l.parse().unwrap()).collect();
+        for ((name, want), c_value) in rust.iter().zip(&got) {
+            assert_eq!(c_value, want, "{name}: C says {c_value}, the Rust mirror {want}");
+        }
+        // The payload follows the mirrored head of the request event directly.
+        assert_eq!(got[rust.len()], size_of::<raw::Request>());
+    }
+
+    fn bytes_of<T: raw::Plain>(v: &T) -> Vec<u8> {
+        // SAFETY: T is Plain (integers and arrays of them, no padding that
+        // matters here: the test reads back only fields it set).
+        unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), std::mem::size_of::<T>()) }.to_vec()
+    }
+
+    #[test]
+    fn parses_a_sample_and_rejects_short_records() {
+        let mut leaf = raw::Leaf { sp: 0x7ffd_0000, len: 8, pad: 0, window: [0; LEAF_WINDOW] };
+        leaf.window[..8].copy_from_slice(&0xabcdu64.to_ne_bytes());
+        let mut e = raw::Sample {
+            h: raw::Header { kind: EVENT_SAMPLE, pid: 7, tid: 8, cpu: 0, time_ns: 99 },
+            comm: [0; COMM_LEN],
+            kstack_bytes: -14,
+            ustack_bytes: 16,
+            kstack: [0; MAX_STACK_DEPTH],
+            ustack: [0; MAX_STACK_DEPTH],
+            leaf,
+        };
+        e.comm[..4].copy_from_slice(b"demo");
+        e.ustack[..2].copy_from_slice(&[0x1234, 0x5678]);
+        let b = bytes_of(&e);
+        let Some(Event::Sample { head, comm, kernel, user, leaf }) = Event::parse(&b) else {
+            panic!("not a sample")
+        };
+        assert_eq!((head.pid, head.tid, head.time_ns), (7, 8, 99));
+        assert_eq!(comm, "demo");
+        assert!(kernel.is_empty(), "negative length means no kernel stack");
+        assert_eq!(user, vec![0x1234, 0x5678]);
+        assert_eq!(leaf, Leaf { sp: 0x7ffd_0000, window: 0xabcdu64.to_ne_bytes().to_vec() });
+        assert_eq!(Event::parse(&b[..100]), None);
+        assert_eq!(Event::parse(&[]), None);
+    }
+
+    #[test]
+    fn a_request_payload_must_be_there_and_is_capped() {
+        let e = raw::Request {
+            h: raw::Header { kind: EVENT_REQUEST, pid: 1, tid: 1, cpu: 0, time_ns: 5 },
+            enter_ns: 4,
+            ret: 3,
+            fd: 9,
+            op: 1,
+            syscall_nr: 1,
+            payload_len: 3,
+            comm: [0; COMM_LEN],
+        };
+        let mut b = bytes_of(&e);
+        assert_eq!(Event::parse(&b), None, "payload_len says 3 bytes that are missing");
+        b.extend_from_slice(b"GET");
+        let Some(Event::Request(r)) = Event::parse(&b) else { panic!("not a request") };
+        assert_eq!((r.fd, r.op, r.payload.as_slice()), (9, RequestOp::Write, &b"GET"[..]));
+    }
+}
