@@ -91,8 +91,14 @@ impl<W: Write> CaptureWriter<W> {
     /// Returns the id of the stack with these frames (leaf first), adding it to
     /// the capture on first sight. An empty stack has id 0.
     pub fn intern_stack(&mut self, kernel: &[u64], user: &[u64]) -> StackId {
+        self.intern_stack_new(kernel, user).0
+    }
+
+    /// As [`Self::intern_stack`], and whether this call added the stack
+    /// (the recorder then notes which objects its frames lie in).
+    pub fn intern_stack_new(&mut self, kernel: &[u64], user: &[u64]) -> (StackId, bool) {
         if kernel.is_empty() && user.is_empty() {
-            return 0;
+            return (0, false);
         }
         // The key is built in a reused buffer so a repeated stack allocates nothing.
         self.scratch.clear();
@@ -100,7 +106,7 @@ impl<W: Write> CaptureWriter<W> {
         self.scratch.extend_from_slice(kernel);
         self.scratch.extend_from_slice(user);
         if let Some(&id) = self.stacks.get(self.scratch.as_slice()) {
-            return id;
+            return (id, false);
         }
         let id = self.stacks.len() as StackId + 1;
         self.stacks.insert(self.scratch.as_slice().into(), id);
@@ -112,7 +118,7 @@ impl<W: Write> CaptureWriter<W> {
         });
         self.note_pending(16 + 8 * (kernel.len() + user.len()));
         self.stats.stacks += 1;
-        id
+        (id, true)
     }
 
     /// Number of distinct stacks interned so far.

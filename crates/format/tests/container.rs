@@ -367,3 +367,13 @@ fn a_chunk_too_compressible_for_readers_is_stored_as_is() {
     assert!(warnings.is_empty(), "{warnings:?}");
     assert_eq!(batches.iter().flat_map(|b| b.symbols.clone()).collect::<Vec<_>>(), vec![blob]);
 }
+
+#[test]
+fn interning_says_whether_a_stack_is_new() {
+    let mut w = CaptureWriter::new(Vec::new(), WriteOptions::default()).unwrap();
+    let (id, new) = w.intern_stack_new(&[1], &[2, 3]);
+    assert!(new && id != 0);
+    assert_eq!(w.intern_stack_new(&[1], &[2, 3]), (id, false));
+    assert_eq!(w.intern_stack_new(&[], &[]), (0, false), "the empty stack is id 0, never added");
+    assert!(w.intern_stack_new(&[], &[1, 2, 3]).1, "kernel/user split is part of the key");
+}

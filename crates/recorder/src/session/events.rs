@@ -104,9 +104,8 @@ impl Session {
 
     /// Interns a stack of `pid`, noting its objects when it is new.
     pub(super) fn stack_id(&mut self, pid: u32, kernel: &[u64], user: &[u64]) -> u64 {
-        let before = self.writer.stack_count();
-        let id = self.writer.intern_stack(kernel, user);
-        if self.writer.stack_count() > before {
+        let (id, new) = self.writer.intern_stack_new(kernel, user);
+        if new {
             self.note_new_stack(pid, kernel, user);
         }
         id
