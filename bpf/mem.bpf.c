@@ -185,7 +185,7 @@ int BPF_UPROBE(sampled_alloc, __u64 ptr, __u64 size, __u64 weight)
 	if (!is_target(bpf_get_current_pid_tgid() >> 32))
 		return 0;
 	/* Leave out this function's own frame; the sampler's wrapper frames
-	 * below it are cut by profrec (strip_sampler_frames in session.rs). */
+	 * below it are cut by profrec (strip_sampler_frames in session/events.rs). */
 	send(MEMEV_ALLOC, ptr, size, 0, weight, user_stack(ctx, 1 /* this function */));
 	return 0;
 }
