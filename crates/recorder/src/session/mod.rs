@@ -1,29 +1,27 @@
 //! One recording: events from the BPF ring buffer into the capture writer.
 
-use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap};
 use std::fs::File;
 use std::io::BufWriter;
 use std::path::PathBuf;
-use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use libbpf_rs::RingBufferBuilder;
-use profcap_format::rules::{is_filtered, settings};
+use profcap_format::rules::settings;
 use profcap_format::{CaptureWriter, Meta, WriteOptions};
 
-use crate::mem::{SamplerFile, SamplerRing};
+use crate::mem::SamplerRing;
 use crate::mmap_events::{MapEvent, MmapEvents};
-use crate::probes::{Event, MemProbes, OffCpuOptions, ProbeOptions, Probes, Targets};
+use crate::probes::{Probes, Targets};
 use crate::procfs;
-use crate::spawn::{spawn_held, RunningChild};
 use events::Batch;
 
 mod events;
 mod material;
 mod output;
+mod run;
+mod setup;
 mod space;
 
 use crate::unwind::UnwindTable;
@@ -109,6 +107,35 @@ struct Session {
 }
 
 impl Session {
+    fn new(opts: &RecordOptions, file: File) -> Result<Session> {
+        let writer = CaptureWriter::new(BufWriter::with_capacity(1 << 20, file), WriteOptions::default())
+            .map_err(|source| Error::Capture { path: opts.output.clone(), source })?;
+        Ok(Session {
+            writer,
+            path: opts.output.clone(),
+            procs: HashMap::new(),
+            objects: Vec::new(),
+            object_ids: HashMap::new(),
+            thread_names: HashMap::new(),
+            kernel_addrs: BTreeSet::new(),
+            malformed_events: 0,
+            seen_pids: Default::default(),
+            rescans: Vec::new(),
+            offcpu_stacks: HashMap::new(),
+            unwind_tables: HashMap::new(),
+            cfa_rules: HashMap::new(),
+            requests: 0,
+            mem_stacks: HashMap::new(),
+            sampler_path: None,
+            foreign_ring_records: 0,
+            all_processes: opts.target == Target::All,
+            payload_raw: opts.payload_raw,
+            pending: HashMap::new(),
+            pending_count: 0,
+            later: Batch::default(),
+        })
+    }
+
     fn write<T>(&mut self, r: profcap_format::Result<T>) -> Result<T> {
         r.map_err(|source| Error::Capture { path: self.path.clone(), source })
     }
@@ -139,21 +166,6 @@ fn losses(
     }
     out.retain(|&(_, _, count)| count > 0);
     out
-}
-
-/// Takes what the three sources hold now. The mapping records are drained
-/// after the BPF ring: every mapping a consumed sample lies in was reported
-/// before that sample was taken.
-fn collect(
-    queue: &RefCell<Vec<Option<Event>>>,
-    mmap_events: Option<&mut MmapEvents>,
-    sampler_ring: Option<&mut SamplerRing>,
-) -> Batch {
-    Batch {
-        events: std::mem::take(&mut *queue.borrow_mut()),
-        maps: mmap_events.map(MmapEvents::drain).unwrap_or_default(),
-        records: sampler_ring.map(SamplerRing::drain).unwrap_or_default(),
-    }
 }
 
 fn check_privileges() -> Result<()> {
@@ -213,256 +225,42 @@ pub fn record(opts: &RecordOptions, stop: Arc<AtomicBool>) -> Result<RecordSumma
         }
     }
     let (mut output, file) = output::Output::create(&opts.output)?;
-    let writer = CaptureWriter::new(BufWriter::with_capacity(1 << 20, file), WriteOptions::default())
-        .map_err(|source| Error::Capture { path: opts.output.clone(), source })?;
-    let mut session = Session {
-        writer,
-        path: opts.output.clone(),
-        procs: HashMap::new(),
-        objects: Vec::new(),
-        object_ids: HashMap::new(),
-        thread_names: HashMap::new(),
-        kernel_addrs: BTreeSet::new(),
-        malformed_events: 0,
-        seen_pids: Default::default(),
-        rescans: Vec::new(),
-        offcpu_stacks: HashMap::new(),
-        unwind_tables: HashMap::new(),
-        cfa_rules: HashMap::new(),
-        requests: 0,
-        mem_stacks: HashMap::new(),
-        sampler_path: None,
-        foreign_ring_records: 0,
-        all_processes: opts.target == Target::All,
-        payload_raw: opts.payload_raw,
-        pending: HashMap::new(),
-        pending_count: 0,
-        later: Batch::default(),
-    };
-    let mut meta = base_meta(opts);
+    let mut session = Session::new(opts, file)?;
+    let meta = base_meta(opts);
     let r = session.writer.push_meta(meta.clone());
     session.write(r)?;
-
-    if let (MemMode::Sampled, Target::Spawn(argv)) = (opts.mem, &opts.target) {
-        crate::mem::check_preloadable(argv.first().map_or("", String::as_str))?;
-    }
-    let sampler = match opts.mem {
-        MemMode::Sampled => Some(SamplerFile::create()?),
-        _ => None,
-    };
-    session.sampler_path = sampler.as_ref().map(|s| s.mapped_as().to_owned());
-    // Picked allocations come through this ring, not the kernel (8 MiB: about
-    // 60 k records, far more than profrec's 100 ms polls let pile up).
-    let mut sampler_ring = match (&sampler, opts.mem_test_no_ring) {
-        (Some(_), false) => Some(SamplerRing::create(8 << 20)?),
-        _ => None,
-    };
-    let (targets, held) = match &opts.target {
-        Target::All => (Targets::All, None),
-        Target::Pids(pids) => (Targets::Pids { pids: pids.clone(), follow: opts.follow_children }, None),
-        Target::Spawn(argv) => {
-            let env = match &sampler {
-                Some(s) => {
-                    let mut env = vec![
-                        ("LD_PRELOAD".to_owned(), s.path().display().to_string()),
-                        ("PROFCAP_SAMPLE_BYTES".to_owned(), opts.sample_bytes.to_string()),
-                    ];
-                    if let Some(r) = &sampler_ring {
-                        env.push(("PROFCAP_RING".to_owned(), r.path().display().to_string()));
-                    }
-                    env
-                }
-                None => Vec::new(),
-            };
-            let held = spawn_held(argv, &env)?;
-            (Targets::Pids { pids: vec![held.pid()], follow: opts.follow_children }, Some(held))
-        }
-    };
-    let mem = match (opts.mem, &opts.target, &held) {
-        (MemMode::Off, _, _) => None,
-        (MemMode::Sampled, _, Some(h)) => Some(MemProbes {
-            pid: h.pid(),
-            objects: Vec::new(),
-            sampler: sampler.as_ref().map(|s| s.path().to_owned()),
-        }),
-        (MemMode::Attach, Target::Spawn(argv), Some(h)) => Some(MemProbes {
-            pid: h.pid(),
-            objects: crate::mem::allocator_objects_for_command(&argv[0]),
-            sampler: None,
-        }),
-        (MemMode::Attach, Target::Pids(pids), _) if pids.len() == 1 => {
-            Some(MemProbes { pid: pids[0], objects: crate::mem::allocator_objects(pids[0]), sampler: None })
-        }
-        (mode, _, _) => {
-            if let Some(h) = held {
-                h.abort();
-            }
-            return Err(Error::Usage(match mode {
-                MemMode::Sampled => {
-                    "--mem --preload needs a command to start (profrec --mem --preload -- CMD)"
-                }
-                _ => "--mem records one process: a command to start or a single -p PID",
-            }));
-        }
-    };
-    let probe_opts = ProbeOptions {
-        cpu_freq: opts.cpu.then_some(opts.freq),
-        offcpu: opts.offcpu.then(|| OffCpuOptions {
-            min_block_ns: u64::try_from(opts.min_block.as_nanos()).unwrap_or(u64::MAX),
-            wakers: opts.wakers,
-            kernel_stacks: opts.offcpu_kernel_stacks,
-            test_miss_switch_ins: opts.offcpu_test_miss_switch_ins,
-        }),
-        request_payload: opts.requests.then_some(opts.payload_bytes),
-        mem,
-    };
-    let probes = match Probes::load(&targets, &probe_opts) {
-        Ok(p) => p,
-        Err(e) => {
-            if let Some(h) = held {
-                h.abort();
-            }
-            return Err(e);
-        }
-    };
+    let sampling = setup::Sampling::prepare(opts)?;
+    session.sampler_path = sampling.library.as_ref().map(|s| s.mapped_as().to_owned());
+    let (targets, held) = setup::targets(opts, &sampling)?;
+    let probes = Probes::load(&targets, &setup::probe_options(opts, &held, &sampling)?)?;
     // Opened before the targets' /proc is read, so no mapping falls between.
-    let mut mmap_events = match MmapEvents::open(&crate::probes::online_cpus()) {
-        Ok(m) => Some(m),
-        Err(e) => {
-            log::warn!(
-                "cannot open the kernel's mapping records ({e}): processes that exit within \
-                 milliseconds may keep unnamed frames"
-            );
-            None
-        }
-    };
+    let mmap_events = open_mmap_events();
     let started = Instant::now();
     let now = monotonic_ns();
     if let Targets::Pids { pids, .. } = &targets {
         for &pid in pids {
-            session.scan_process(pid, if held.is_some() { now } else { 0 }, now);
+            session.scan_process(pid, if held.pid().is_some() { now } else { 0 }, now);
         }
     }
     // Set up before the child runs: mapping the ring buffer takes a few ms
     // of kernel time that should not compete with the target's start.
-    let queue: Rc<RefCell<Vec<Option<Event>>>> = Rc::default();
-    let sink = Rc::clone(&queue);
-    let mut builder = RingBufferBuilder::new();
-    let added = builder.add(probes.events_map(), move |data: &[u8]| {
-        sink.borrow_mut().push(Event::parse(data));
-        0
-    });
-    let ring = added.map(|_| ()).and_then(|()| builder.build());
-    let ring = match ring {
-        Ok(r) => r,
-        Err(e) => {
-            // Never let a held command run unrecorded.
-            if let Some(h) = held {
-                h.abort();
-            }
-            return Err(Error::Bpf { what: "ring buffer".into(), detail: e.to_string() });
-        }
-    };
-
-    let mut child: Option<RunningChild> = match held {
-        Some(h) => Some(h.release()?),
-        None => None,
-    };
+    let (ring, queue) = run::event_ring(&probes)?;
+    let child = held.release()?;
     // Recording has started: only now does the capture replace what was there.
     output.commit()?;
-    let mut live: BTreeSet<u32> = match &targets {
-        Targets::Pids { pids, .. } => pids.iter().copied().collect(),
-        Targets::All => BTreeSet::new(),
-    };
+    let mut src = run::Sources { probes: &probes, ring, queue, mmap_events, sampling, targets, child };
+    session.run(opts, &mut src, &stop)?;
+    session.finish(opts, meta, src, (started, cpu_at_start))
+}
 
-    let mut last_liveness_check = Instant::now();
-    let follow = matches!(targets, Targets::Pids { .. });
-    loop {
-        // Woken at once by process events; samples are collected on this timer.
-        let timeout = session.next_rescan_in().unwrap_or(POLL_INTERVAL).min(POLL_INTERVAL);
-        // Only what happened before `cut` is handled in this pass (see Batch).
-        let cut = monotonic_ns();
-        let r = ring.poll(timeout).and_then(|()| ring.consume());
-        match r {
-            // A signal (Ctrl-C, SIGTERM) interrupted the wait: the stop flag says the rest.
-            Err(e) if e.kind() == libbpf_rs::ErrorKind::Interrupted => {}
-            Err(e) if !stop.load(Ordering::Relaxed) => log::warn!("ring buffer poll: {e}"),
-            _ => {}
-        }
-        session.due_rescans();
-        let child_done = child.as_mut().is_some_and(|c| c.try_wait().is_some());
-        let out_of_time = opts.duration.is_some_and(|d| started.elapsed() >= d);
-        let mut finished = stop.load(Ordering::Relaxed) || child_done || out_of_time;
-        if !opts.test_handle_late.is_zero() && !queue.borrow().is_empty() {
-            std::thread::sleep(opts.test_handle_late);
-        }
-        let batch = collect(&queue, mmap_events.as_mut(), sampler_ring.as_mut());
-        session.process_batch(&probes, batch, Some(cut), follow.then_some(&mut live))?;
-        if session.all_processes {
-            session.prune_pending(monotonic_ns());
-        }
-        if matches!(opts.target, Target::Pids(_)) && last_liveness_check.elapsed() > Duration::from_secs(1) {
-            // Exit events can be lost when the ring buffer is full; /proc is the truth.
-            live.retain(|&pid| procfs::exists(pid));
-            last_liveness_check = Instant::now();
-        }
-        if matches!(opts.target, Target::Pids(_)) && live.is_empty() {
-            log::info!("all target processes have exited");
-            finished = true;
-        }
-        let r = session.writer.maybe_flush();
-        session.write(r)?;
-        if finished {
-            break;
-        }
-    }
-    // Take what is still in the ring buffer, the target's exit included, and
-    // everything held back for a later pass.
-    let _ = ring.consume();
-    let batch = collect(&queue, mmap_events.as_mut(), sampler_ring.as_mut());
-    session.process_batch(&probes, batch, None, follow.then_some(&mut live))?;
-    drop(ring);
-    if let Some(sampler) = &session.sampler_path {
-        if !session.objects.iter().any(|o| &o.path == sampler) {
+/// The kernel's exec and mapping records, or a warning saying what is lost without them.
+fn open_mmap_events() -> Option<MmapEvents> {
+    MmapEvents::open(&crate::probes::online_cpus())
+        .map_err(|e| {
             log::warn!(
-                "the allocation sampler was never loaded into the command (a statically linked \
-                 program ignores LD_PRELOAD): no allocations were recorded; use --mem without --preload"
-            );
-        }
-    }
-    let counts = (session.malformed_events, session.foreign_ring_records);
-    let losses = losses(&probes, sampler_ring.as_ref(), mmap_events.as_ref(), counts);
-    session.finish_material(opts.embed, &losses)?;
-    meta.end_wall_ns = wall_ns();
-    meta.end_mono_ns = monotonic_ns();
-    let recovered = probes.offcpu_recovered();
-    if recovered > 0 {
-        log::info!(
-            "{recovered} off-CPU block(s) ended by a switch the tracepoint missed; rebuilt from the thread's run time"
-        );
-        meta.extra.push((settings::OFFCPU_RECOVERED.into(), recovered.to_string()));
-    }
-    let r = session.writer.push_meta(meta);
-    session.write(r)?;
-    // Blocks shorter than --min-block are filtered by choice, not lost.
-    let lost: u64 = losses.iter().filter(|(_, reason, _)| !is_filtered(reason)).map(|(_, _, n)| n).sum();
-    drop(probes);
-    let objects = session.objects.iter().filter(|o| o.used).count();
-    let processes = session.seen_pids.len();
-    let path = session.path.clone();
-    let (out, stats) =
-        session.writer.finish().map_err(|source| Error::Capture { path: path.clone(), source })?;
-    let file = out.into_inner().map_err(|e| Error::Io { path: path.clone(), source: e.into_error() })?;
-    file.sync_all().map_err(|source| Error::Io { path, source })?;
-    Ok(RecordSummary {
-        samples: stats.samples,
-        stacks: stats.stacks,
-        processes,
-        objects,
-        lost,
-        file_bytes: stats.file_bytes,
-        elapsed: started.elapsed(),
-        cpu_time: own_cpu_time().saturating_sub(cpu_at_start),
-        child_exit: child.and_then(|mut c| c.try_wait()),
-    })
+                "cannot open the kernel's mapping records ({e}): processes that exit within \
+                 milliseconds may keep unnamed frames"
+            )
+        })
+        .ok()
 }

@@ -1,0 +1,183 @@
+//! The recording loop, and what is written once it ends.
+
+use std::cell::RefCell;
+use std::collections::BTreeSet;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use profcap_format::rules::{is_filtered, settings};
+use profcap_format::Meta;
+
+use super::events::Batch;
+use super::setup::Sampling;
+use super::{losses, monotonic_ns, own_cpu_time, wall_ns, RecordSummary, Session, POLL_INTERVAL};
+use crate::mmap_events::MmapEvents;
+use crate::probes::{Event, Probes, Targets};
+use crate::spawn::RunningChild;
+use crate::{procfs, Error, RecordOptions, Result, Target};
+
+/// Events the ring's callback decoded (`None`: malformed), waiting for a pass.
+pub(super) type EventQueue = Rc<RefCell<Vec<Option<Event>>>>;
+
+/// Where a recording's input comes from, and what it follows.
+pub(super) struct Sources<'a> {
+    pub(super) probes: &'a Probes,
+    pub(super) ring: libbpf_rs::RingBuffer<'a>,
+    pub(super) queue: EventQueue,
+    pub(super) mmap_events: Option<MmapEvents>,
+    pub(super) sampling: Sampling,
+    pub(super) targets: Targets,
+    pub(super) child: Option<RunningChild>,
+}
+
+/// The ring buffer of `probes`, decoding each record into the queue.
+pub(super) fn event_ring(probes: &Probes) -> Result<(libbpf_rs::RingBuffer<'_>, EventQueue)> {
+    let queue: EventQueue = Rc::default();
+    let sink = Rc::clone(&queue);
+    let mut builder = libbpf_rs::RingBufferBuilder::new();
+    let added = builder.add(probes.events_map(), move |data: &[u8]| {
+        sink.borrow_mut().push(Event::parse(data));
+        0
+    });
+    let ring = added.map(|_| ()).and_then(|()| builder.build());
+    let ring = ring.map_err(|e| Error::Bpf { what: "ring buffer".into(), detail: e.to_string() })?;
+    Ok((ring, queue))
+}
+
+impl Sources<'_> {
+    /// Takes what the three sources hold now. The mapping records are
+    /// drained after the BPF ring: every mapping a consumed sample lies in
+    /// was reported before that sample was taken.
+    fn collect(&mut self) -> Batch {
+        Batch {
+            events: std::mem::take(&mut *self.queue.borrow_mut()),
+            maps: self.mmap_events.as_mut().map(MmapEvents::drain).unwrap_or_default(),
+            records: self.sampling.ring.as_mut().map(|r| r.drain()).unwrap_or_default(),
+        }
+    }
+
+    /// Waits for the ring and reads it; the time taken before the read is
+    /// the pass's cut (see [`Batch`]).
+    fn poll(&self, timeout: Duration, stop: &AtomicBool) -> u64 {
+        let cut = monotonic_ns();
+        match self.ring.poll(timeout).and_then(|()| self.ring.consume()) {
+            // A signal (Ctrl-C, SIGTERM) interrupted the wait: the stop flag says the rest.
+            Err(e) if e.kind() == libbpf_rs::ErrorKind::Interrupted => {}
+            Err(e) if !stop.load(Ordering::Relaxed) => log::warn!("ring buffer poll: {e}"),
+            _ => {}
+        }
+        cut
+    }
+}
+
+impl Session {
+    /// Records until the command exits, every target has exited, the
+    /// duration passes, or `stop` is set; then handles what is left.
+    pub(super) fn run(
+        &mut self,
+        opts: &RecordOptions,
+        src: &mut Sources<'_>,
+        stop: &AtomicBool,
+    ) -> Result<()> {
+        let started = Instant::now();
+        let follow = matches!(src.targets, Targets::Pids { .. });
+        let mut live: BTreeSet<u32> = match &src.targets {
+            Targets::Pids { pids, .. } => pids.iter().copied().collect(),
+            Targets::All => BTreeSet::new(),
+        };
+        let mut last_liveness_check = Instant::now();
+        loop {
+            // Woken at once by process events; samples are collected on this timer.
+            let timeout = self.next_rescan_in().unwrap_or(POLL_INTERVAL).min(POLL_INTERVAL);
+            let cut = src.poll(timeout, stop);
+            self.due_rescans();
+            let child_done = src.child.as_mut().is_some_and(|c| c.try_wait().is_some());
+            let out_of_time = opts.duration.is_some_and(|d| started.elapsed() >= d);
+            let mut finished = stop.load(Ordering::Relaxed) || child_done || out_of_time;
+            if !opts.test_handle_late.is_zero() && !src.queue.borrow().is_empty() {
+                std::thread::sleep(opts.test_handle_late);
+            }
+            let batch = src.collect();
+            self.process_batch(src.probes, batch, Some(cut), follow.then_some(&mut live))?;
+            if self.all_processes {
+                self.prune_pending(monotonic_ns());
+            }
+            if matches!(opts.target, Target::Pids(_))
+                && last_liveness_check.elapsed() > Duration::from_secs(1)
+            {
+                // Exit events can be lost when the ring buffer is full; /proc is the truth.
+                live.retain(|&pid| procfs::exists(pid));
+                last_liveness_check = Instant::now();
+            }
+            if matches!(opts.target, Target::Pids(_)) && live.is_empty() {
+                log::info!("all target processes have exited");
+                finished = true;
+            }
+            let r = self.writer.maybe_flush();
+            self.write(r)?;
+            if finished {
+                break;
+            }
+        }
+        // Take what is still in the ring buffer, the target's exit included, and
+        // everything held back for a later pass.
+        let _ = src.ring.consume();
+        let batch = src.collect();
+        self.process_batch(src.probes, batch, None, follow.then_some(&mut live))
+    }
+
+    /// Writes the end-of-recording material and metadata, and finishes the file.
+    pub(super) fn finish(
+        mut self,
+        opts: &RecordOptions,
+        mut meta: Meta,
+        src: Sources<'_>,
+        started: (Instant, std::time::Duration),
+    ) -> Result<RecordSummary> {
+        if let Some(sampler) = &self.sampler_path {
+            if !self.objects.iter().any(|o| &o.path == sampler) {
+                log::warn!(
+                    "the allocation sampler was never loaded into the command (a statically linked \
+                     program ignores LD_PRELOAD): no allocations were recorded; use --mem without --preload"
+                );
+            }
+        }
+        let counts = (self.malformed_events, self.foreign_ring_records);
+        let losses = losses(src.probes, src.sampling.ring.as_ref(), src.mmap_events.as_ref(), counts);
+        self.finish_material(opts.embed, &losses)?;
+        meta.end_wall_ns = wall_ns();
+        meta.end_mono_ns = monotonic_ns();
+        let recovered = src.probes.offcpu_recovered();
+        if recovered > 0 {
+            log::info!(
+                "{recovered} off-CPU block(s) ended by a switch the tracepoint missed; rebuilt from the thread's run time"
+            );
+            meta.extra.push((settings::OFFCPU_RECOVERED.into(), recovered.to_string()));
+        }
+        let r = self.writer.push_meta(meta);
+        self.write(r)?;
+        // Blocks shorter than --min-block are filtered by choice, not lost.
+        let lost: u64 = losses.iter().filter(|(_, reason, _)| !is_filtered(reason)).map(|(_, _, n)| n).sum();
+        let Sources { ring, child, .. } = src;
+        drop(ring);
+        let objects = self.objects.iter().filter(|o| o.used).count();
+        let processes = self.seen_pids.len();
+        let path = self.path.clone();
+        let (out, stats) =
+            self.writer.finish().map_err(|source| Error::Capture { path: path.clone(), source })?;
+        let file = out.into_inner().map_err(|e| Error::Io { path: path.clone(), source: e.into_error() })?;
+        file.sync_all().map_err(|source| Error::Io { path, source })?;
+        Ok(RecordSummary {
+            samples: stats.samples,
+            stacks: stats.stacks,
+            processes,
+            objects,
+            lost,
+            file_bytes: stats.file_bytes,
+            elapsed: started.0.elapsed(),
+            cpu_time: own_cpu_time().saturating_sub(started.1),
+            child_exit: child.and_then(|mut c| c.try_wait()),
+        })
+    }
+}

@@ -1,0 +1,118 @@
+//! Setting a recording up: the sampler's shared memory, the targets (a
+//! command held before exec, or running processes), and what to probe.
+
+use crate::mem::{SamplerFile, SamplerRing};
+use crate::probes::{MemProbes, OffCpuOptions, ProbeOptions, Targets};
+use crate::spawn::{spawn_held, HeldChild, RunningChild};
+use crate::{Error, MemMode, RecordOptions, Result, Target};
+
+/// The preloaded sampler (`--mem --preload`): its library and its ring.
+#[derive(Debug, Default)]
+pub(super) struct Sampling {
+    pub(super) library: Option<SamplerFile>,
+    pub(super) ring: Option<SamplerRing>,
+}
+
+impl Sampling {
+    pub(super) fn prepare(opts: &RecordOptions) -> Result<Sampling> {
+        if opts.mem != MemMode::Sampled {
+            return Ok(Sampling::default());
+        }
+        if let Target::Spawn(argv) = &opts.target {
+            crate::mem::check_preloadable(argv.first().map_or("", String::as_str))?;
+        }
+        let library = SamplerFile::create()?;
+        // Picked allocations come through this ring, not the kernel (8 MiB:
+        // about 60 k records, far more than profrec's 100 ms polls let pile up).
+        let ring = if opts.mem_test_no_ring { None } else { Some(SamplerRing::create(8 << 20)?) };
+        Ok(Sampling { library: Some(library), ring })
+    }
+
+    /// The environment that loads the sampler into a started command.
+    fn env(&self, opts: &RecordOptions) -> Vec<(String, String)> {
+        let Some(library) = &self.library else { return Vec::new() };
+        let mut env = vec![
+            ("LD_PRELOAD".to_owned(), library.path().display().to_string()),
+            ("PROFCAP_SAMPLE_BYTES".to_owned(), opts.sample_bytes.to_string()),
+        ];
+        if let Some(r) = &self.ring {
+            env.push(("PROFCAP_RING".to_owned(), r.path().display().to_string()));
+        }
+        env
+    }
+}
+
+/// A command held before exec, killed unless it is released: whatever
+/// fails between spawning it and starting the recording, it never runs
+/// unrecorded.
+#[derive(Debug, Default)]
+pub(super) struct Held(Option<HeldChild>);
+
+impl Held {
+    pub(super) fn pid(&self) -> Option<u32> {
+        self.0.as_ref().map(HeldChild::pid)
+    }
+
+    /// Lets the command exec (if there is one).
+    pub(super) fn release(mut self) -> Result<Option<RunningChild>> {
+        self.0.take().map(HeldChild::release).transpose()
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if let Some(h) = self.0.take() {
+            h.abort();
+        }
+    }
+}
+
+/// What the programs follow, spawning (and holding) the command if one is given.
+pub(super) fn targets(opts: &RecordOptions, sampling: &Sampling) -> Result<(Targets, Held)> {
+    Ok(match &opts.target {
+        Target::All => (Targets::All, Held::default()),
+        Target::Pids(pids) => {
+            (Targets::Pids { pids: pids.clone(), follow: opts.follow_children }, Held::default())
+        }
+        Target::Spawn(argv) => {
+            let held = spawn_held(argv, &sampling.env(opts))?;
+            (Targets::Pids { pids: vec![held.pid()], follow: opts.follow_children }, Held(Some(held)))
+        }
+    })
+}
+
+/// What to probe, as the options ask.
+pub(super) fn probe_options(opts: &RecordOptions, held: &Held, sampling: &Sampling) -> Result<ProbeOptions> {
+    Ok(ProbeOptions {
+        cpu_freq: opts.cpu.then_some(opts.freq),
+        offcpu: opts.offcpu.then(|| OffCpuOptions {
+            min_block_ns: u64::try_from(opts.min_block.as_nanos()).unwrap_or(u64::MAX),
+            wakers: opts.wakers,
+            kernel_stacks: opts.offcpu_kernel_stacks,
+            test_miss_switch_ins: opts.offcpu_test_miss_switch_ins,
+        }),
+        request_payload: opts.requests.then_some(opts.payload_bytes),
+        mem: mem_probes(opts, held, sampling)?,
+    })
+}
+
+/// Where the allocation probes go, or why `--mem` cannot work here.
+fn mem_probes(opts: &RecordOptions, held: &Held, sampling: &Sampling) -> Result<Option<MemProbes>> {
+    let sampler = sampling.library.as_ref().map(|s| s.path().to_owned());
+    Ok(Some(match (opts.mem, &opts.target, held.pid()) {
+        (MemMode::Off, _, _) => return Ok(None),
+        (MemMode::Sampled, _, Some(pid)) => MemProbes { pid, objects: Vec::new(), sampler },
+        (MemMode::Attach, Target::Spawn(argv), Some(pid)) => {
+            MemProbes { pid, objects: crate::mem::allocator_objects_for_command(&argv[0]), sampler: None }
+        }
+        (MemMode::Attach, Target::Pids(pids), _) if pids.len() == 1 => {
+            MemProbes { pid: pids[0], objects: crate::mem::allocator_objects(pids[0]), sampler: None }
+        }
+        (MemMode::Sampled, _, _) => {
+            return Err(Error::Usage(
+                "--mem --preload needs a command to start (profrec --mem --preload -- CMD)",
+            ))
+        }
+        _ => return Err(Error::Usage("--mem records one process: a command to start or a single -p PID")),
+    }))
+}
