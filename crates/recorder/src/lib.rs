@@ -7,6 +7,7 @@
 
 pub mod elf;
 mod kallsyms;
+mod layout;
 pub mod mem;
 mod mmap_events;
 mod perf_event;

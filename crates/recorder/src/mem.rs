@@ -295,8 +295,8 @@ impl SamplerRing {
                 break; // reserved, not yet written
             }
             let b = &self.map[at..];
-            let u32_at = |o| crate::probes::u32_at(b, o).unwrap_or(0);
-            let u64_at = |o| crate::probes::u64_at(b, o).unwrap_or(0);
+            let u32_at = |o| crate::layout::u32_at(b, o).unwrap_or(0);
+            let u64_at = |o| crate::layout::u64_at(b, o).unwrap_or(0);
             let len = u32_at(0) as usize;
             let room = size - off;
             if len < 8 || len % 8 != 0 || len > room || len as u64 > head - tail {

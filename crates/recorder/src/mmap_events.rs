@@ -17,8 +17,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use memmap2::{MmapOptions, MmapRaw};
 
+use crate::layout::{u32_at, u64_at};
 use crate::perf_event::{self, flag, PerfEventAttr, PERF_COUNT_SW_DUMMY, PERF_SAMPLE_TID, PERF_SAMPLE_TIME};
-use crate::probes::{u32_at, u64_at};
 use crate::procfs::MapsEntry;
 
 /// Data pages per CPU (a power of two): 512 KiB holds thousands of mapping

@@ -105,24 +105,15 @@ mod raw {
         pub weight: u64,
     }
 
-    /// Structs made of integers and arrays of them: any bytes are a value.
-    pub trait Plain: Copy {}
+    pub(super) use crate::layout::read;
+    use crate::layout::Plain;
+
     impl Plain for Header {}
     impl Plain for Sample {}
     impl Plain for Proc {}
     impl Plain for OffCpu {}
     impl Plain for Request {}
     impl Plain for Mem {}
-
-    /// The struct at the start of `b`, if `b` is long enough.
-    pub fn read<T: Plain>(b: &[u8]) -> Option<T> {
-        if b.len() < std::mem::size_of::<T>() {
-            return None;
-        }
-        // SAFETY: `b` holds at least size_of::<T>() bytes; T is Plain (every
-        // bit pattern is a valid value) and read_unaligned needs no alignment.
-        Some(unsafe { std::ptr::read_unaligned(b.as_ptr().cast::<T>()) })
-    }
 }
 
 /// Drop reasons, the index of the `drops` maps (enum drop_reason).
@@ -278,16 +269,6 @@ pub struct Header {
     pub tid: u32,
     pub cpu: u32,
     pub time_ns: u64,
-}
-
-/// The u32 at `at` in `b`, if there are 4 bytes there.
-pub(crate) fn u32_at(b: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_ne_bytes(b.get(at..at.checked_add(4)?)?.try_into().ok()?))
-}
-
-/// The u64 at `at` in `b`, if there are 8 bytes there.
-pub(crate) fn u64_at(b: &[u8], at: usize) -> Option<u64> {
-    Some(u64::from_ne_bytes(b.get(at..at.checked_add(8)?)?.try_into().ok()?))
 }
 
 fn comm(raw: &[u8; COMM_LEN]) -> String {
@@ -501,7 +482,7 @@ mod tests {
         assert_eq!(got[rust.len()], size_of::<raw::Request>());
     }
 
-    fn bytes_of<T: raw::Plain>(v: &T) -> Vec<u8> {
+    fn bytes_of<T: crate::layout::Plain>(v: &T) -> Vec<u8> {
         // SAFETY: T is Plain (integers and arrays of them, no padding that
         // matters here: the test reads back only fields it set).
         unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), std::mem::size_of::<T>()) }.to_vec()
