@@ -10,8 +10,9 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use profcap_analyze::diff::{diff_flame_graph, diff_table, regressions, write_table};
 use profcap_analyze::export::{flame_graph, write_folded, write_pprof, write_top, FlameOptions, TopBy};
+use profcap_analyze::export::{timeline_svg, write_leaks};
 use profcap_analyze::info::{info, write_text};
-use profcap_analyze::memory::{timeline, timeline_svg, write_leaks, InuseAt, MemEvent};
+use profcap_analyze::memory::{timeline, InuseAt, MemEvent};
 use profcap_analyze::profile::list_samples;
 use profcap_analyze::requests::{
     self, capture_spans, join, load_span_file, Selection, SortBy, Span, SpanIndex,

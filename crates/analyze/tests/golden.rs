@@ -8,8 +8,9 @@
 use std::path::{Path, PathBuf};
 
 use profcap_analyze::export::{flame_graph, write_folded, write_top, FlameOptions, TopBy};
+use profcap_analyze::export::{timeline_svg, write_leaks};
 use profcap_analyze::info::{info, write_text};
-use profcap_analyze::memory::{timeline, timeline_svg, write_leaks, InuseAt, MemEvent};
+use profcap_analyze::memory::{timeline, InuseAt, MemEvent};
 use profcap_analyze::requests::{capture_spans, join, write_table, Selection, SpanIndex};
 use profcap_analyze::{build, Material, ProfileOptions};
 use profcap_format::SampleKind;
