@@ -16,7 +16,7 @@ use profcap_format::{
     SymbolBlob,
 };
 
-use crate::requests::{IoAssembler, IoEvent};
+use crate::sockets::{IoAssembler, IoEvent};
 use crate::{Error, Result};
 
 /// Everything in a capture except its samples.

@@ -129,7 +129,7 @@ pub fn info(m: &Material, format_version: (u16, u16)) -> Info {
         http_requests: m
             .io
             .iter()
-            .filter(|e| matches!(e.http, Some(crate::requests::http::HttpMessage::Request { .. })))
+            .filter(|e| matches!(e.http, Some(crate::sockets::http::HttpMessage::Request { .. })))
             .count(),
         chunks: s.chunks,
         file_bytes: s.file_bytes,

@@ -11,6 +11,7 @@ pub mod info;
 pub mod memory;
 pub mod profile;
 pub mod requests;
+pub mod sockets;
 pub mod symbolize;
 pub mod units;
 

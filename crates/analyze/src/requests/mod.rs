@@ -5,7 +5,6 @@
 //! request while the request lasted; an off-CPU sample counts with the part
 //! of its blocked time that lies inside the request.
 
-pub mod http;
 pub mod otlp;
 pub mod spans;
 
@@ -17,7 +16,8 @@ use profcap_format::SampleKind;
 use rustc_hash::FxHashMap;
 use serde::Serialize;
 
-pub use spans::{build_spans, IoAssembler, IoEvent, Role, Span, SpanIndex};
+pub use crate::sockets::{http, IoAssembler, IoEvent};
+pub use spans::{build_spans, Role, Span, SpanIndex};
 
 use crate::capture::Material;
 use crate::symbolize::{SymbolizeOptions, Symbolizer};

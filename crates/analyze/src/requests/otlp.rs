@@ -8,8 +8,8 @@
 
 use serde_json::Value;
 
-use super::http::{TraceContext, TraceSource};
 use super::spans::{Role, Span};
+use crate::sockets::http::{TraceContext, TraceSource};
 
 /// Why a span file could not be used.
 #[derive(Debug, thiserror::Error)]
