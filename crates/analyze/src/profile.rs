@@ -222,52 +222,10 @@ impl Agg {
 /// Builds the profile of one kind from a loaded capture.
 pub fn build(m: &Material, opts: &ProfileOptions) -> Result<Profile> {
     let kind = opts.filter.kind.unwrap_or_else(|| default_kind(m));
-    let started = std::time::Instant::now();
-    let keep = Keep::new(m, &opts.filter, kind);
-    let generations = m.generations();
     let wall = opts.filter.wall;
-    let by_thread = opts.grouping.thread || wall;
-    let wakers = opts.filter.wakers;
-    // In the wall view an on-CPU sample stands for one sampling period.
-    let cpu_ns = crate::units::sample_period_ns(m.freq()).unwrap_or(0.0);
     let memory = matches!(kind, SampleKind::Alloc | SampleKind::Inuse) && !wall;
-    let agg = if memory {
-        memory_agg(m, opts, &keep, kind, by_thread)?
-    } else {
-        m.fold_samples(
-            opts.strict,
-            Agg::default,
-            |a, s| {
-                let Some(value) = keep.value(s) else {
-                    return;
-                };
-                let value =
-                    if wall && s.kind == SampleKind::Cpu { (value as f64 * cpu_ns) as i64 } else { value };
-                a.unit.get_or_insert(if wall { ValueUnit::Nanoseconds } else { s.unit });
-                a.samples += 1;
-                a.total = a.total.saturating_add(value);
-                let generation_of = |pid: u32| {
-                    Material::generation_at(generations.get(&pid).map_or(&[][..], Vec::as_slice), s.time_ns)
-                };
-                let key = Key {
-                    pid: s.pid,
-                    tid: if by_thread { s.tid } else { 0 },
-                    generation: generation_of(s.pid),
-                    stack_id: s.stack_id,
-                    offcpu: wall && s.kind == SampleKind::OffCpu,
-                    waker: s.waker.filter(|_| wakers).map(|w| WakerKey {
-                        pid: w.pid,
-                        tid: w.tid,
-                        generation: generation_of(w.pid),
-                        stack_id: w.stack_id,
-                    }),
-                };
-                *a.values.entry(key).or_default() += value;
-            },
-            Agg::merge,
-        )?
-    };
-    let Agg { values: agg, samples, total, unit } = agg;
+    let started = std::time::Instant::now();
+    let Agg { values, samples, total, unit } = aggregate(m, opts, kind)?;
     if samples == 0 && m.sample_count > 0 && !wall && !memory && !m.kind_counts.contains_key(kind.name()) {
         let kinds: Vec<_> = m.kind_counts.keys().copied().collect();
         return Err(Error::NoSamples(format!(
@@ -280,17 +238,92 @@ pub fn build(m: &Material, opts: &ProfileOptions) -> Result<Profile> {
     log::info!(
         "aggregated {} samples into {} keys in {:.3}s ({:.1} M samples/s)",
         m.sample_count,
-        agg.len(),
+        values.len(),
         secs,
         m.sample_count as f64 / secs.max(1e-9) / 1e6
     );
     let started = std::time::Instant::now();
+    let (merged, missing) = symbolize_keys(m, opts, values);
+    log::info!("symbolized {} stacks in {:.3}s", merged.len(), started.elapsed().as_secs_f64());
+    Ok(Profile {
+        kind,
+        unit: unit.unwrap_or(match kind {
+            SampleKind::OffCpu => ValueUnit::Nanoseconds,
+            SampleKind::Alloc | SampleKind::Inuse => ValueUnit::Bytes,
+            _ => ValueUnit::Count,
+        }),
+        stacks: merged.into_iter().collect(),
+        samples,
+        total,
+        freq: m.freq(),
+        missing,
+        wall,
+    })
+}
+
+/// The selected samples' values summed per key (process, thread when
+/// grouped, mapping generation, stack, and in the wall view on/off-CPU and
+/// waker), in one parallel pass over the samples (or the memory replay).
+fn aggregate(m: &Material, opts: &ProfileOptions, kind: SampleKind) -> Result<Agg> {
+    let keep = Keep::new(m, &opts.filter, kind);
+    let generations = m.generations();
+    let wall = opts.filter.wall;
+    let by_thread = opts.grouping.thread || wall;
+    let wakers = opts.filter.wakers;
+    if matches!(kind, SampleKind::Alloc | SampleKind::Inuse) && !wall {
+        return memory_agg(m, opts, &keep, kind, by_thread);
+    }
+    // In the wall view an on-CPU sample stands for one sampling period.
+    let cpu_ns = crate::units::sample_period_ns(m.freq()).unwrap_or(0.0);
+    m.fold_samples(
+        opts.strict,
+        Agg::default,
+        |a, s| {
+            let Some(value) = keep.value(s) else {
+                return;
+            };
+            let value =
+                if wall && s.kind == SampleKind::Cpu { (value as f64 * cpu_ns) as i64 } else { value };
+            a.unit.get_or_insert(if wall { ValueUnit::Nanoseconds } else { s.unit });
+            a.samples += 1;
+            a.total = a.total.saturating_add(value);
+            let generation_of = |pid: u32| {
+                Material::generation_at(generations.get(&pid).map_or(&[][..], Vec::as_slice), s.time_ns)
+            };
+            let key = Key {
+                pid: s.pid,
+                tid: if by_thread { s.tid } else { 0 },
+                generation: generation_of(s.pid),
+                stack_id: s.stack_id,
+                offcpu: wall && s.kind == SampleKind::OffCpu,
+                waker: s.waker.filter(|_| wakers).map(|w| WakerKey {
+                    pid: w.pid,
+                    tid: w.tid,
+                    generation: generation_of(w.pid),
+                    stack_id: w.stack_id,
+                }),
+            };
+            *a.values.entry(key).or_default() += value;
+        },
+        Agg::merge,
+    )
+}
+
+/// Each key's frames, root first (grouping frames, markers, the stack and
+/// its waker's), merged where they name the same frames; and the objects
+/// that had nothing to symbolize with.
+fn symbolize_keys(
+    m: &Material,
+    opts: &ProfileOptions,
+    values: FxHashMap<Key, i64>,
+) -> (BTreeMap<Vec<Frame>, i64>, BTreeSet<String>) {
+    let wall = opts.filter.wall;
     let mut sym = Symbolizer::new(m, opts.symbolize.clone());
     let mut merged: BTreeMap<Vec<Frame>, i64> = BTreeMap::new();
-    let mut keys: Vec<_> = agg.into_iter().collect();
+    let mut keys: Vec<_> = values.into_iter().collect();
     keys.sort_by_key(|(k, _)| (k.pid, k.tid, k.generation, k.stack_id));
     let mut grouping = opts.grouping;
-    grouping.thread = by_thread;
+    grouping.thread = opts.grouping.thread || wall;
     for (key, value) in keys {
         let mut frames = root_frames(m, grouping, key);
         if wall {
@@ -306,21 +339,7 @@ pub fn build(m: &Material, opts: &ProfileOptions) -> Result<Profile> {
         }
         *merged.entry(frames).or_default() += value;
     }
-    log::info!("symbolized {} stacks in {:.3}s", merged.len(), started.elapsed().as_secs_f64());
-    Ok(Profile {
-        kind,
-        unit: unit.unwrap_or(match kind {
-            SampleKind::OffCpu => ValueUnit::Nanoseconds,
-            SampleKind::Alloc | SampleKind::Inuse => ValueUnit::Bytes,
-            _ => ValueUnit::Count,
-        }),
-        stacks: merged.into_iter().collect(),
-        samples,
-        total,
-        freq: m.freq(),
-        missing: sym.missing,
-        wall,
-    })
+    (merged, sym.missing)
 }
 
 /// Aggregates allocations (`alloc`) or live blocks (`inuse`) by stack.
