@@ -28,18 +28,9 @@ pub fn build_id(data: &[u8]) -> Option<Vec<u8>> {
     obj.build_id().ok().flatten().map(<[u8]>::to_vec)
 }
 
-/// Whether an ELF image names a program interpreter (PT_INTERP): a
-/// dynamically linked program, which maps libc and honours LD_PRELOAD.
-/// `None` if it is not a readable 64-bit ELF image.
-pub fn has_interpreter(data: &[u8]) -> Option<bool> {
-    use object::read::elf::{ElfFile64, ProgramHeader};
-    let elf = ElfFile64::<object::Endianness>::parse(data).ok()?;
-    let endian = elf.endian();
-    Some(elf.elf_program_headers().iter().any(|ph| ph.p_type(endian) == object::elf::PT_INTERP))
-}
-
 /// The names of the functions an ELF image defines (.symtab and .dynsym);
-/// empty if it is not readable.
+/// empty if it is not readable. It reads them with the same rule as the
+/// embedded symbol tables, so the recorder probes what the analyzer names.
 pub fn function_names(data: &[u8]) -> std::collections::HashSet<String> {
     match object::File::parse(data) {
         Ok(obj) => function_symbols(&obj).into_iter().map(|s| s.name).collect(),

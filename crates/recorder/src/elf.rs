@@ -34,6 +34,16 @@ impl MappedFile {
     }
 }
 
+/// Whether an ELF image names a program interpreter (PT_INTERP): a
+/// dynamically linked program, which maps libc and honours LD_PRELOAD.
+/// `None` if it is not a readable 64-bit ELF image.
+pub fn has_interpreter(data: &[u8]) -> Option<bool> {
+    use object::read::elf::{ElfFile64, ProgramHeader};
+    let elf = ElfFile64::<object::Endianness>::parse(data).ok()?;
+    let endian = elf.endian();
+    Some(elf.elf_program_headers().iter().any(|ph| ph.p_type(endian) == object::elf::PT_INTERP))
+}
+
 /// Keeps only the symbols the analyzer will use for the frames at `offsets`
 /// (file offsets in the object), as kernel symbols are kept only for the
 /// recorded kernel frames: a capture carries the names of the code it

@@ -103,7 +103,7 @@ pub fn allocator_objects(pid: u32) -> Vec<PathBuf> {
 /// dynamic: libc is then probed as for any other program).
 fn is_dynamic(path: &Path) -> bool {
     let Ok(file) = MappedFile::open(path) else { return true };
-    profcap_format::elf::has_interpreter(file.bytes()).unwrap_or(true)
+    crate::elf::has_interpreter(file.bytes()).unwrap_or(true)
 }
 
 /// The executable a command name starts (looked up on PATH as execvp does).
