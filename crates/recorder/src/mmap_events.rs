@@ -21,9 +21,11 @@ use crate::layout::{u32_at, u64_at};
 use crate::perf_event::{self, flag, PerfEventAttr, PERF_COUNT_SW_DUMMY, PERF_SAMPLE_TID, PERF_SAMPLE_TIME};
 use crate::procfs::MapsEntry;
 
-/// Data pages per CPU (a power of two): 512 KiB holds thousands of mapping
-/// records, far more than the 100 ms between drains produce on a busy host.
-const DATA_PAGES: usize = 128;
+/// Data pages per CPU (a power of two): 128 KiB holds about a thousand
+/// mapping records (an exec makes about ten), so a CPU can exec about a
+/// thousand programs a second between two 100 ms drains before records are
+/// lost (and counted); the rings stay small on machines with many CPUs.
+const DATA_PAGES: usize = 32;
 
 const PERF_RECORD_LOST: u32 = 2;
 const PERF_RECORD_COMM: u32 = 3;
