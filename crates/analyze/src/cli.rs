@@ -587,7 +587,7 @@ impl Cli {
                 let index = SpanIndex::new(&spans);
                 let rows = list_samples(&m, &opts, limit)?;
                 let mut out = writer(None)?;
-                write_samples(&m, &rows, &spans, &index, &mut out)?;
+                profcap_analyze::export::write_samples(&m, &rows, &spans, &index, &mut out)?;
                 out.flush()?;
             }
             Command::Diff { before, after, opts, output, limit, fail_if_regressed, function } => {
@@ -604,50 +604,6 @@ impl Cli {
         }
         Ok(ExitCode::SUCCESS)
     }
-}
-
-/// The `samples` table: one line per sample.
-fn write_samples(
-    m: &Material,
-    rows: &[profcap_analyze::profile::ListedSample],
-    spans: &[Span],
-    index: &SpanIndex,
-    out: &mut dyn Write,
-) -> Result<()> {
-    writeln!(
-        out,
-        "{:>8}  {:>10}  {:>7} {:>7}  {:<6} {:>10}  {:>7}  {:<16}  FUNCTION",
-        "ID", "TIME (s)", "PID", "TID", "KIND", "VALUE", "REQUEST", "TRACE ID"
-    )?;
-    let period_ns = profcap_analyze::units::sample_period_ns(m.freq()).unwrap_or(0.0);
-    for r in rows {
-        let s = &r.sample;
-        let value = match s.kind {
-            SampleKind::Cpu if period_ns > 0.0 => {
-                profcap_analyze::units::format_ns(r.value as f64 * period_ns)
-            }
-            SampleKind::OffCpu => profcap_analyze::units::format_ns(r.value as f64),
-            SampleKind::Alloc | SampleKind::Inuse => profcap_analyze::units::format_bytes(r.value),
-            _ => r.value.to_string(),
-        };
-        let span =
-            index.overlapping(s.pid, s.tid, s.time_ns, s.time_ns).first().and_then(|&(i, _)| spans.get(i));
-        let trace = span.and_then(|sp| sp.trace.as_ref()).map_or("-", |t| t.trace_id.as_str());
-        writeln!(
-            out,
-            "{:>8}  {:>10.6}  {:>7} {:>7}  {:<6} {:>10}  {:>7}  {:<16}  {}",
-            s.id,
-            s.time_ns.saturating_sub(m.first_ns) as f64 / 1e9,
-            s.pid,
-            s.tid,
-            s.kind.name(),
-            value,
-            span.map_or("-".to_owned(), |sp| sp.id.to_string()),
-            trace.get(..16).unwrap_or(trace),
-            r.leaf.as_ref().map_or("-", |f| &f.name),
-        )?;
-    }
-    Ok(())
 }
 
 fn run_diff(

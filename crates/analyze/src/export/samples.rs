@@ -1,0 +1,54 @@
+//! The `samples` table (`profanalyze samples`): one line per selected
+//! sample, with its value in its unit, its request and trace id, and its
+//! innermost function.
+
+use std::io::Write;
+
+use profcap_format::SampleKind;
+
+use crate::capture::Material;
+use crate::profile::ListedSample;
+use crate::requests::{Span, SpanIndex};
+use crate::units::{format_bytes, format_ns, sample_period_ns};
+
+/// The `samples` table: one line per sample.
+pub fn write_samples(
+    m: &Material,
+    rows: &[ListedSample],
+    spans: &[Span],
+    index: &SpanIndex,
+    out: &mut dyn Write,
+) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "{:>8}  {:>10}  {:>7} {:>7}  {:<6} {:>10}  {:>7}  {:<16}  FUNCTION",
+        "ID", "TIME (s)", "PID", "TID", "KIND", "VALUE", "REQUEST", "TRACE ID"
+    )?;
+    let period_ns = sample_period_ns(m.freq()).unwrap_or(0.0);
+    for r in rows {
+        let s = &r.sample;
+        let value = match s.kind {
+            SampleKind::Cpu if period_ns > 0.0 => format_ns(r.value as f64 * period_ns),
+            SampleKind::OffCpu => format_ns(r.value as f64),
+            SampleKind::Alloc | SampleKind::Inuse => format_bytes(r.value),
+            _ => r.value.to_string(),
+        };
+        let span =
+            index.overlapping(s.pid, s.tid, s.time_ns, s.time_ns).first().and_then(|&(i, _)| spans.get(i));
+        let trace = span.and_then(|sp| sp.trace.as_ref()).map_or("-", |t| t.trace_id.as_str());
+        writeln!(
+            out,
+            "{:>8}  {:>10.6}  {:>7} {:>7}  {:<6} {:>10}  {:>7}  {:<16}  {}",
+            s.id,
+            s.time_ns.saturating_sub(m.first_ns) as f64 / 1e9,
+            s.pid,
+            s.tid,
+            s.kind.name(),
+            value,
+            span.map_or("-".to_owned(), |sp| sp.id.to_string()),
+            trace.get(..16).unwrap_or(trace),
+            r.leaf.as_ref().map_or("-", |f| &f.name),
+        )?;
+    }
+    Ok(())
+}
