@@ -11,7 +11,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use profcap_analyze::diff::{diff_flame_graph, diff_table, regressions, write_table};
 use profcap_analyze::export::{flame_graph, write_folded, write_pprof, write_top, FlameOptions, TopBy};
 use profcap_analyze::export::{timeline_svg, write_leaks};
-use profcap_analyze::info::{info, write_text};
+use profcap_analyze::export::{write_info, write_requests};
+use profcap_analyze::info::info;
 use profcap_analyze::memory::{timeline, InuseAt, MemEvent};
 use profcap_analyze::profile::list_samples;
 use profcap_analyze::requests::{
@@ -474,7 +475,7 @@ impl Cli {
                     serde_json::to_writer_pretty(&mut out, &i)?;
                     writeln!(out)?;
                 } else {
-                    write_text(&i, &mut out)?;
+                    write_info(&i, &mut out)?;
                 }
                 out.flush()?;
             }
@@ -540,7 +541,7 @@ impl Cli {
                     serde_json::to_writer_pretty(&mut out, &rows)?;
                     writeln!(out)?;
                 } else {
-                    requests::write_table(&rows, &mut out)?;
+                    write_requests(&rows, &mut out)?;
                 }
                 out.flush()?;
             }

@@ -9,9 +9,10 @@ use std::path::{Path, PathBuf};
 
 use profcap_analyze::export::{flame_graph, write_folded, write_top, FlameOptions, TopBy};
 use profcap_analyze::export::{timeline_svg, write_leaks};
-use profcap_analyze::info::{info, write_text};
+use profcap_analyze::export::{write_info, write_requests};
+use profcap_analyze::info::info;
 use profcap_analyze::memory::{timeline, InuseAt, MemEvent};
-use profcap_analyze::requests::{capture_spans, join, write_table, Selection, SpanIndex};
+use profcap_analyze::requests::{capture_spans, join, Selection, SpanIndex};
 use profcap_analyze::{build, Material, ProfileOptions};
 use profcap_format::SampleKind;
 use std::sync::Arc;
@@ -84,7 +85,7 @@ fn outputs(case: &str) {
     let mut i = info(&m, (1, 0));
     i.path = format!("fixtures/{case}/capture.cap");
     let mut text = Vec::new();
-    write_text(&i, &mut text).unwrap();
+    write_info(&i, &mut text).unwrap();
     check(case, "info.txt", &text);
 }
 
@@ -122,7 +123,7 @@ fn request_outputs(case: &str, m: &Material) {
     let spans = capture_spans(m, Vec::new());
     let rows = join(m, &spans, &offline().symbolize, true).unwrap();
     let mut table = Vec::new();
-    write_table(&rows, &mut table).unwrap();
+    write_requests(&rows, &mut table).unwrap();
     check(case, "requests.txt", &table);
     for r in rows.iter().filter(|r| r.trace_id.is_some()) {
         let mut sel = Selection::default();

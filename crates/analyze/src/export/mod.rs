@@ -1,18 +1,23 @@
 //! Output formats, one module each: folded stacks, flame graphs, top tables,
-//! pprof, the leak table, the memory timeline and the samples table.
+//! pprof, the leak table, the memory timeline, the samples and requests tables and
+//! the `info` summary. (The diff table and graph stay in `diff/`, which builds on these.)
 
 mod flame;
 mod folded;
+mod info_text;
 mod leaks;
 mod memtimeline;
 mod pprof;
+mod requests_table;
 mod samples;
 mod top;
 
 pub use flame::{flame_graph, FlameOptions};
 pub use folded::{folded_lines, frame_label, write_folded};
+pub use info_text::write_info;
 pub use leaks::write_leaks;
 pub use memtimeline::timeline_svg;
 pub use pprof::write_pprof;
+pub use requests_table::write_requests;
 pub use samples::write_samples;
 pub use top::{top_table, write_top, TopBy, TopRow};

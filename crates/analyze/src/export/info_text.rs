@@ -1,0 +1,75 @@
+//! `profanalyze info` for people (the JSON form is `Info` serialized).
+
+use std::io::Write;
+
+use crate::info::{Info, LostInfo};
+use crate::units::format_bytes;
+
+/// Writes the summary for people.
+pub fn write_info(i: &Info, out: &mut impl Write) -> std::io::Result<()> {
+    writeln!(out, "capture:      {} (format {})", i.path, i.format_version)?;
+    writeln!(out, "recorded on:  {} (kernel {}) by {}", i.hostname, i.kernel_release, i.recorder)?;
+    writeln!(out, "command:      {}", i.command_line.join(" "))?;
+    writeln!(out, "events:       {} at {} Hz", i.events.join(", "), i.sample_freq_hz)?;
+    if !i.settings.is_empty() {
+        let kv: Vec<String> = i.settings.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        writeln!(out, "settings:     {}", kv.join(" "))?;
+    }
+    writeln!(out, "duration:     {:.3} s", i.duration_s)?;
+    let kinds: Vec<String> = i.samples_by_kind.iter().map(|(k, v)| format!("{k} {v}")).collect();
+    writeln!(out, "samples:      {} ({})", i.samples, kinds.join(", "))?;
+    writeln!(out, "stacks:       {} distinct", i.stacks)?;
+    writeln!(out, "processes:    {}   threads: {}   mappings: {}", i.processes.len(), i.threads, i.mappings)?;
+    for p in i.processes.iter().take(20) {
+        let state = if p.exited { "exited" } else { "running at end" };
+        writeln!(out, "  {:>7}  {:<16} {}  ({state})", p.pid, p.comm, p.exe)?;
+    }
+    if i.processes.len() > 20 {
+        writeln!(out, "  … {} more", i.processes.len() - 20)?;
+    }
+    writeln!(
+        out,
+        "symbols:      {} objects embedded, {} kernel symbols",
+        i.symbol_blobs.len(),
+        i.kernel_symbols
+    )?;
+    for b in &i.symbol_blobs {
+        let what = if b.full_elf { "full ELF".to_owned() } else { format!("{} symbols", b.symbols) };
+        writeln!(out, "  {}  {}  ({what})", b.build_id, b.path)?;
+    }
+    if i.allocs + i.frees > 0 {
+        writeln!(
+            out,
+            "memory:       {} allocations, {} frees (profanalyze leaks, --kind alloc|inuse)",
+            i.allocs, i.frees
+        )?;
+    }
+    if i.socket_events > 0 {
+        writeln!(
+            out,
+            "requests:     {} socket events, {} HTTP request heads (profanalyze requests)",
+            i.socket_events, i.http_requests
+        )?;
+    }
+    // Records dropped by a recording option (e.g. --min-block) are filtered, not lost.
+    let (filtered, lost): (Vec<&LostInfo>, Vec<&LostInfo>) =
+        i.lost.iter().partition(|l| profcap_format::rules::is_filtered(&l.reason));
+    writeln!(out, "lost events:  {}", lost.iter().map(|l| l.count).sum::<u64>())?;
+    for l in lost.iter().chain(&filtered) {
+        writeln!(out, "  {} {}: {}", l.source, l.reason, l.count)?;
+    }
+    writeln!(
+        out,
+        "size:         {} in {} chunks; {} compressed from {} (ratio {:.1}); {:.1} bytes/sample",
+        format_bytes(i.file_bytes as i64),
+        i.chunks,
+        format_bytes(i.compressed_bytes as i64),
+        format_bytes(i.uncompressed_bytes as i64),
+        i.compression_ratio,
+        i.bytes_per_sample
+    )?;
+    for w in &i.warnings {
+        writeln!(out, "warning:      {w}")?;
+    }
+    Ok(())
+}
