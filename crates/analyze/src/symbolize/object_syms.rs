@@ -16,8 +16,6 @@ pub(super) struct ObjectSyms {
     dwarf: Option<addr2line::Loader>,
     /// Keeps an extracted embedded ELF alive while `dwarf` reads it.
     _temp: Option<tempfile::NamedTempFile>,
-    /// The local file the tables came from, mapped.
-    _local: Option<LocalFile>,
 }
 
 impl std::fmt::Debug for ObjectSyms {
@@ -84,15 +82,10 @@ fn candidates(mapping: &Mapping, opts: &SymbolizeOptions) -> Vec<PathBuf> {
 /// Local files larger than this are not ELF objects worth reading.
 const MAX_LOCAL_FILE: u64 = 4 << 30;
 
-/// A local file whose build id is the recorded one, mapped read-only.
-pub(super) struct LocalFile {
-    map: memmap2::Mmap,
-}
-
 /// Opens `path` if it is a regular file (opened without blocking, so a FIFO
 /// named in a capture cannot hang us, and checked on the open descriptor)
 /// and its build id, read from its ELF notes alone, is the recorded one.
-fn matching_file(path: &Path, build_id: &[u8]) -> Option<LocalFile> {
+fn matching_file(path: &Path, build_id: &[u8]) -> Option<memmap2::Mmap> {
     use std::os::unix::fs::OpenOptionsExt;
     const O_NONBLOCK: i32 = 0o4000;
     const O_NOCTTY: i32 = 0o400;
@@ -116,7 +109,7 @@ fn matching_file(path: &Path, build_id: &[u8]) -> Option<LocalFile> {
         );
         return None;
     }
-    Some(LocalFile { map })
+    Some(map)
 }
 
 fn loader(path: &Path) -> Option<addr2line::Loader> {
@@ -131,8 +124,7 @@ impl ObjectSyms {
         opts: &SymbolizeOptions,
     ) -> Option<ObjectSyms> {
         let blob = material.blobs.get(&blob_key(&mapping.build_id, &mapping.path));
-        let mut syms =
-            ObjectSyms { symbols: Vec::new(), segments: Vec::new(), dwarf: None, _temp: None, _local: None };
+        let mut syms = ObjectSyms { symbols: Vec::new(), segments: Vec::new(), dwarf: None, _temp: None };
         if let Some(b) = blob {
             syms.symbols = b.symbols.clone();
             syms.segments = b.segments.clone();
@@ -153,7 +145,7 @@ impl ObjectSyms {
                 let Some(local) = matching_file(&path, &mapping.build_id) else {
                     continue;
                 };
-                let (symbols, segments) = local_tables(&local.map);
+                let (symbols, segments) = local_tables(&local);
                 if syms.symbols.is_empty() {
                     syms.symbols = symbols;
                 }
@@ -161,7 +153,6 @@ impl ObjectSyms {
                     syms.segments = segments;
                 }
                 syms.dwarf = loader(&path);
-                syms._local = Some(local);
                 break;
             }
         }
