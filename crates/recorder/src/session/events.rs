@@ -28,6 +28,14 @@ pub(super) struct Batch {
     pub(super) records: Vec<RingRecord>,
 }
 
+/// What came after a pass's cut, in ring and time order, for the next pass.
+#[derive(Debug, Default)]
+pub(super) struct HeldBack {
+    events: Vec<Event>,
+    maps: Vec<MapEvent>,
+    records: Vec<RingRecord>,
+}
+
 impl Session {
     /// Handles what happened up to `cut` (everything, if `None`) in time
     /// order: mapping records and the sampler's records go in among the BPF
@@ -70,24 +78,23 @@ impl Session {
         batch: Batch,
         cut: Option<u64>,
     ) -> (Vec<Event>, Vec<MapEvent>, Vec<RingRecord>) {
-        let mut later = std::mem::take(&mut self.later);
+        let HeldBack { mut events, mut maps, mut records } = std::mem::take(&mut self.later);
         for e in batch.events {
             match e {
-                Some(e) => later.events.push(Some(e)),
+                Some(e) => events.push(e),
                 None => self.malformed_events += 1,
             }
         }
-        later.maps.extend(batch.maps);
-        later.maps.sort_by_key(MapEvent::time_ns);
-        later.records.extend(batch.records);
-        later.records.sort_by_key(|r| r.time_ns);
+        maps.extend(batch.maps);
+        maps.sort_by_key(MapEvent::time_ns);
+        records.extend(batch.records);
+        records.sort_by_key(|r| r.time_ns);
         let due = |t: u64| cut.is_none_or(|c| t <= c);
-        let (now, events): (Vec<_>, Vec<_>) =
-            later.events.into_iter().flatten().partition(|e| due(e.time_ns()));
-        let (maps_now, maps) = later.maps.into_iter().partition(|m| due(m.time_ns()));
-        let (records_now, records) = later.records.into_iter().partition(|r| due(r.time_ns));
-        self.later = Batch { events: events.into_iter().map(Some).collect(), maps, records };
-        (now, maps_now, records_now)
+        let (events_now, events) = events.into_iter().partition(|e| due(e.time_ns()));
+        let (maps_now, maps) = maps.into_iter().partition(|m| due(m.time_ns()));
+        let (records_now, records) = records.into_iter().partition(|r| due(r.time_ns));
+        self.later = HeldBack { events, maps, records };
+        (events_now, maps_now, records_now)
     }
 
     /// Notes the thread's name and makes sure its process is known.

@@ -15,7 +15,7 @@ use crate::mem::SamplerRing;
 use crate::mmap_events::{MapEvent, MmapEvents};
 use crate::probes::{Probes, Targets};
 use crate::procfs;
-use events::Batch;
+use events::HeldBack;
 
 mod events;
 mod material;
@@ -103,7 +103,7 @@ struct Session {
     pending: HashMap<u32, Vec<MapEvent>>,
     pending_count: usize,
     /// What happened after the last pass's cut, handled in the next pass.
-    later: Batch,
+    later: HeldBack,
 }
 
 impl Session {
@@ -132,7 +132,7 @@ impl Session {
             payload_raw: opts.payload_raw,
             pending: HashMap::new(),
             pending_count: 0,
-            later: Batch::default(),
+            later: HeldBack::default(),
         })
     }
 
