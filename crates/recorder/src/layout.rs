@@ -25,3 +25,9 @@ pub(crate) fn u32_at(b: &[u8], at: usize) -> Option<u32> {
 pub(crate) fn u64_at(b: &[u8], at: usize) -> Option<u64> {
     Some(u64::from_ne_bytes(b.get(at..at.checked_add(8)?)?.try_into().ok()?))
 }
+
+/// A NUL-terminated string in a fixed-size field (all of it if no NUL).
+pub(crate) fn c_string(b: &[u8]) -> String {
+    let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
+    String::from_utf8_lossy(&b[..end]).into_owned()
+}

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use memmap2::{MmapOptions, MmapRaw};
 
-use crate::layout::{u32_at, u64_at};
+use crate::layout::{c_string, u32_at, u64_at};
 use crate::perf_event::{self, flag, PerfEventAttr, PERF_COUNT_SW_DUMMY, PERF_SAMPLE_TID, PERF_SAMPLE_TIME};
 use crate::procfs::MapsEntry;
 
@@ -191,12 +191,6 @@ fn parse(kind: u32, misc: u16, body: &[u8]) -> Parsed {
 fn split_sample_id(body: &[u8]) -> Option<(&[u8], u64)> {
     let at = body.len().checked_sub(SAMPLE_ID_LEN)?;
     Some((&body[..at], u64_at(body, at + 8)?))
-}
-
-/// A NUL-terminated string in a padded field.
-fn c_string(b: &[u8]) -> String {
-    let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
-    String::from_utf8_lossy(&b[..end]).into_owned()
 }
 
 fn parse_comm(body: &[u8]) -> Option<MapEvent> {

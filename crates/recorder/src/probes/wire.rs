@@ -1,5 +1,7 @@
 //! The events of `bpf/profrec.h` as they arrive on the ring buffer, decoded.
 
+use crate::layout::c_string;
+
 /// Mirrors `MAX_STACK_DEPTH` in bpf/profrec.h.
 pub const MAX_STACK_DEPTH: usize = 127;
 /// Mirrors `LEAF_WINDOW`.
@@ -271,11 +273,6 @@ pub struct Header {
     pub time_ns: u64,
 }
 
-fn comm(raw: &[u8; COMM_LEN]) -> String {
-    let end = raw.iter().position(|&c| c == 0).unwrap_or(raw.len());
-    String::from_utf8_lossy(&raw[..end]).into_owned()
-}
-
 /// Frames written by bpf_get_stack: `bytes` of `frames` (negative = error).
 fn frames(frames: &[u64; MAX_STACK_DEPTH], bytes: i32) -> Vec<u64> {
     let n = usize::try_from(bytes).unwrap_or(0) / 8;
@@ -298,14 +295,14 @@ impl Event {
                 let e = raw::read::<raw::Sample>(b)?;
                 Event::Sample {
                     head,
-                    comm: comm(&e.comm),
+                    comm: c_string(&e.comm),
                     kernel: frames(&e.kstack, e.kstack_bytes),
                     user: frames(&e.ustack, e.ustack_bytes),
                     leaf: Leaf::from_raw(&e.leaf),
                 }
             }
             EVENT_FORK => Event::Fork { head, ppid: raw::read::<raw::Proc>(b)?.ppid },
-            EVENT_EXEC => Event::Exec { head, comm: comm(&raw::read::<raw::Proc>(b)?.comm) },
+            EVENT_EXEC => Event::Exec { head, comm: c_string(&raw::read::<raw::Proc>(b)?.comm) },
             EVENT_EXIT => Event::Exit { head },
             EVENT_OFFCPU => Event::OffCpu(OffCpu::from_raw(head, &raw::read::<raw::OffCpu>(b)?)),
             EVENT_MEM => Event::Mem(MemEvent::from_raw(head, &raw::read::<raw::Mem>(b)?)?),
@@ -333,7 +330,7 @@ impl OffCpu {
                 user_stack: e.waker_user_stack_id,
                 kernel_stack: e.waker_kernel_stack_id,
             }),
-            comm: comm(&e.comm),
+            comm: c_string(&e.comm),
             leaf: Leaf::from_raw(&e.leaf),
         }
     }
@@ -376,7 +373,7 @@ impl Request {
             fd: e.fd,
             op,
             syscall_nr: e.syscall_nr,
-            comm: comm(&e.comm),
+            comm: c_string(&e.comm),
             payload: payload.to_vec(),
         })
     }
