@@ -110,6 +110,23 @@ fn pieces(b: &Batch) -> Vec<Batch> {
             },
             kernel_symbols: None,
             requests: b.requests[cut(i, b.requests.len())].to_vec(),
+            // Raw stacks name samples by their index in the batch: two of
+            // the first piece's, their bytes cut short.
+            raw_stacks: if i == 0 {
+                b.raw_stacks
+                    .iter()
+                    .take(2)
+                    .enumerate()
+                    .map(|(n, r)| {
+                        let mut r = r.clone();
+                        r.sample_id = n as u64;
+                        r.bytes.truncate(256);
+                        r
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            },
         })
         .collect()
 }

@@ -11,7 +11,7 @@ pub const FILE_HEADER_LEN: usize = 16;
 /// Major format version: readers refuse files with a greater one.
 pub const VERSION_MAJOR: u16 = 1;
 /// Minor format version: additions that older readers of the same major can skip.
-pub const VERSION_MINOR: u16 = 2;
+pub const VERSION_MINOR: u16 = 3;
 
 /// The first four bytes of every chunk header.
 pub const CHUNK_MAGIC: [u8; 4] = *b"CHNK";
@@ -25,7 +25,7 @@ pub const MAX_CHUNK_LEN: u32 = 256 << 20;
 /// stored bytes plus `EXPANSION_SLACK`: more is refused as a decompression
 /// bomb. Real chunks compress 2-10x (up to about 40x for zero-padded ELF
 /// images); the writer stores a chunk uncompressed rather than break the rule.
-pub const MAX_EXPANSION: u64 = 64;
+pub const MAX_EXPANSION: u64 = 256;
 pub const EXPANSION_SLACK: u64 = 1024;
 
 /// Whether a chunk of `stored` compressed bytes may decompress to `raw`.

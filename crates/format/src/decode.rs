@@ -178,8 +178,7 @@ fn stack(s: fb::Stack<'_>) -> Stack {
         id: s.id(),
         kernel: scalars(s.kernel()),
         user: scalars(s.user()),
-        user_regs: scalars(s.user_regs()),
-        user_stack: byte_vec(s.user_stack()),
+        end: StackEnd::from_code(s.end().0),
     }
 }
 
@@ -230,6 +229,49 @@ fn samples(s: fb::Samples<'_>) -> Result<Vec<Sample>, DecodeError> {
             value: value[i],
             id: id.get(i).copied().unwrap_or(0),
             waker: waker(i),
+        })
+        .collect())
+}
+
+/// Raw stacks with `sample_id` still the sample's index in the batch.
+fn raw_stacks(r: fb::RawStacks<'_>) -> Result<Vec<RawStack>, DecodeError> {
+    let (sample, ip, sp, bp) = (scalars(r.sample()), scalars(r.ip()), scalars(r.sp()), scalars(r.bp()));
+    let len: Vec<u32> = scalars(r.len());
+    let bytes = r.bytes().map(|b| b.bytes()).unwrap_or_default();
+    let n = sample.len();
+    check_columns(
+        "raw_stacks",
+        n,
+        &[
+            ("ip", ip.len(), false),
+            ("sp", sp.len(), false),
+            ("bp", bp.len(), false),
+            ("len", len.len(), false),
+        ],
+    )?;
+    let total: u64 = len.iter().map(|&l| u64::from(l)).sum();
+    if total != bytes.len() as u64 {
+        return Err(DecodeError(format!(
+            "raw_stacks: lengths add up to {total} bytes, but {} are stored",
+            bytes.len()
+        )));
+    }
+    if !charge::<RawStack>(n) || !charge::<u8>(bytes.len()) {
+        return Ok(Vec::new());
+    }
+    let mut at = 0usize;
+    Ok((0..n)
+        .map(|i| {
+            let end = at + len[i] as usize;
+            let raw = RawStack {
+                sample_id: u64::from(sample[i]),
+                ip: ip[i],
+                sp: sp[i],
+                bp: bp[i],
+                bytes: bytes[at..end].to_vec(),
+            };
+            at = end;
+            raw
         })
         .collect())
 }
@@ -383,6 +425,7 @@ fn decode_verified(b: fb::Batch<'_>) -> Result<Batch, DecodeError> {
         symbols: tables(b.symbols(), symbol_blob),
         kernel_symbols,
         requests: tables(b.requests(), request),
+        raw_stacks: b.raw_stacks().map(raw_stacks).transpose()?.unwrap_or_default(),
     })
 }
 

@@ -28,6 +28,13 @@ pub fn build_id(data: &[u8]) -> Option<Vec<u8>> {
     obj.build_id().ok().flatten().map(<[u8]>::to_vec)
 }
 
+/// Whether an ELF image carries DWARF debug info (a stripped binary does not).
+pub fn has_dwarf(data: &[u8]) -> bool {
+    object::File::parse(data).is_ok_and(|o| {
+        [".debug_info", ".zdebug_info"].iter().any(|n| o.section_by_name(n).is_some_and(|s| s.size() > 0))
+    })
+}
+
 /// The names of the functions an ELF image defines (.symtab and .dynsym);
 /// empty if it is not readable. It reads them with the same rule as the
 /// embedded symbol tables, so the recorder probes what the analyzer names.
@@ -45,37 +52,56 @@ pub fn extract_blob(data: &[u8], path: &str, build_id: &[u8], mode: EmbedMode) -
         log::warn!("{path}: not a readable ELF file; its frames will show as offsets");
         return blob;
     };
-    blob.segments = obj
-        .segments()
-        .filter_map(|seg| {
-            let (file_offset, file_size) = seg.file_range();
-            let executable = matches!(seg.flags(), object::SegmentFlags::Elf { p_flags } if p_flags & 1 != 0);
-            (file_size > 0).then_some(Segment { file_offset, vaddr: seg.address(), file_size, executable })
-        })
-        .collect();
+    blob.segments = segments(&obj);
     match mode {
         EmbedMode::None => {}
         EmbedMode::Full => {
             blob.content = BlobContent::FullElf;
             blob.elf = data.to_vec();
+            blob.sections = unwind_sections(&obj);
         }
         EmbedMode::Symbols => {
             blob.symbols = function_symbols(&obj);
-            blob.sections = obj
-                .sections()
-                .filter(|s| matches!(s.name(), Ok(".eh_frame" | ".eh_frame_hdr")))
-                .filter(|s| s.kind() != SectionKind::UninitializedData)
-                .filter_map(|s| {
-                    Some(Section {
-                        name: s.name().ok()?.to_owned(),
-                        addr: s.address(),
-                        data: s.data().ok()?.to_vec(),
-                    })
-                })
-                .collect();
+            blob.sections = unwind_sections(&obj);
         }
     }
     blob
+}
+
+/// Sections holding call-frame information, which the analyzer unwinds
+/// kept stacks with (see `unwind.rs`); `.zdebug_frame` is stored as
+/// `.debug_frame`.
+pub const UNWIND_SECTIONS: [&str; 3] = [".eh_frame", ".eh_frame_hdr", ".debug_frame"];
+
+/// The call-frame sections of an object, decompressed, by their names in
+/// [`UNWIND_SECTIONS`].
+pub(crate) fn unwind_sections(obj: &object::File<'_>) -> Vec<Section> {
+    obj.sections()
+        .filter(|s| s.kind() != SectionKind::UninitializedData)
+        .filter_map(|s| {
+            let name = match s.name().ok()? {
+                ".zdebug_frame" => ".debug_frame",
+                n if UNWIND_SECTIONS.contains(&n) => n,
+                _ => return None,
+            };
+            Some(Section {
+                name: name.to_owned(),
+                addr: s.address(),
+                data: s.uncompressed_data().ok()?.into_owned(),
+            })
+        })
+        .collect()
+}
+
+/// The PT_LOAD segments that map file bytes.
+pub(crate) fn segments(obj: &object::File<'_>) -> Vec<Segment> {
+    obj.segments()
+        .filter_map(|seg| {
+            let (file_offset, file_size) = seg.file_range();
+            let executable = matches!(seg.flags(), object::SegmentFlags::Elf { p_flags } if p_flags & 1 != 0);
+            (file_size > 0).then_some(Segment { file_offset, vaddr: seg.address(), file_size, executable })
+        })
+        .collect()
 }
 
 /// Function symbols from .symtab and .dynsym, deduplicated and sorted.

@@ -120,8 +120,7 @@ fn stack<'a>(fbb: &mut Fbb<'a>, s: &Stack) -> WIPOffset<fb::Stack<'a>> {
         id: s.id,
         kernel: (!s.kernel.is_empty()).then(|| fbb.create_vector(&s.kernel)),
         user: (!s.user.is_empty()).then(|| fbb.create_vector(&s.user)),
-        user_regs: (!s.user_regs.is_empty()).then(|| fbb.create_vector(&s.user_regs)),
-        user_stack: bytes(fbb, &s.user_stack),
+        end: fb::StackEnd(s.end.code()),
     };
     fb::Stack::create(fbb, &args)
 }
@@ -149,6 +148,22 @@ fn samples<'a>(fbb: &mut Fbb<'a>, s: &[Sample]) -> Option<WIPOffset<fb::Samples<
         waker_stack_id: if any_waker { column(fbb, s.len(), |i| waker(i).stack_id) } else { None },
     };
     Some(fb::Samples::create(fbb, &args))
+}
+
+fn raw_stacks<'a>(fbb: &mut Fbb<'a>, r: &[RawStack]) -> Option<WIPOffset<fb::RawStacks<'a>>> {
+    if r.is_empty() {
+        return None;
+    }
+    let all: Vec<u8> = r.iter().flat_map(|x| x.bytes.iter().copied()).collect();
+    let args = fb::RawStacksArgs {
+        sample: column(fbb, r.len(), |i| r[i].sample_id as u32),
+        ip: column(fbb, r.len(), |i| r[i].ip),
+        sp: column(fbb, r.len(), |i| r[i].sp),
+        bp: column(fbb, r.len(), |i| r[i].bp),
+        len: column(fbb, r.len(), |i| r[i].bytes.len() as u32),
+        bytes: bytes(fbb, &all),
+    };
+    Some(fb::RawStacks::create(fbb, &args))
 }
 
 fn allocs<'a>(fbb: &mut Fbb<'a>, a: &[Alloc]) -> Option<WIPOffset<fb::Allocs<'a>>> {
@@ -302,6 +317,7 @@ pub fn encode_batch(batch: &Batch) -> Vec<u8> {
         symbols: table_vec!(fbb, batch.symbols, symbol_blob),
         kernel_symbols: batch.kernel_symbols.as_ref().map(|k| kernel_symbols(fbb, k)),
         requests: table_vec!(fbb, batch.requests, request),
+        raw_stacks: raw_stacks(fbb, &batch.raw_stacks),
     };
     let root = fb::Batch::create(fbb, &args);
     fb::finish_batch_buffer(fbb, root);

@@ -15,6 +15,8 @@ mod encode;
 mod reader;
 mod records;
 pub mod rules;
+#[cfg(feature = "unwind")]
+pub mod unwind;
 mod writer;
 
 #[allow(clippy::all, clippy::unwrap_used, unused_imports, dead_code, missing_debug_implementations, unsafe_op_in_unsafe_fn)]

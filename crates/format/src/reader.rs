@@ -241,6 +241,7 @@ impl<R: Read> CaptureReader<R> {
                         }
                         self.next_sample_id += 1;
                     }
+                    batch.resolve_raw_stacks();
                     self.stats.batches += 1;
                     self.stats.raw_bytes += u64::from(raw.header.raw_len);
                     return Ok(Some(batch));

@@ -167,10 +167,90 @@ pub struct Stack {
     pub id: StackId,
     pub kernel: Vec<u64>,
     pub user: Vec<u64>,
-    /// Registers at sample time, for unwinding copied stack bytes (may be empty).
-    pub user_regs: Vec<u64>,
-    /// Copied user stack bytes (may be empty).
-    pub user_stack: Vec<u8>,
+    /// (1.3) Why the user part ends where it does.
+    pub end: StackEnd,
+}
+
+/// Why an unwound user stack ends where it does (format 1.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub enum StackEnd {
+    /// Not said: a capture recorded without unwinding (frame pointers only).
+    #[default]
+    Unknown,
+    /// At the root: the unwind rules said the stack ends here (process entry,
+    /// thread start), or the frame chain ended.
+    Root,
+    /// The copied stack bytes ran out before the root.
+    StackBytes,
+    /// The walk could not go on: a rule or a frame pointer led outside the
+    /// copied stack, or nowhere.
+    Broken,
+    /// More frames than a walk returns.
+    Depth,
+    /// No stack bytes were copied (the kernel could not read them).
+    NoStack,
+    /// A reason written by a newer recorder.
+    Other(u8),
+}
+
+impl StackEnd {
+    /// The on-disk code.
+    pub fn code(self) -> u8 {
+        match self {
+            StackEnd::Unknown => 0,
+            StackEnd::Root => 1,
+            StackEnd::StackBytes => 2,
+            StackEnd::Broken => 3,
+            StackEnd::Depth => 4,
+            StackEnd::NoStack => 5,
+            StackEnd::Other(c) => c,
+        }
+    }
+
+    /// The reason for an on-disk code; unknown codes are kept.
+    pub fn from_code(code: u8) -> Self {
+        match code {
+            0 => StackEnd::Unknown,
+            1 => StackEnd::Root,
+            2 => StackEnd::StackBytes,
+            3 => StackEnd::Broken,
+            4 => StackEnd::Depth,
+            5 => StackEnd::NoStack,
+            c => StackEnd::Other(c),
+        }
+    }
+
+    /// Whether the stack is known to be cut short of its root.
+    pub fn is_truncated(self) -> bool {
+        !matches!(self, StackEnd::Unknown | StackEnd::Root)
+    }
+
+    /// Short description for reports.
+    pub fn describe(self) -> &'static str {
+        match self {
+            StackEnd::Unknown => "not unwound (frame pointers only)",
+            StackEnd::Root => "complete",
+            StackEnd::StackBytes => "copied stack bytes ran out",
+            StackEnd::Broken => "unwinding failed",
+            StackEnd::Depth => "too deep",
+            StackEnd::NoStack => "stack not readable",
+            StackEnd::Other(_) => "other reason",
+        }
+    }
+}
+
+/// The registers and copied stack bytes of one sample (format 1.3), kept
+/// with `profrec --keep-stacks` so that the stack can be unwound again
+/// offline, with the same unwinder or better unwind information.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RawStack {
+    /// The sample's id (see [`Sample::id`]).
+    pub sample_id: u64,
+    pub ip: u64,
+    pub sp: u64,
+    pub bp: u64,
+    /// The bytes from `sp` up.
+    pub bytes: Vec<u8>,
 }
 
 /// Who woke a thread that was off the CPU.
@@ -343,6 +423,10 @@ pub struct Batch {
     pub symbols: Vec<SymbolBlob>,
     pub kernel_symbols: Option<KernelSymbols>,
     pub requests: Vec<RequestEvent>,
+    /// (1.3) Raw stacks of this batch's samples. In a decoded batch
+    /// `sample_id` holds the sample's index in `samples` until the reader
+    /// resolves it ([`Batch::resolve_raw_stacks`]).
+    pub raw_stacks: Vec<RawStack>,
 }
 
 impl Batch {
@@ -360,6 +444,23 @@ impl Batch {
             + self.symbols.len()
             + usize::from(self.kernel_symbols.is_some())
             + self.requests.len()
+            + self.raw_stacks.len()
+    }
+
+    /// Turns the raw stacks' sample indexes (as decoded) into the ids of
+    /// those samples, once the reader has given every sample its id; raw
+    /// stacks naming no sample of the batch are dropped.
+    pub fn resolve_raw_stacks(&mut self) {
+        let samples = &self.samples;
+        self.raw_stacks.retain_mut(|r| {
+            match usize::try_from(r.sample_id).ok().and_then(|i| samples.get(i)) {
+                Some(s) => {
+                    r.sample_id = s.id;
+                    true
+                }
+                None => false,
+            }
+        });
     }
 
     /// True when the batch holds no record.

@@ -31,6 +31,16 @@ pub fn file_offset_to_vaddr(segments: &[Segment], file_offset: u64) -> Option<u6
         .map(|s| file_offset - s.file_offset + s.vaddr)
 }
 
+/// The file offset of an object-relative virtual address, through the
+/// segment that maps it; `None` if no segment does (the inverse of
+/// [`file_offset_to_vaddr`]).
+pub fn vaddr_to_file_offset(segments: &[Segment], vaddr: u64) -> Option<u64> {
+    segments
+        .iter()
+        .find(|s| s.vaddr <= vaddr && vaddr < s.vaddr.saturating_add(s.file_size))
+        .map(|s| vaddr - s.vaddr + s.file_offset)
+}
+
 /// The symbol that names `vaddr` in `symbols` sorted by address (stably):
 /// the last one starting at or below it, if its size (0 = unknown) covers it.
 /// Callers probe a return address minus one, so a call at a function's end

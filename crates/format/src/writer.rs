@@ -97,12 +97,18 @@ impl<W: Write> CaptureWriter<W> {
     /// As [`Self::intern_stack`], and whether this call added the stack
     /// (the recorder then notes which objects its frames lie in).
     pub fn intern_stack_new(&mut self, kernel: &[u64], user: &[u64]) -> (StackId, bool) {
+        self.intern_unwound(kernel, user, StackEnd::Unknown)
+    }
+
+    /// As [`Self::intern_stack_new`], for a user stack unwound by the
+    /// recorder that ended for the reason `end` (part of the stack's identity).
+    pub fn intern_unwound(&mut self, kernel: &[u64], user: &[u64], end: StackEnd) -> (StackId, bool) {
         if kernel.is_empty() && user.is_empty() {
             return (0, false);
         }
         // The key is built in a reused buffer so a repeated stack allocates nothing.
         self.scratch.clear();
-        self.scratch.push(kernel.len() as u64);
+        self.scratch.push(kernel.len() as u64 | u64::from(end.code()) << 32);
         self.scratch.extend_from_slice(kernel);
         self.scratch.extend_from_slice(user);
         if let Some(&id) = self.stacks.get(self.scratch.as_slice()) {
@@ -110,12 +116,7 @@ impl<W: Write> CaptureWriter<W> {
         }
         let id = self.stacks.len() as StackId + 1;
         self.stacks.insert(self.scratch.as_slice().into(), id);
-        self.pending.stacks.push(Stack {
-            id,
-            kernel: kernel.to_vec(),
-            user: user.to_vec(),
-            ..Stack::default()
-        });
+        self.pending.stacks.push(Stack { id, kernel: kernel.to_vec(), user: user.to_vec(), end });
         self.note_pending(16 + 8 * (kernel.len() + user.len()));
         self.stats.stacks += 1;
         (id, true)
@@ -132,6 +133,15 @@ impl<W: Write> CaptureWriter<W> {
         self.stats.samples += 1;
         self.note_pending(40);
         self.maybe_flush()
+    }
+
+    /// Adds a sample with its registers and copied stack bytes
+    /// (`raw.sample_id` is ignored: the raw stack belongs to this sample).
+    pub fn push_sample_raw(&mut self, sample: Sample, mut raw: RawStack) -> Result<()> {
+        raw.sample_id = self.pending.samples.len() as u64;
+        self.note_pending(32 + raw.bytes.len());
+        self.pending.raw_stacks.push(raw);
+        self.push_sample(sample)
     }
 
     /// Adds an allocation event.

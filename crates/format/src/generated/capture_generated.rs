@@ -193,6 +193,108 @@ impl<'a> ::flatbuffers::Verifiable for ValueUnit {
 
 impl ::flatbuffers::SimpleToVerifyInSlice for ValueUnit {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MIN_STACK_END: u8 = 0;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MAX_STACK_END: u8 = 5;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+#[allow(non_camel_case_types)]
+pub const ENUM_VALUES_STACK_END: [StackEnd; 6] = [
+  StackEnd::Unknown,
+  StackEnd::Root,
+  StackEnd::StackBytes,
+  StackEnd::Broken,
+  StackEnd::Depth,
+  StackEnd::NoStack,
+];
+
+/// Why an unwound user stack ends (1.3). Unknown = recorded without
+/// unwinding (frame pointers only).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[repr(transparent)]
+pub struct StackEnd(pub u8);
+#[allow(non_upper_case_globals)]
+impl StackEnd {
+  pub const Unknown: Self = Self(0);
+  pub const Root: Self = Self(1);
+  pub const StackBytes: Self = Self(2);
+  pub const Broken: Self = Self(3);
+  pub const Depth: Self = Self(4);
+  pub const NoStack: Self = Self(5);
+
+  pub const ENUM_MIN: u8 = 0;
+  pub const ENUM_MAX: u8 = 5;
+  pub const ENUM_VALUES: &'static [Self] = &[
+    Self::Unknown,
+    Self::Root,
+    Self::StackBytes,
+    Self::Broken,
+    Self::Depth,
+    Self::NoStack,
+  ];
+  /// Returns the variant's name or "" if unknown.
+  pub fn variant_name(self) -> Option<&'static str> {
+    match self {
+      Self::Unknown => Some("Unknown"),
+      Self::Root => Some("Root"),
+      Self::StackBytes => Some("StackBytes"),
+      Self::Broken => Some("Broken"),
+      Self::Depth => Some("Depth"),
+      Self::NoStack => Some("NoStack"),
+      _ => None,
+    }
+  }
+}
+impl ::core::fmt::Debug for StackEnd {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter) -> ::core::fmt::Result {
+    if let Some(name) = self.variant_name() {
+      f.write_str(name)
+    } else {
+      f.write_fmt(format_args!("<UNKNOWN {:?}>", self.0))
+    }
+  }
+}
+impl<'a> ::flatbuffers::Follow<'a> for StackEnd {
+  type Inner = Self;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    let b = unsafe { ::flatbuffers::read_scalar_at::<u8>(buf, loc) };
+    Self(b)
+  }
+}
+
+impl ::flatbuffers::Push for StackEnd {
+    type Output = StackEnd;
+    #[inline]
+    unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        unsafe { ::flatbuffers::emplace_scalar::<u8>(dst, self.0) };
+    }
+}
+
+impl ::flatbuffers::EndianScalar for StackEnd {
+  type Scalar = u8;
+  #[inline]
+  fn to_little_endian(self) -> u8 {
+    self.0.to_le()
+  }
+  #[inline]
+  #[allow(clippy::wrong_self_convention)]
+  fn from_little_endian(v: u8) -> Self {
+    let b = u8::from_le(v);
+    Self(b)
+  }
+}
+
+impl<'a> ::flatbuffers::Verifiable for StackEnd {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    u8::run_verifier(v, pos)
+  }
+}
+
+impl ::flatbuffers::SimpleToVerifyInSlice for StackEnd {}
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_BLOB_CONTENT: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MAX_BLOB_CONTENT: u8 = 1;
@@ -1586,7 +1688,8 @@ pub enum StackOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
 /// A deduplicated call stack, leaf first. Kernel and user frames are kept
-/// apart. `user_stack` leaves room for copied stack bytes (DWARF unwinding).
+/// apart. `user_regs`/`user_stack` were never written: copied stack bytes
+/// belong to one sample (`RawStacks`), not to a deduplicated stack.
 pub struct Stack<'a> {
   pub _tab: ::flatbuffers::Table<'a>,
 }
@@ -1603,8 +1706,7 @@ impl<'a> Stack<'a> {
   pub const VT_ID: ::flatbuffers::VOffsetT = 4;
   pub const VT_KERNEL: ::flatbuffers::VOffsetT = 6;
   pub const VT_USER: ::flatbuffers::VOffsetT = 8;
-  pub const VT_USER_REGS: ::flatbuffers::VOffsetT = 10;
-  pub const VT_USER_STACK: ::flatbuffers::VOffsetT = 12;
+  pub const VT_END: ::flatbuffers::VOffsetT = 14;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -1617,10 +1719,9 @@ impl<'a> Stack<'a> {
   ) -> ::flatbuffers::WIPOffset<Stack<'bldr>> {
     let mut builder = StackBuilder::new(_fbb);
     builder.add_id(args.id);
-    if let Some(x) = args.user_stack { builder.add_user_stack(x); }
-    if let Some(x) = args.user_regs { builder.add_user_regs(x); }
     if let Some(x) = args.user { builder.add_user(x); }
     if let Some(x) = args.kernel { builder.add_kernel(x); }
+    builder.add_end(args.end);
     builder.finish()
   }
 
@@ -1646,19 +1747,13 @@ impl<'a> Stack<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u64>>>(Stack::VT_USER, None)}
   }
+  /// (1.3) Why the user frames end where they do.
   #[inline]
-  pub fn user_regs(&self) -> Option<::flatbuffers::Vector<'a, u64>> {
+  pub fn end(&self) -> StackEnd {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
-    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u64>>>(Stack::VT_USER_REGS, None)}
-  }
-  #[inline]
-  pub fn user_stack(&self) -> Option<::flatbuffers::Vector<'a, u8>> {
-    // Safety:
-    // Created from valid Table for this object
-    // which contains a valid value in this slot
-    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(Stack::VT_USER_STACK, None)}
+    unsafe { self._tab.get::<StackEnd>(Stack::VT_END, Some(StackEnd::Unknown)).unwrap()}
   }
 }
 
@@ -1671,8 +1766,7 @@ impl ::flatbuffers::Verifiable for Stack<'_> {
      .visit_field::<u64>("id", Self::VT_ID, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u64>>>("kernel", Self::VT_KERNEL, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u64>>>("user", Self::VT_USER, false)?
-     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u64>>>("user_regs", Self::VT_USER_REGS, false)?
-     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("user_stack", Self::VT_USER_STACK, false)?
+     .visit_field::<StackEnd>("end", Self::VT_END, false)?
      .finish();
     Ok(())
   }
@@ -1681,8 +1775,7 @@ pub struct StackArgs<'a> {
     pub id: u64,
     pub kernel: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u64>>>,
     pub user: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u64>>>,
-    pub user_regs: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u64>>>,
-    pub user_stack: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
+    pub end: StackEnd,
 }
 impl<'a> Default for StackArgs<'a> {
   #[inline]
@@ -1691,8 +1784,7 @@ impl<'a> Default for StackArgs<'a> {
       id: 0,
       kernel: None,
       user: None,
-      user_regs: None,
-      user_stack: None,
+      end: StackEnd::Unknown,
     }
   }
 }
@@ -1715,12 +1807,8 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> StackBuilder<'a, 'b, A> {
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Stack::VT_USER, user);
   }
   #[inline]
-  pub fn add_user_regs(&mut self, user_regs: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u64>>) {
-    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Stack::VT_USER_REGS, user_regs);
-  }
-  #[inline]
-  pub fn add_user_stack(&mut self, user_stack: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u8>>) {
-    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Stack::VT_USER_STACK, user_stack);
+  pub fn add_end(&mut self, end: StackEnd) {
+    self.fbb_.push_slot::<StackEnd>(Stack::VT_END, end, StackEnd::Unknown);
   }
   #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> StackBuilder<'a, 'b, A> {
@@ -1743,8 +1831,192 @@ impl ::core::fmt::Debug for Stack<'_> {
       ds.field("id", &self.id());
       ds.field("kernel", &self.kernel());
       ds.field("user", &self.user());
-      ds.field("user_regs", &self.user_regs());
-      ds.field("user_stack", &self.user_stack());
+      ds.field("end", &self.end());
+      ds.finish()
+  }
+}
+pub enum RawStacksOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// (1.3) Registers and copied user stack bytes of some samples of the same
+/// batch (`profrec --keep-stacks`), column-wise: `bytes` holds each sample's
+/// stack bytes one after the other, `len` says how many are whose.
+pub struct RawStacks<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for RawStacks<'a> {
+  type Inner = RawStacks<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> RawStacks<'a> {
+  pub const VT_SAMPLE: ::flatbuffers::VOffsetT = 4;
+  pub const VT_IP: ::flatbuffers::VOffsetT = 6;
+  pub const VT_SP: ::flatbuffers::VOffsetT = 8;
+  pub const VT_BP: ::flatbuffers::VOffsetT = 10;
+  pub const VT_LEN: ::flatbuffers::VOffsetT = 12;
+  pub const VT_BYTES: ::flatbuffers::VOffsetT = 14;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    RawStacks { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args RawStacksArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<RawStacks<'bldr>> {
+    let mut builder = RawStacksBuilder::new(_fbb);
+    if let Some(x) = args.bytes { builder.add_bytes(x); }
+    if let Some(x) = args.len { builder.add_len(x); }
+    if let Some(x) = args.bp { builder.add_bp(x); }
+    if let Some(x) = args.sp { builder.add_sp(x); }
+    if let Some(x) = args.ip { builder.add_ip(x); }
+    if let Some(x) = args.sample { builder.add_sample(x); }
+    builder.finish()
+  }
+
+
+  /// Index of the sample in this batch's `Samples`.
+  #[inline]
+  pub fn sample(&self) -> Option<::flatbuffers::Vector<'a, u32>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u32>>>(RawStacks::VT_SAMPLE, None)}
+  }
+  #[inline]
+  pub fn ip(&self) -> Option<::flatbuffers::Vector<'a, u64>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u64>>>(RawStacks::VT_IP, None)}
+  }
+  #[inline]
+  pub fn sp(&self) -> Option<::flatbuffers::Vector<'a, u64>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u64>>>(RawStacks::VT_SP, None)}
+  }
+  #[inline]
+  pub fn bp(&self) -> Option<::flatbuffers::Vector<'a, u64>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u64>>>(RawStacks::VT_BP, None)}
+  }
+  #[inline]
+  pub fn len(&self) -> Option<::flatbuffers::Vector<'a, u32>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u32>>>(RawStacks::VT_LEN, None)}
+  }
+  #[inline]
+  pub fn bytes(&self) -> Option<::flatbuffers::Vector<'a, u8>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(RawStacks::VT_BYTES, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for RawStacks<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u32>>>("sample", Self::VT_SAMPLE, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u64>>>("ip", Self::VT_IP, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u64>>>("sp", Self::VT_SP, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u64>>>("bp", Self::VT_BP, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u32>>>("len", Self::VT_LEN, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("bytes", Self::VT_BYTES, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct RawStacksArgs<'a> {
+    pub sample: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u32>>>,
+    pub ip: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u64>>>,
+    pub sp: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u64>>>,
+    pub bp: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u64>>>,
+    pub len: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u32>>>,
+    pub bytes: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
+}
+impl<'a> Default for RawStacksArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    RawStacksArgs {
+      sample: None,
+      ip: None,
+      sp: None,
+      bp: None,
+      len: None,
+      bytes: None,
+    }
+  }
+}
+
+pub struct RawStacksBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> RawStacksBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_sample(&mut self, sample: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u32>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(RawStacks::VT_SAMPLE, sample);
+  }
+  #[inline]
+  pub fn add_ip(&mut self, ip: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u64>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(RawStacks::VT_IP, ip);
+  }
+  #[inline]
+  pub fn add_sp(&mut self, sp: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u64>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(RawStacks::VT_SP, sp);
+  }
+  #[inline]
+  pub fn add_bp(&mut self, bp: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u64>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(RawStacks::VT_BP, bp);
+  }
+  #[inline]
+  pub fn add_len(&mut self, len: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u32>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(RawStacks::VT_LEN, len);
+  }
+  #[inline]
+  pub fn add_bytes(&mut self, bytes: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u8>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(RawStacks::VT_BYTES, bytes);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> RawStacksBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    RawStacksBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<RawStacks<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for RawStacks<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("RawStacks");
+      ds.field("sample", &self.sample());
+      ds.field("ip", &self.ip());
+      ds.field("sp", &self.sp());
+      ds.field("bp", &self.bp());
+      ds.field("len", &self.len());
+      ds.field("bytes", &self.bytes());
       ds.finish()
   }
 }
@@ -3524,6 +3796,7 @@ impl<'a> Batch<'a> {
   pub const VT_SYMBOLS: ::flatbuffers::VOffsetT = 22;
   pub const VT_KERNEL_SYMBOLS: ::flatbuffers::VOffsetT = 24;
   pub const VT_REQUESTS: ::flatbuffers::VOffsetT = 26;
+  pub const VT_RAW_STACKS: ::flatbuffers::VOffsetT = 28;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -3535,6 +3808,7 @@ impl<'a> Batch<'a> {
     args: &'args BatchArgs<'args>
   ) -> ::flatbuffers::WIPOffset<Batch<'bldr>> {
     let mut builder = BatchBuilder::new(_fbb);
+    if let Some(x) = args.raw_stacks { builder.add_raw_stacks(x); }
     if let Some(x) = args.requests { builder.add_requests(x); }
     if let Some(x) = args.kernel_symbols { builder.add_kernel_symbols(x); }
     if let Some(x) = args.symbols { builder.add_symbols(x); }
@@ -3635,6 +3909,13 @@ impl<'a> Batch<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<RequestEvent>>>>(Batch::VT_REQUESTS, None)}
   }
+  #[inline]
+  pub fn raw_stacks(&self) -> Option<RawStacks<'a>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<RawStacks>>(Batch::VT_RAW_STACKS, None)}
+  }
 }
 
 impl ::flatbuffers::Verifiable for Batch<'_> {
@@ -3655,6 +3936,7 @@ impl ::flatbuffers::Verifiable for Batch<'_> {
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<SymbolBlob>>>>("symbols", Self::VT_SYMBOLS, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<KernelSymbols>>("kernel_symbols", Self::VT_KERNEL_SYMBOLS, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<RequestEvent>>>>("requests", Self::VT_REQUESTS, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<RawStacks>>("raw_stacks", Self::VT_RAW_STACKS, false)?
      .finish();
     Ok(())
   }
@@ -3672,6 +3954,7 @@ pub struct BatchArgs<'a> {
     pub symbols: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<SymbolBlob<'a>>>>>,
     pub kernel_symbols: Option<::flatbuffers::WIPOffset<KernelSymbols<'a>>>,
     pub requests: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<RequestEvent<'a>>>>>,
+    pub raw_stacks: Option<::flatbuffers::WIPOffset<RawStacks<'a>>>,
 }
 impl<'a> Default for BatchArgs<'a> {
   #[inline]
@@ -3689,6 +3972,7 @@ impl<'a> Default for BatchArgs<'a> {
       symbols: None,
       kernel_symbols: None,
       requests: None,
+      raw_stacks: None,
     }
   }
 }
@@ -3747,6 +4031,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> BatchBuilder<'a, 'b, A> {
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Batch::VT_REQUESTS, requests);
   }
   #[inline]
+  pub fn add_raw_stacks(&mut self, raw_stacks: ::flatbuffers::WIPOffset<RawStacks<'b >>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<RawStacks>>(Batch::VT_RAW_STACKS, raw_stacks);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> BatchBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     BatchBuilder {
@@ -3776,6 +4064,7 @@ impl ::core::fmt::Debug for Batch<'_> {
       ds.field("symbols", &self.symbols());
       ds.field("kernel_symbols", &self.kernel_symbols());
       ds.field("requests", &self.requests());
+      ds.field("raw_stacks", &self.raw_stacks());
       ds.finish()
   }
 }
