@@ -44,15 +44,65 @@ static __always_inline bool is_target(__u32 tgid)
 	return bpf_map_lookup_elem(&targets, &tgid) != NULL;
 }
 
-/* Reads the current task's user stack pointer and the stack bytes above it. */
-static __always_inline void read_leaf(struct profrec_leaf *l)
+/* Bytes of user stack to copy per stack (--stack-bytes), at most MAX_STACK_COPY. */
+const volatile __u32 stack_bytes = 16384;
+
+/* The current task's user registers (saved at its entry into the kernel, so
+ * right whether it was interrupted in user or kernel mode). */
+static __always_inline void read_user_regs(struct profrec_user_stack *u)
 {
 	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
-	__u64 sp = regs ? regs->sp : 0;
 
-	l->sp = sp;
-	l->pad = 0;
-	l->len = sp && bpf_probe_read_user(l->window, sizeof(l->window), (void *)sp) == 0 ? sizeof(l->window) : 0;
+	u->ip = regs ? regs->ip : 0;
+	u->sp = regs ? regs->sp : 0;
+	u->bp = regs ? regs->bp : 0;
+	u->len = 0;
+	u->err = 0;
+}
+
+#define PAGE_SIZE_4K 4096
+
+/* Copies up to stack_bytes of the current task's user stack from u->sp into
+ * buf (room bytes), never past the end of the stack's mapping; returns the
+ * bytes copied, also in u->len. The end is found by probing one byte at each
+ * page start the copy would cross (bpf_find_vma would need the mmap lock,
+ * which a program that maps memory often holds). */
+static __always_inline __u32 copy_user_stack(struct profrec_user_stack *u, __u8 *buf, __u32 room)
+{
+	__u64 sp = u->sp, n = stack_bytes;
+
+	if (!sp)
+		return 0;
+	if (n > room)
+		n = room;
+	if (n > MAX_STACK_COPY)
+		n = MAX_STACK_COPY;
+	__u64 page = (sp & ~(__u64)(PAGE_SIZE_4K - 1)) + PAGE_SIZE_4K;
+	for (int i = 0; i < MAX_STACK_COPY / PAGE_SIZE_4K; i++, page += PAGE_SIZE_4K) {
+		__u8 probe;
+		if (page >= sp + n)
+			break;
+		if (bpf_probe_read_user(&probe, 1, (void *)page)) {
+			n = page - sp;
+			break;
+		}
+	}
+	if (n > room) /* again: the verifier lost track of n in the loop */
+		n = room;
+	if (n > MAX_STACK_COPY)
+		n = MAX_STACK_COPY;
+	n &= ~7ULL;
+	/* A page not present ends the copy where it is: try half as much. */
+	for (int i = 0; i < 3 && n; i++) {
+		long r = bpf_probe_read_user(buf, n, (void *)sp);
+		if (r == 0) {
+			u->len = n;
+			return n;
+		}
+		u->err = r;
+		n = (n / 2) & ~7ULL;
+	}
+	return 0;
 }
 
 /* Samples do not wake profrec up (a wakeup per sample would preempt the very

@@ -9,7 +9,12 @@
  * and then) is rebuilt at the thread's next switch-out (recover_block).
  *
  * Stacks go through a BPF stack map (deduplicated in the kernel) so that the
- * switch-out path stays cheap; profrec reads each new stack id once.
+ * switch-out path stays cheap; profrec reads each new stack id once. For
+ * DWARF unwinding the switch-out keeps only the user registers: a thread
+ * blocked in a syscall has the same user stack until the syscall returns, so
+ * its event waits in `pending` for sys_exit, which copies the stack bytes
+ * (see on_sys_exit). Blocks outside syscalls (page faults) are sent at once
+ * with the frame-pointer stack alone.
  *
  * `targets` and `events` (common.h) are the maps of oncpu.bpf.c: profrec
  * makes them the same kernel maps (bpf_map__reuse_fd) before loading. */
@@ -46,8 +51,27 @@ struct blocked {
 	__u64 since_ns;
 	__s32 user_stack_id;
 	__s32 kernel_stack_id;
-	struct profrec_leaf leaf;
+	__u32 in_syscall;
+	__u32 pad;
+	struct profrec_user_stack user; /* registers only */
 };
+
+/* A thread's finished block in a syscall, until the syscall returns. */
+struct {
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct profrec_offcpu_event);
+} pending SEC(".maps");
+
+/* An event is built here before it is sent or kept in `pending` (sched_switch
+ * cannot preempt itself, so one per CPU is enough). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct profrec_offcpu_event);
+} event_scratch SEC(".maps");
 
 /* Too large for the BPF stack: the value is built here. */
 struct {
@@ -90,9 +114,28 @@ struct {
 	__type(value, __u64);
 } recovered SEC(".maps");
 
+/* Sends an off-CPU event without stack bytes. */
+static __always_inline void send_event(struct profrec_offcpu_event *e)
+{
+	if (bpf_ringbuf_output(&events, e, sizeof(*e), sample_wakeup_flag()))
+		count_drop(DROP_RINGBUF_FULL);
+}
+
+/* Whether the current task entered the kernel through a syscall: its user
+ * ip is right after a `syscall` instruction (0f 05). A page fault's ip is the
+ * faulting instruction. */
+static __always_inline __u32 in_syscall(__u64 ip)
+{
+	__u16 insn = 0;
+	return ip > 2 && bpf_probe_read_user(&insn, sizeof(insn), (void *)(ip - 2)) == 0 && insn == 0x050f;
+}
+
 /* Sends the off-CPU event of `task`, blocked from b->since_ns to end_ns, or
- * counts why it is dropped. */
-static __always_inline void send_block(struct task_struct *task, __u32 tid, struct blocked *b, __u64 end_ns)
+ * counts why it is dropped. At its switch-in (`switching_in`) a block in a
+ * syscall waits in `pending` for its stack bytes instead; a block rebuilt
+ * later (recover_block) goes without: its syscall has returned already. */
+static __always_inline void send_block(struct task_struct *task, __u32 tid, struct blocked *b, __u64 end_ns,
+				       bool switching_in)
 {
 	__u64 delta = end_ns - b->since_ns;
 	__u32 reason = DROP_REASONS;
@@ -103,16 +146,14 @@ static __always_inline void send_block(struct task_struct *task, __u32 tid, stru
 	else if (b->user_stack_id < 0)
 		reason = b->user_stack_id == -EFAULT || b->user_stack_id == -EINVAL ? DROP_OFFCPU_NO_USER
 										      : DROP_OFFCPU_STACKMAP;
-	struct profrec_offcpu_event *e = NULL;
-	if (reason == DROP_REASONS) {
-		e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
-		if (!e)
-			reason = DROP_RINGBUF_FULL;
-	}
-	if (!e) {
+	if (reason != DROP_REASONS) {
 		count_drop(reason);
 		return;
 	}
+	__u32 zero = 0;
+	struct profrec_offcpu_event *e = bpf_map_lookup_elem(&event_scratch, &zero);
+	if (!e)
+		return;
 	e->h.type = EVENT_OFFCPU;
 	e->h.pid = BPF_CORE_READ(task, tgid);
 	e->h.tid = tid;
@@ -121,7 +162,7 @@ static __always_inline void send_block(struct task_struct *task, __u32 tid, stru
 	e->blocked_ns = delta;
 	e->user_stack_id = b->user_stack_id;
 	e->kernel_stack_id = b->kernel_stack_id;
-	__builtin_memcpy(&e->leaf, &b->leaf, sizeof(e->leaf));
+	e->user = b->user;
 	e->waker_pid = 0;
 	e->waker_tid = 0;
 	e->waker_user_stack_id = -1;
@@ -137,7 +178,17 @@ static __always_inline void send_block(struct task_struct *task, __u32 tid, stru
 		}
 	}
 	BPF_CORE_READ_STR_INTO(&e->comm, task, comm);
-	bpf_ringbuf_submit(e, sample_wakeup_flag());
+	if (switching_in && b->in_syscall && stack_bytes) {
+		struct profrec_offcpu_event *p =
+			bpf_task_storage_get(&pending, task, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+		if (p) {
+			if (p->h.type) /* the last one never saw its sys_exit */
+				send_event(p);
+			__builtin_memcpy(p, e, sizeof(*e));
+			return;
+		}
+	}
+	send_event(e);
 }
 
 /* `prev` is leaving the CPU, yet its last block is still in the table: the
@@ -156,7 +207,7 @@ static __always_inline void recover_block(struct task_struct *prev, __u32 tid, s
 		count_drop(DROP_OFFCPU_UNSEEN);
 		return;
 	}
-	send_block(prev, tid, b, now - ran);
+	send_block(prev, tid, b, now - ran, false);
 	__u32 zero = 0;
 	__u64 *n = bpf_map_lookup_elem(&recovered, &zero);
 	if (n)
@@ -187,7 +238,9 @@ int BPF_PROG(on_switch, bool preempt, struct task_struct *prev, struct task_stru
 			/* Skip this program's own frame and the tracepoint's
 			 * (bpf_trace_run4) so kernel stacks start at __schedule. */
 			b->kernel_stack_id = kernel_stacks ? bpf_get_stackid(ctx, &stacks, 2) : -1;
-			read_leaf(&b->leaf);
+			read_user_regs(&b->user);
+			b->in_syscall = in_syscall(b->user.ip);
+			b->pad = 0;
 			if (bpf_map_update_elem(&blocked, &prev_tid, b, BPF_ANY))
 				count_drop(DROP_OFFCPU_TABLE_FULL);
 			stale = NULL;
@@ -205,7 +258,7 @@ switch_in:;
 		return 0;
 	if (test_miss_switch_ins && ++test_switch_ins % test_miss_switch_ins == 0)
 		return 0;
-	send_block(next, next_tid, seen, now);
+	send_block(next, next_tid, seen, now, true);
 	/* Marked as sent, so that recover_block leaves it alone should the
 	 * delete fail (a busy bucket lock). */
 	seen->since_ns = 0;
@@ -238,5 +291,45 @@ int BPF_PROG(on_waking, struct task_struct *p)
 {
 	if (track_wakers)
 		note_waker(ctx, p);
+	return 0;
+}
+
+/* A syscall returns: if it was a block whose event waits, copy the user
+ * stack (as it was while blocked) and send it. Syscall tracepoints may be
+ * preempted, so the event is built in the ring itself, sized by the
+ * (load-time constant) stack_bytes. */
+SEC("tp_btf/sys_exit")
+int BPF_PROG(on_sys_exit, struct pt_regs *regs, long ret)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct profrec_offcpu_event *p = bpf_task_storage_get(&pending, task, 0, 0);
+
+	if (!p || !p->h.type)
+		return 0;
+	__u32 room = stack_bytes > MAX_STACK_COPY ? MAX_STACK_COPY : stack_bytes & ~7U;
+	struct profrec_offcpu_event *e = bpf_ringbuf_reserve(&events, sizeof(*e) + room, 0);
+	if (!e) {
+		count_drop(DROP_RINGBUF_FULL);
+		p->h.type = 0;
+		return 0;
+	}
+	__builtin_memcpy(e, p, sizeof(*p));
+	p->h.type = 0;
+	read_user_regs(&e->user);
+	copy_user_stack(&e->user, (__u8 *)(e + 1), room);
+	bpf_ringbuf_submit(e, sample_wakeup_flag());
+	return 0;
+}
+
+/* A thread that ends inside a syscall: its waiting block goes without stack bytes. */
+SEC("tp_btf/sched_process_exit")
+int BPF_PROG(on_thread_exit, struct task_struct *p)
+{
+	struct profrec_offcpu_event *e = bpf_task_storage_get(&pending, p, 0, 0);
+
+	if (e && e->h.type) {
+		send_event(e);
+		e->h.type = 0;
+	}
 	return 0;
 }

@@ -37,6 +37,22 @@ static __always_inline bool user_mode(struct bpf_perf_event_data *ctx)
 	return (cs & 3) == 3;
 }
 
+/* A sample and its stack bytes are built here (too large for the BPF
+ * stack), then only the used part goes into the ring. */
+struct sample_with_stack {
+	struct profrec_sample_event e;
+	__u8 stack[MAX_STACK_COPY];
+};
+
+/* One per CPU, indexed by CPU (a per-CPU array cannot hold 64 KiB values);
+ * profrec sets max_entries to the number of possible CPUs. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct sample_with_stack);
+} sample_scratch SEC(".maps");
+
 SEC("perf_event")
 int on_cpu_sample(struct bpf_perf_event_data *ctx)
 {
@@ -47,11 +63,11 @@ int on_cpu_sample(struct bpf_perf_event_data *ctx)
 		return 0;
 	if (!is_target(tgid))
 		return 0;
-	struct profrec_sample_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
-	if (!e) {
-		count_drop(DROP_RINGBUF_FULL);
+	__u32 cpu = bpf_get_smp_processor_id();
+	struct sample_with_stack *buf = bpf_map_lookup_elem(&sample_scratch, &cpu);
+	if (!buf)
 		return 0;
-	}
+	struct profrec_sample_event *e = &buf->e;
 	fill_header(&e->h, EVENT_SAMPLE, tgid, tid);
 	bpf_get_current_comm(e->comm, sizeof(e->comm));
 	/* A sample taken in user mode has no kernel stack: skip the unwinder. */
@@ -60,8 +76,12 @@ int on_cpu_sample(struct bpf_perf_event_data *ctx)
 	else
 		e->kstack_bytes = bpf_get_stack(ctx, e->kstack, sizeof(e->kstack), 0);
 	e->ustack_bytes = bpf_get_stack(ctx, e->ustack, sizeof(e->ustack), BPF_F_USER_STACK);
-	read_leaf(&e->leaf);
-	bpf_ringbuf_submit(e, sample_wakeup_flag());
+	read_user_regs(&e->user);
+	__u64 n = copy_user_stack(&e->user, buf->stack, MAX_STACK_COPY);
+	if (n > MAX_STACK_COPY)
+		n = MAX_STACK_COPY;
+	if (bpf_ringbuf_output(&events, buf, sizeof(*e) + n, sample_wakeup_flag()))
+		count_drop(DROP_RINGBUF_FULL);
 	return 0;
 }
 

@@ -41,15 +41,18 @@ struct profrec_event_header {
 	__u64 time_ns; /* CLOCK_MONOTONIC */
 };
 
-/* The top of the user stack when a stack was taken. Frame-pointer unwinding
- * loses the caller of a function that has no frame (most of libc); profrec
- * recovers it from these bytes and the object's .eh_frame. */
-#define LEAF_WINDOW 256
-struct profrec_leaf {
-	__u64 sp;  /* user stack pointer */
-	__u32 len; /* bytes of window read from sp (0 = none) */
-	__u32 pad;
-	__u8 window[LEAF_WINDOW];
+/* The user registers an unwinder starts from, and how many bytes of the user
+ * stack (from sp up) follow the event that carries this. profrec unwinds
+ * them with the objects' .eh_frame/.debug_frame (DWARF), so frameless code
+ * (most of Debian's libraries, -O2 builds) keeps its callers. The bytes are
+ * sent right after the fixed part of the event. */
+#define MAX_STACK_COPY 65536 /* largest --stack-bytes */
+struct profrec_user_stack {
+	__u64 ip;
+	__u64 sp;
+	__u64 bp;
+	__u32 len; /* bytes of stack that follow the event (0 = none) */
+	__s32 err; /* why fewer bytes than asked were copied: 0 or a negative errno */
 };
 
 struct profrec_sample_event {
@@ -60,7 +63,7 @@ struct profrec_sample_event {
 	__s32 ustack_bytes;
 	__u64 kstack[MAX_STACK_DEPTH];
 	__u64 ustack[MAX_STACK_DEPTH];
-	struct profrec_leaf leaf;
+	struct profrec_user_stack user; /* the stack bytes follow the event */
 };
 
 /* fork (new process, not thread), exec and process exit. */
@@ -73,7 +76,9 @@ struct profrec_proc_event {
 
 /* A thread ran again after blocking: it was off the CPU for `blocked_ns`,
  * with the stacks (ids in the `stacks` map) it had when it blocked. With
- * waker tracking, who woke it and from where. */
+ * waker tracking, who woke it and from where. A block in a syscall is sent
+ * when the syscall returns, with the user stack (unchanged while it was
+ * blocked) copied after the event; other blocks are sent at once, without. */
 struct profrec_offcpu_event {
 	struct profrec_event_header h;
 	__u64 blocked_ns;
@@ -84,7 +89,7 @@ struct profrec_offcpu_event {
 	__s32 waker_user_stack_id;
 	__s32 waker_kernel_stack_id;
 	char comm[TASK_COMM_LEN];
-	struct profrec_leaf leaf;
+	struct profrec_user_stack user; /* the stack bytes follow the event */
 };
 
 /* What a socket syscall did (struct profrec_request_event.op). */

@@ -23,8 +23,10 @@ pub const MAX_CHUNK_LEN: u32 = 256 << 20;
 
 /// A compressed chunk decompresses to at most `MAX_EXPANSION` times its
 /// stored bytes plus `EXPANSION_SLACK`: more is refused as a decompression
-/// bomb. Real chunks compress 2-10x (up to about 40x for zero-padded ELF
-/// images); the writer stores a chunk uncompressed rather than break the rule.
+/// bomb. Real chunks compress 2-10x, up to about 40x for zero-padded ELF
+/// images and past 100x for kept raw stacks (`profrec --keep-stacks`: a
+/// thread's stack changes little between samples); the writer stores a
+/// chunk uncompressed rather than break the rule.
 pub const MAX_EXPANSION: u64 = 256;
 pub const EXPANSION_SLACK: u64 = 1024;
 

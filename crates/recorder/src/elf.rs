@@ -28,10 +28,70 @@ impl MappedFile {
         Ok(MappedFile { map })
     }
 
+    /// Maps `path` only if it is a regular file, opened without blocking
+    /// (a FIFO at a path derived from a target's must not hang profrec) and
+    /// checked on the open descriptor.
+    pub fn open_regular(path: &Path) -> Result<Self> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let io = |source| Error::Io { path: path.to_owned(), source };
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+            .open(path)
+            .map_err(io)?;
+        let meta = file.metadata().map_err(io)?;
+        if !meta.is_file() || meta.len() == 0 {
+            return Err(io(std::io::Error::other("not a regular file")));
+        }
+        // SAFETY: as in `open`.
+        let map = unsafe { Mmap::map(&file) }.map_err(io)?;
+        Ok(MappedFile { map })
+    }
+
     /// The file's bytes.
     pub fn bytes(&self) -> &[u8] {
         &self.map
     }
+}
+
+/// Where Debian's -dbg and -dbgsym packages put detached debug files.
+pub const SYSTEM_DEBUG_DIR: &str = "/usr/lib/debug";
+
+/// The host's detached debug file of an object (`data`, mapped at `path`,
+/// with build id `id`), if one is there: `DIR/.build-id/ab/cdef….debug`
+/// or `DIR/<object's directory>/<its .gnu_debuglink name>` under each of
+/// `dirs`. Only a regular file with the object's build id is taken, so a
+/// path the profiled program chose can name nothing else.
+pub fn debug_file(data: &[u8], path: &str, id: &[u8], dirs: &[std::path::PathBuf]) -> Option<MappedFile> {
+    use object::Object;
+    use std::path::Component;
+    if id.is_empty() {
+        return None;
+    }
+    let hex: String = id.iter().map(|b| format!("{b:02x}")).collect();
+    let link = object::File::parse(data)
+        .ok()
+        .and_then(|o| o.gnu_debuglink().ok().flatten().map(|(name, _crc)| name.to_vec()))
+        .and_then(|n| String::from_utf8(n).ok())
+        .filter(|n| !n.is_empty() && !n.contains('/') && n != "." && n != "..");
+    let parent = Path::new(path)
+        .parent()
+        .filter(|p| p.components().all(|c| matches!(c, Component::RootDir | Component::Normal(_))))
+        .and_then(|p| p.strip_prefix("/").ok());
+    let mut candidates = Vec::new();
+    for dir in dirs {
+        candidates.push(dir.join(".build-id").join(&hex[..2]).join(format!("{}.debug", &hex[2..])));
+        if let (Some(link), Some(parent)) = (&link, parent) {
+            candidates.push(dir.join(parent).join(link));
+        }
+    }
+    candidates.into_iter().find_map(|p| {
+        let f = MappedFile::open_regular(&p).ok()?;
+        (build_id(f.bytes()).as_deref() == Some(id)).then(|| {
+            log::debug!("{path}: debug file {}", p.display());
+            f
+        })
+    })
 }
 
 /// Whether an ELF image names a program interpreter (PT_INTERP): a

@@ -104,7 +104,21 @@ pub struct RecordOptions {
     pub follow_children: bool,
     /// The recorder's own command line, stored in the capture. Default: empty.
     pub command_line: Vec<String>,
+    /// User stack bytes copied per on-CPU sample and off-CPU block and
+    /// unwound with the objects' DWARF call-frame information (0 = the
+    /// kernel's frame-pointer walk only). Default: [`DEFAULT_STACK_BYTES`].
+    pub stack_bytes: u32,
+    /// Also keep every sample's registers and stack bytes in the capture, so
+    /// that `profanalyze` can unwind them again offline. Default: false.
+    pub keep_stacks: bool,
+    /// Where to look for detached debug files (`.build-id/ab/cdef….debug`,
+    /// or `.gnu_debuglink` names) whose symbols are embedded with those of
+    /// the stripped objects. Default: `/usr/lib/debug`.
+    pub debug_dirs: Vec<PathBuf>,
 }
+
+/// The default `--stack-bytes` (see docs/user-guide.md for the measurement).
+pub const DEFAULT_STACK_BYTES: u32 = 16384;
 
 impl RecordOptions {
     /// Options with the defaults above.
@@ -130,6 +144,9 @@ impl RecordOptions {
             embed: EmbedMode::Symbols,
             follow_children: true,
             command_line: Vec::new(),
+            stack_bytes: DEFAULT_STACK_BYTES,
+            keep_stacks: false,
+            debug_dirs: vec![PathBuf::from(elf::SYSTEM_DEBUG_DIR)],
         }
     }
 }

@@ -135,6 +135,21 @@ struct Cli {
     #[arg(long, value_enum, default_value_t = Embed::Symbols)]
     embed: Embed,
 
+    /// Bytes of user stack copied with each on-CPU sample and off-CPU block,
+    /// from the stack pointer up, and unwound with the objects' DWARF unwind
+    /// tables (.eh_frame, .debug_frame), so code without frame pointers keeps
+    /// its callers. Deeper stacks end in a `[truncated]` frame (profanalyze
+    /// info counts them). 0: the kernel's frame-pointer walk only. At most 65536.
+    #[arg(long, default_value_t = profcap_recorder::DEFAULT_STACK_BYTES, value_name = "BYTES")]
+    stack_bytes: u32,
+
+    /// Also keep each sample's registers and stack bytes in the capture, so
+    /// that `profanalyze --unwind` can unwind them again offline (with better
+    /// unwind information, or to check this recording). Costs about
+    /// --stack-bytes per sample before compression.
+    #[arg(long)]
+    keep_stacks: bool,
+
     /// Do not record children of the target processes.
     #[arg(long)]
     no_follow: bool,
@@ -196,6 +211,15 @@ impl Cli {
         }
         let mut opts = RecordOptions::new(self.output.clone(), target);
         opts.freq = self.freq;
+        let max_stack = profcap_recorder::probes::MAX_STACK_COPY as u32;
+        if self.stack_bytes > max_stack {
+            bail!("--stack-bytes must be at most {max_stack}, not {}", self.stack_bytes);
+        }
+        if self.keep_stacks && self.stack_bytes == 0 {
+            bail!("--keep-stacks needs stack bytes to keep: drop --stack-bytes 0");
+        }
+        opts.stack_bytes = self.stack_bytes;
+        opts.keep_stacks = self.keep_stacks;
         opts.cpu = self.events.contains(&EventKind::Cpu);
         opts.offcpu = self.off_cpu || self.events.contains(&EventKind::Offcpu);
         opts.requests = self.requests || self.events.contains(&EventKind::Requests);

@@ -12,36 +12,14 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{fixture, root_or_skip};
-use profcap_analyze::export::{top_table, TopBy};
-use profcap_analyze::{build, Grouping, Material, Profile, ProfileOptions};
+use common::{fixture, profile, root_or_skip, shares};
+use profcap_analyze::{Grouping, Material, Profile};
 use profcap_recorder::{record, Error, RecordOptions, Target};
 
 fn opts(out: &Path, target: Target, freq: u64) -> RecordOptions {
     let mut o = RecordOptions::new(out.to_owned(), target);
     o.freq = freq;
     o
-}
-
-fn profile(path: &Path, grouping: Grouping) -> (Material, Profile) {
-    let m = Material::load(path, true).expect("capture reads back strictly");
-    let mut o = ProfileOptions::default();
-    o.grouping = grouping;
-    o.symbolize.local_files = false; // prove the embedded material suffices
-    let p = build(&m, &o).expect("profile");
-    (m, p)
-}
-
-/// Total (inclusive) share of each named function, in percent.
-fn shares(p: &Profile, names: &[&str]) -> Vec<f64> {
-    let rows = top_table(p, TopBy::Function);
-    names
-        .iter()
-        .map(|n| {
-            let v = rows.iter().find(|r| &*r.name == *n).map_or(0, |r| r.total);
-            100.0 * v as f64 / p.total as f64
-        })
-        .collect()
 }
 
 fn stop_flag() -> Arc<AtomicBool> {

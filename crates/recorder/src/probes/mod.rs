@@ -52,6 +52,9 @@ pub struct ProbeOptions {
     pub request_payload: Option<u32>,
     /// Allocation tracking; `None` = none.
     pub mem: Option<MemProbes>,
+    /// User stack bytes copied per on-CPU sample and off-CPU block, for
+    /// DWARF unwinding (at most [`MAX_STACK_COPY`]; 0 = frame pointers only).
+    pub stack_bytes: u32,
 }
 
 /// Loaded and attached programs. Dropping it detaches everything.
@@ -112,6 +115,13 @@ impl Probes {
                 rodata.follow_children = *follow;
             }
         }
+        rodata.stack_bytes = opts.stack_bytes.min(MAX_STACK_COPY as u32);
+        // One sample buffer per possible CPU (indexed by CPU id).
+        let cpus = libbpf_rs::num_possible_cpus().map_err(|e| load_error("count possible CPUs", e))?;
+        open.maps
+            .sample_scratch
+            .set_max_entries(u32::try_from(cpus).unwrap_or(u32::MAX))
+            .map_err(|e| load_error("size the sample buffers", e))?;
         let skel = open.load().map_err(|e| load_error("load (verifier log above)", e))?;
         if let Targets::Pids { pids, .. } = targets {
             for pid in pids {
@@ -143,7 +153,7 @@ impl Probes {
             }
         }
         let offcpu = match &opts.offcpu {
-            Some(o) => Some(offcpu::load(&skel, targets, o, &mut links)?),
+            Some(o) => Some(offcpu::load(&skel, targets, o, opts.stack_bytes, &mut links)?),
             None => None,
         };
         let requests = match opts.request_payload {

@@ -31,6 +31,7 @@ pub(super) fn load(
     skel: &OncpuSkel<'static>,
     targets: &Targets,
     o: &OffCpuOptions,
+    stack_bytes: u32,
     links: &mut Vec<Link>,
 ) -> Result<OffcpuSkel<'static>> {
     let mut open =
@@ -41,9 +42,20 @@ pub(super) fn load(
     rodata.track_wakers = o.wakers;
     rodata.kernel_stacks = o.kernel_stacks;
     rodata.test_miss_switch_ins = o.test_miss_switch_ins;
+    rodata.stack_bytes = stack_bytes.min(super::MAX_STACK_COPY as u32);
     share_maps(skel, &mut open.maps.targets, &mut open.maps.events)?;
     let off = open.load().map_err(|e| load_error("load off-CPU (verifier log above)", e))?;
     links.push(off.progs.on_switch.attach().map_err(|e| load_error("attach tp_btf/sched_switch", e))?);
+    if stack_bytes > 0 {
+        // Blocks in syscalls get their stack bytes when the syscall returns.
+        links.push(off.progs.on_sys_exit.attach().map_err(|e| load_error("attach tp_btf/sys_exit", e))?);
+        links.push(
+            off.progs
+                .on_thread_exit
+                .attach()
+                .map_err(|e| load_error("attach tp_btf/sched_process_exit", e))?,
+        );
+    }
     if o.wakers {
         links.push(off.progs.on_waking.attach().map_err(|e| load_error("attach tp_btf/sched_waking", e))?);
     }

@@ -1,11 +1,13 @@
 //! The events of `bpf/profrec.h` as they arrive on the ring buffer, decoded.
 
+use profcap_format::unwind::Regs;
+
 use crate::layout::c_string;
 
 /// Mirrors `MAX_STACK_DEPTH` in bpf/profrec.h.
 pub const MAX_STACK_DEPTH: usize = 127;
-/// Mirrors `LEAF_WINDOW`.
-pub const LEAF_WINDOW: usize = 256;
+/// Mirrors `MAX_STACK_COPY`: the most user stack bytes an event carries.
+pub const MAX_STACK_COPY: usize = 65536;
 /// Mirrors `MAX_PAYLOAD`: the most payload bytes a request event carries.
 pub const MAX_PAYLOAD: usize = 4096;
 /// Mirrors `TASK_COMM_LEN`.
@@ -24,7 +26,7 @@ const EVENT_MEM: u32 = 7;
 /// offset and size. Decoding copies one out of the record's bytes, so no
 /// offset is computed by hand.
 mod raw {
-    use super::{COMM_LEN, LEAF_WINDOW, MAX_STACK_DEPTH};
+    use super::{COMM_LEN, MAX_STACK_DEPTH};
 
     #[repr(C)]
     #[derive(Clone, Copy)]
@@ -38,11 +40,12 @@ mod raw {
 
     #[repr(C)]
     #[derive(Clone, Copy)]
-    pub struct Leaf {
+    pub struct UserStack {
+        pub ip: u64,
         pub sp: u64,
+        pub bp: u64,
         pub len: u32,
-        pub pad: u32,
-        pub window: [u8; LEAF_WINDOW],
+        pub err: i32,
     }
 
     #[repr(C)]
@@ -54,7 +57,7 @@ mod raw {
         pub ustack_bytes: i32,
         pub kstack: [u64; MAX_STACK_DEPTH],
         pub ustack: [u64; MAX_STACK_DEPTH],
-        pub leaf: Leaf,
+        pub user: UserStack,
     }
 
     #[repr(C)]
@@ -78,7 +81,7 @@ mod raw {
         pub waker_user_stack_id: i32,
         pub waker_kernel_stack_id: i32,
         pub comm: [u8; COMM_LEN],
-        pub leaf: Leaf,
+        pub user: UserStack,
     }
 
     /// `struct profrec_request_event` up to its payload, which follows.
@@ -141,7 +144,7 @@ pub enum Event {
         comm: String,
         kernel: Vec<u64>,
         user: Vec<u64>,
-        leaf: Leaf,
+        stack: UserStack,
     },
     Fork {
         head: Header,
@@ -236,7 +239,7 @@ pub struct OffCpu {
     pub user_stack: i32,
     pub kernel_stack: i32,
     pub waker: Option<WakerIds>,
-    pub leaf: Leaf,
+    pub stack: UserStack,
 }
 
 /// Who woke a blocked thread, with stack ids in the off-CPU stack map.
@@ -248,19 +251,27 @@ pub struct WakerIds {
     pub kernel_stack: i32,
 }
 
-/// The top of the user stack when a stack was taken (`struct profrec_leaf`).
+/// The user registers when a stack was taken and the stack bytes copied
+/// after the event (`struct profrec_user_stack`).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Leaf {
-    /// The user stack pointer.
-    pub sp: u64,
-    /// Bytes from `sp` upwards (empty if they could not be read).
-    pub window: Vec<u8>,
+pub struct UserStack {
+    pub regs: Regs,
+    /// From `regs.sp` up (empty if none could be read).
+    pub bytes: Vec<u8>,
+    /// Why fewer bytes than asked came: 0 or a negative errno.
+    pub err: i32,
 }
 
-impl Leaf {
-    fn from_raw(l: &raw::Leaf) -> Leaf {
-        let len = (l.len as usize).min(LEAF_WINDOW);
-        Leaf { sp: l.sp, window: l.window[..len].to_vec() }
+impl UserStack {
+    /// The registers of `u` and its `u.len` bytes at `at` in the record;
+    /// `None` if the record is shorter than it says.
+    fn from_raw(u: &raw::UserStack, record: &[u8], at: usize) -> Option<UserStack> {
+        let len = (u.len as usize).min(MAX_STACK_COPY);
+        Some(UserStack {
+            regs: Regs { ip: u.ip, sp: u.sp, bp: u.bp },
+            bytes: record.get(at..at.checked_add(len)?)?.to_vec(),
+            err: u.err,
+        })
     }
 }
 
@@ -298,13 +309,13 @@ impl Event {
                     comm: c_string(&e.comm),
                     kernel: frames(&e.kstack, e.kstack_bytes),
                     user: frames(&e.ustack, e.ustack_bytes),
-                    leaf: Leaf::from_raw(&e.leaf),
+                    stack: UserStack::from_raw(&e.user, b, std::mem::size_of::<raw::Sample>())?,
                 }
             }
             EVENT_FORK => Event::Fork { head, ppid: raw::read::<raw::Proc>(b)?.ppid },
             EVENT_EXEC => Event::Exec { head, comm: c_string(&raw::read::<raw::Proc>(b)?.comm) },
             EVENT_EXIT => Event::Exit { head },
-            EVENT_OFFCPU => Event::OffCpu(OffCpu::from_raw(head, &raw::read::<raw::OffCpu>(b)?)),
+            EVENT_OFFCPU => Event::OffCpu(OffCpu::from_raw(head, &raw::read::<raw::OffCpu>(b)?, b)?),
             EVENT_MEM => Event::Mem(MemEvent::from_raw(head, &raw::read::<raw::Mem>(b)?)?),
             EVENT_REQUEST => {
                 let e = raw::read::<raw::Request>(b)?;
@@ -318,8 +329,8 @@ impl Event {
 }
 
 impl OffCpu {
-    fn from_raw(head: Header, e: &raw::OffCpu) -> OffCpu {
-        OffCpu {
+    fn from_raw(head: Header, e: &raw::OffCpu, record: &[u8]) -> Option<OffCpu> {
+        Some(OffCpu {
             head,
             blocked_ns: e.blocked_ns,
             user_stack: e.user_stack_id,
@@ -331,8 +342,8 @@ impl OffCpu {
                 kernel_stack: e.waker_kernel_stack_id,
             }),
             comm: c_string(&e.comm),
-            leaf: Leaf::from_raw(&e.leaf),
-        }
+            stack: UserStack::from_raw(&e.user, record, std::mem::size_of::<raw::OffCpu>())?,
+        })
     }
 }
 
@@ -407,11 +418,11 @@ mod tests {
         }
         let rust: Vec<(String, usize)> = [
             fields!("profrec_event_header", raw::Header, [kind, pid, tid, cpu, time_ns]),
-            fields!("profrec_leaf", raw::Leaf, [sp, len, pad, window]),
+            fields!("profrec_user_stack", raw::UserStack, [ip, sp, bp, len, err]),
             fields!(
                 "profrec_sample_event",
                 raw::Sample,
-                [h, comm, kstack_bytes, ustack_bytes, kstack, ustack, leaf]
+                [h, comm, kstack_bytes, ustack_bytes, kstack, ustack, user]
             ),
             fields!("profrec_proc_event", raw::Proc, [h, ppid, pad, comm]),
             fields!(
@@ -427,7 +438,7 @@ mod tests {
                     waker_user_stack_id,
                     waker_kernel_stack_id,
                     comm,
-                    leaf
+                    user
                 ]
             ),
             fields!(
@@ -486,9 +497,7 @@ mod tests {
     }
 
     #[test]
-    fn parses_a_sample_and_rejects_short_records() {
-        let mut leaf = raw::Leaf { sp: 0x7ffd_0000, len: 8, pad: 0, window: [0; LEAF_WINDOW] };
-        leaf.window[..8].copy_from_slice(&0xabcdu64.to_ne_bytes());
+    fn parses_a_sample_with_its_stack_bytes_and_rejects_short_records() {
         let mut e = raw::Sample {
             h: raw::Header { kind: EVENT_SAMPLE, pid: 7, tid: 8, cpu: 0, time_ns: 99 },
             comm: [0; COMM_LEN],
@@ -496,19 +505,22 @@ mod tests {
             ustack_bytes: 16,
             kstack: [0; MAX_STACK_DEPTH],
             ustack: [0; MAX_STACK_DEPTH],
-            leaf,
+            user: raw::UserStack { ip: 0x1000, sp: 0x7ffd_0000, bp: 0x7ffd_0040, len: 8, err: 0 },
         };
         e.comm[..4].copy_from_slice(b"demo");
         e.ustack[..2].copy_from_slice(&[0x1234, 0x5678]);
-        let b = bytes_of(&e);
-        let Some(Event::Sample { head, comm, kernel, user, leaf }) = Event::parse(&b) else {
+        let mut b = bytes_of(&e);
+        assert_eq!(Event::parse(&b), None, "user.len says 8 stack bytes that are missing");
+        b.extend_from_slice(&0xabcdu64.to_ne_bytes());
+        let Some(Event::Sample { head, comm, kernel, user, stack }) = Event::parse(&b) else {
             panic!("not a sample")
         };
         assert_eq!((head.pid, head.tid, head.time_ns), (7, 8, 99));
         assert_eq!(comm, "demo");
         assert!(kernel.is_empty(), "negative length means no kernel stack");
         assert_eq!(user, vec![0x1234, 0x5678]);
-        assert_eq!(leaf, Leaf { sp: 0x7ffd_0000, window: 0xabcdu64.to_ne_bytes().to_vec() });
+        assert_eq!(stack.regs, Regs { ip: 0x1000, sp: 0x7ffd_0000, bp: 0x7ffd_0040 });
+        assert_eq!(stack.bytes, 0xabcdu64.to_ne_bytes().to_vec());
         assert_eq!(Event::parse(&b[..100]), None);
         assert_eq!(Event::parse(&[]), None);
     }

@@ -3,13 +3,12 @@
 
 use std::collections::BTreeSet;
 
-use profcap_format::{Sample, SampleKind, Thread, ValueUnit};
+use profcap_format::{RawStack, Sample, SampleKind, StackEnd, Thread, ValueUnit};
 
 use super::Session;
 use crate::mem::RingRecord;
 use crate::mmap_events::MapEvent;
-use crate::probes::{Event, Header, Leaf, MemEvent, MemOp, OffCpu, Probes, Request, RequestOp};
-use crate::unwind::{self, Locate};
+use crate::probes::{Event, Header, MemEvent, MemOp, OffCpu, Probes, Request, RequestOp, UserStack};
 use crate::Result;
 
 /// What one pass of the recording loop collected, from three sources.
@@ -111,11 +110,27 @@ impl Session {
 
     /// Interns a stack of `pid`, noting its objects when it is new.
     pub(super) fn stack_id(&mut self, pid: u32, kernel: &[u64], user: &[u64]) -> u64 {
-        let (id, new) = self.writer.intern_stack_new(kernel, user);
+        self.unwound_stack_id(pid, kernel, user, StackEnd::Unknown)
+    }
+
+    /// As [`Self::stack_id`] for a user stack that ended for the reason `end`.
+    pub(super) fn unwound_stack_id(&mut self, pid: u32, kernel: &[u64], user: &[u64], end: StackEnd) -> u64 {
+        let (id, new) = self.writer.intern_unwound(kernel, user, end);
         if new {
             self.note_new_stack(pid, kernel, user);
         }
         id
+    }
+
+    /// The user frames of an event: unwound from its copied stack, or the
+    /// kernel's frame-pointer walk `fp` where nothing was copied (`Unknown`
+    /// if nothing was asked for, `NoStack` if the copy failed).
+    pub(super) fn user_frames(&mut self, pid: u32, fp: Vec<u64>, stack: &UserStack) -> (Vec<u64>, StackEnd) {
+        if stack.bytes.is_empty() {
+            let end = if stack.err != 0 { StackEnd::NoStack } else { StackEnd::Unknown };
+            return (fp, end);
+        }
+        self.unwind_user(pid, stack)
     }
 
     pub(super) fn on_sample(
@@ -123,13 +138,12 @@ impl Session {
         head: Header,
         comm: String,
         kernel: &[u64],
-        mut user: Vec<u64>,
-        leaf: &Leaf,
+        fp_user: Vec<u64>,
+        stack: UserStack,
     ) -> Result<()> {
         self.note_task(head, comm)?;
-        unwind::fix_leaf_frames(self, head.pid, &mut user, leaf);
-        let user = user.as_slice();
-        let stack_id = self.stack_id(head.pid, kernel, user);
+        let (user, end) = self.user_frames(head.pid, fp_user, &stack);
+        let stack_id = self.unwound_stack_id(head.pid, kernel, &user, end);
         let sample = Sample {
             kind: SampleKind::Cpu,
             unit: ValueUnit::Count,
@@ -142,8 +156,19 @@ impl Session {
             id: 0,
             waker: None,
         };
-        let r = self.writer.push_sample(sample);
+        let r = self.push_sample(sample, stack);
         self.write(r)
+    }
+
+    /// Writes a sample, with its raw stack under `--keep-stacks`.
+    fn push_sample(&mut self, sample: Sample, stack: UserStack) -> profcap_format::Result<()> {
+        if self.keep_stacks && !stack.bytes.is_empty() {
+            let UserStack { regs, bytes, .. } = stack;
+            let raw = RawStack { sample_id: 0, ip: regs.ip, sp: regs.sp, bp: regs.bp, bytes };
+            self.writer.push_sample_raw(sample, raw)
+        } else {
+            self.writer.push_sample(sample)
+        }
     }
 
     /// Frames of an off-CPU stack-map id, read from the kernel once.
@@ -156,10 +181,10 @@ impl Session {
 
     pub(super) fn on_offcpu(&mut self, probes: &Probes, e: OffCpu) -> Result<()> {
         self.note_task(e.head, e.comm)?;
-        let mut user = self.offcpu_frames(probes, e.user_stack);
-        unwind::fix_leaf_frames(self, e.head.pid, &mut user, &e.leaf);
+        let fp_user = self.offcpu_frames(probes, e.user_stack);
+        let (user, end) = self.user_frames(e.head.pid, fp_user, &e.stack);
         let kernel = self.offcpu_frames(probes, e.kernel_stack);
-        let stack_id = self.stack_id(e.head.pid, &kernel, &user);
+        let stack_id = self.unwound_stack_id(e.head.pid, &kernel, &user, end);
         let waker = match e.waker {
             Some(w) => {
                 let wu = self.offcpu_frames(probes, w.user_stack);
@@ -184,7 +209,7 @@ impl Session {
             id: 0,
             waker,
         };
-        let r = self.writer.push_sample(sample);
+        let r = self.push_sample(sample, e.stack);
         self.write(r)
     }
 
@@ -316,12 +341,13 @@ impl Session {
             Event::Request(e) => self.on_request(e)?,
             Event::Mem(e) => self.on_mem(probes, e)?,
             Event::OffCpu(e) => self.on_offcpu(probes, e)?,
-            Event::Sample { head, comm, kernel, user, leaf } => {
-                self.on_sample(head, comm, &kernel, user, &leaf)?
+            Event::Sample { head, comm, kernel, user, stack } => {
+                self.on_sample(head, comm, &kernel, user, stack)?
             }
             Event::Fork { head, ppid } => self.on_fork(head.pid, ppid, head.time_ns),
             Event::Exec { head, .. } => self.on_exec(head.pid, head.time_ns),
             Event::Exit { head } => {
+                self.unwinding.forget(head.pid);
                 if let Some(state) = self.procs.remove(&head.pid) {
                     let exited = profcap_format::Process {
                         pid: head.pid,

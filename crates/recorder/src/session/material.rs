@@ -40,13 +40,13 @@ impl Session {
             let mode =
                 if o.path == "[vdso]" && embed == EmbedMode::None { EmbedMode::Symbols } else { embed };
             let mut blob = elf::extract_blob(data, &o.path, &o.build_id, mode);
+            add_debug_file(&mut blob, data, &o.path, &o.build_id, mode, &self.debug_dirs);
             let all = blob.symbols.len();
             elf::prune_symbols(&mut blob, &o.offsets);
             // .eh_frame_hdr only indexes .eh_frame (an unwinder rebuilds it)
             // and compresses poorly: not worth its bytes in the capture.
             blob.sections.retain(|s| s.name != ".eh_frame_hdr");
             log::debug!("{}: {} of {all} symbols name the recorded frames", o.path, blob.symbols.len());
-            log::debug!("{}: {} symbols", o.path, blob.symbols.len());
             let r = self.writer.push_symbols(blob);
             self.write(r)?;
         }
@@ -59,4 +59,31 @@ impl Session {
         }
         Ok(())
     }
+}
+
+/// With a detached debug file on this host (see [`elf::debug_file`]): its
+/// full symbol table joins the object's (stripped objects name their static
+/// functions too), and `--embed full` embeds the debug file, DWARF and all,
+/// in place of the stripped image (unwind sections and segments stay the
+/// object's own).
+fn add_debug_file(
+    blob: &mut profcap_format::SymbolBlob,
+    data: &[u8],
+    path: &str,
+    build_id: &[u8],
+    mode: EmbedMode,
+    dirs: &[std::path::PathBuf],
+) {
+    if mode == EmbedMode::None {
+        return;
+    }
+    let Some(debug) = elf::debug_file(data, path, build_id, dirs) else { return };
+    if mode == EmbedMode::Full {
+        blob.elf = debug.bytes().to_vec();
+        return;
+    }
+    let extra = elf::extract_blob(debug.bytes(), path, build_id, EmbedMode::Symbols).symbols;
+    let mut seen: std::collections::HashSet<(u64, String)> =
+        blob.symbols.iter().map(|s| (s.addr, s.name.clone())).collect();
+    blob.symbols.extend(extra.into_iter().filter(|s| seen.insert((s.addr, s.name.clone()))));
 }

@@ -24,7 +24,7 @@ mod run;
 mod setup;
 mod space;
 
-use crate::unwind::UnwindTable;
+use crate::unwind::Unwinding;
 use crate::{Error, MemMode, RecordOptions, Result, Target};
 use space::{Object, ProcState};
 
@@ -77,10 +77,12 @@ struct Session {
     thread_names: HashMap<u32, String>,
     kernel_addrs: BTreeSet<u64>,
     malformed_events: u64,
-    /// Unwind tables per object, read when first needed.
-    unwind_tables: HashMap<usize, Option<UnwindTable>>,
-    /// rsp-based CFA offsets per (object, file offset), `None` = not frameless.
-    cfa_rules: HashMap<(usize, u64), Option<u64>>,
+    /// DWARF unwinding of the copied user stacks.
+    unwinding: Unwinding,
+    /// Keep each sample's registers and stack bytes (`--keep-stacks`).
+    keep_stacks: bool,
+    /// Where detached debug files are looked for.
+    debug_dirs: Vec<PathBuf>,
     /// Frames of off-CPU stack-map ids already read.
     offcpu_stacks: HashMap<i32, Vec<u64>>,
     /// Pending map re-reads after an exec: (when, pid).
@@ -122,8 +124,9 @@ impl Session {
             seen_pids: Default::default(),
             rescans: Vec::new(),
             offcpu_stacks: HashMap::new(),
-            unwind_tables: HashMap::new(),
-            cfa_rules: HashMap::new(),
+            unwinding: Unwinding::new(),
+            keep_stacks: opts.keep_stacks,
+            debug_dirs: opts.debug_dirs.clone(),
             requests: 0,
             mem_stacks: HashMap::new(),
             sampler_path: None,

@@ -93,6 +93,7 @@ pub(super) fn probe_options(opts: &RecordOptions, held: &Held, sampling: &Sampli
         }),
         request_payload: opts.requests.then_some(opts.payload_bytes),
         mem: mem_probes(opts, held, sampling)?,
+        stack_bytes: opts.stack_bytes,
     })
 }
 

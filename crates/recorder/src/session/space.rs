@@ -5,13 +5,15 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use profcap_format::Mapping;
+use profcap_format::unwind::UnwindInfo;
+use profcap_format::{Mapping, StackEnd};
 
 use super::Session;
 use crate::elf::{self, MappedFile};
 use crate::mmap_events::MapEvent;
+use crate::probes::UserStack;
 use crate::procfs::{self, MapsEntry};
-use crate::unwind::{Locate, UnwindTable};
+use crate::unwind::CodeMap;
 
 /// An ELF object seen in some process's mappings, by device and inode.
 #[derive(Debug)]
@@ -346,29 +348,36 @@ fn same_file_by_path(entry: &MapsEntry) -> Option<MappedFile> {
     MappedFile::open(std::path::Path::new(&entry.path)).ok()
 }
 
-impl Locate for Session {
-    fn locate(&mut self, pid: u32, addr: u64) -> Option<(usize, u64)> {
+impl Session {
+    /// The object and file offset of `addr` in `pid`, if mapped.
+    pub(super) fn locate(&self, pid: u32, addr: u64) -> Option<(usize, u64)> {
         let maps = &self.procs.get(&pid)?.maps;
         let i = maps.partition_point(|m| m.start <= addr).checked_sub(1)?;
         let m = maps.get(i).filter(|m| addr < m.end)?;
         Some((m.object, addr - m.start + m.file_offset))
     }
 
-    fn rsp_cfa_offset(&mut self, object: usize, file_offset: u64) -> Option<u64> {
-        if let Some(rule) = self.cfa_rules.get(&(object, file_offset)) {
-            return *rule;
-        }
+    /// The user frames of a copied stack of `pid`, unwound with the unwind
+    /// tables of the objects it has mapped, and why the walk ended.
+    pub(super) fn unwind_user(&mut self, pid: u32, stack: &UserStack) -> (Vec<u64>, StackEnd) {
+        let Some(state) = self.procs.get(&pid) else {
+            return (Vec::new(), StackEnd::Broken);
+        };
+        let version = (state.generation_ns, state.maps.len());
+        let maps: Vec<CodeMap> = state
+            .maps
+            .iter()
+            .map(|m| CodeMap { start: m.start, end: m.end, file_offset: m.file_offset, object: m.object })
+            .collect();
         let objects = &self.objects;
-        let table = self.unwind_tables.entry(object).or_insert_with(|| {
+        let load = |object: usize| {
             let o = objects.get(object)?;
             match (&o.file, o.path.as_str()) {
-                (Some(f), _) => UnwindTable::from_elf(f.bytes()),
-                (None, "[vdso]") => elf::own_vdso().and_then(|v| UnwindTable::from_elf(&v)),
+                (Some(f), _) => UnwindInfo::from_elf(f.bytes()),
+                (None, "[vdso]") => elf::own_vdso().and_then(|v| UnwindInfo::from_elf(&v)),
                 (None, _) => None,
             }
-        });
-        let rule = table.as_ref().and_then(|t| t.rsp_cfa_offset(t.vaddr(file_offset)?));
-        self.cfa_rules.insert((object, file_offset), rule);
-        rule
+        };
+        self.unwinding.unwind(pid, version, &maps, load, stack)
     }
 }

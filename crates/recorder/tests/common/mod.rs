@@ -4,6 +4,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Once;
 
+use profcap_analyze::export::{top_table, TopBy};
+use profcap_analyze::{build, Grouping, Material, Profile, ProfileOptions};
+
 /// True when running as root. A non-root run fails, unless the developer set
 /// PROFCAP_SKIP_ROOT_TESTS, which CI refuses (scripts/test.sh).
 pub fn root_or_skip() -> bool {
@@ -29,4 +32,29 @@ pub fn fixture(name: &str) -> PathBuf {
         assert!(ok.success(), "fixtures/build.sh failed");
     });
     out.join(name)
+}
+
+/// The capture read back strictly and its profile, symbolized from the
+/// embedded material alone (no local files: that proves it suffices).
+#[allow(dead_code)] // not every test binary uses every helper
+pub fn profile(path: &Path, grouping: Grouping) -> (Material, Profile) {
+    let m = Material::load(path, true).expect("capture reads back strictly");
+    let mut o = ProfileOptions::default();
+    o.grouping = grouping;
+    o.symbolize.local_files = false;
+    let p = build(&m, &o).expect("profile");
+    (m, p)
+}
+
+/// Total (inclusive) share of each named function, in percent.
+#[allow(dead_code)]
+pub fn shares(p: &Profile, names: &[&str]) -> Vec<f64> {
+    let rows = top_table(p, TopBy::Function);
+    names
+        .iter()
+        .map(|n| {
+            let v = rows.iter().find(|r| &*r.name == *n).map_or(0, |r| r.total);
+            100.0 * v as f64 / p.total as f64
+        })
+        .collect()
 }
