@@ -50,6 +50,13 @@ pub struct Material {
     pub free_count: u64,
     pub mem_first_ns: u64,
     pub mem_last_ns: u64,
+    /// Samples by why their user stack ends (see [`profcap_format::StackEnd`]).
+    pub stack_ends: std::collections::BTreeMap<profcap_format::StackEnd, u64>,
+    /// Samples kept with their registers and stack bytes (`profrec --keep-stacks`).
+    pub raw_stacks: u64,
+    /// Stacks of samples unwound again offline (`--unwind`), by sample id;
+    /// they replace the recorded ones.
+    pub restack: HashMap<u64, u64>,
 }
 
 /// Key of a blob (the rule lives in the format crate).
@@ -90,7 +97,11 @@ impl Material {
             for s in batch.stacks {
                 m.stacks.insert(s.id, s);
             }
+            m.raw_stacks += batch.raw_stacks.len() as u64;
             for s in &batch.samples {
+                if let Some(st) = m.stacks.get(&s.stack_id) {
+                    *m.stack_ends.entry(st.end).or_default() += 1;
+                }
                 m.sample_count += 1;
                 *m.kind_counts.entry(s.kind.name()).or_default() += 1;
                 m.first_ns = m.first_ns.min(s.time_ns);
@@ -165,6 +176,13 @@ impl Material {
                 next_id += 1;
                 if s.id == 0 {
                     s.id = next_id;
+                }
+            }
+            if !self.restack.is_empty() {
+                for s in decoded.iter_mut().flatten().flat_map(|b| b.samples.iter_mut()) {
+                    if let Some(&id) = self.restack.get(&s.id) {
+                        s.stack_id = id;
+                    }
                 }
             }
             let part = decoded

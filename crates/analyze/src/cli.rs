@@ -66,6 +66,10 @@ enum Command {
         /// Fail on a damaged capture instead of skipping damaged chunks.
         #[arg(long)]
         strict: bool,
+        /// Unwind the kept raw stacks (`profrec --keep-stacks`) again and
+        /// report how many came out as recorded, and how complete they are.
+        #[arg(long)]
+        unwind: bool,
     },
     /// Render a flame graph (SVG).
     Flame {
@@ -302,9 +306,25 @@ struct Common {
     /// Fail on a damaged capture instead of skipping damaged chunks.
     #[arg(long)]
     strict: bool,
+    /// Unwind the raw stacks kept by `profrec --keep-stacks` again here, with
+    /// the capture's unwind tables or, where it has none, those of local files
+    /// found like symbols (--debug-dir, --sysroot): the stacks shown are the
+    /// new ones.
+    #[arg(long)]
+    unwind: bool,
 }
 
 impl Common {
+    /// Loads the capture, unwinding its raw stacks again with --unwind.
+    fn load(&self, path: &Path) -> Result<Material> {
+        let mut m = load(path, self.strict)?;
+        if self.unwind {
+            let r = m.unwind_raw_stacks(self.strict, &self.profile_options()?.symbolize)?;
+            log::info!("unwound {} raw stacks again; {} the same as recorded", r.samples, r.same_as_recorded);
+        }
+        Ok(m)
+    }
+
     fn profile_options(&self) -> Result<ProfileOptions> {
         if let (Some(from), Some(to)) = (self.from, self.to) {
             if from > to {
@@ -467,9 +487,15 @@ impl Cli {
     /// Runs the command.
     pub fn run(self) -> Result<ExitCode> {
         match self.command {
-            Command::Info { capture, json, strict } => {
-                let m = load(&capture, strict)?;
-                let i = info(&m, (profcap_format::VERSION_MAJOR, profcap_format::VERSION_MINOR));
+            Command::Info { capture, json, strict, unwind } => {
+                let mut m = load(&capture, strict)?;
+                let reunwound = if unwind {
+                    Some(m.unwind_raw_stacks(strict, &SymbolizeOptions::default())?)
+                } else {
+                    None
+                };
+                let mut i = info(&m, (profcap_format::VERSION_MAJOR, profcap_format::VERSION_MINOR));
+                i.unwinding.reunwound = reunwound;
                 let mut out = writer(None)?;
                 if json {
                     serde_json::to_writer_pretty(&mut out, &i)?;
@@ -480,7 +506,7 @@ impl Cli {
                 out.flush()?;
             }
             Command::Flame { input, output, title, inverted } => {
-                let m = load(&input.capture, input.opts.strict)?;
+                let m = input.opts.load(&input.capture)?;
                 let p = profile(&m, &input.opts)?;
                 let output = output.unwrap_or_else(|| input.capture.with_extension("svg"));
                 let mut fo = FlameOptions::default();
@@ -494,14 +520,14 @@ impl Cli {
                 }
             }
             Command::Folded { input, output } => {
-                let m = load(&input.capture, input.opts.strict)?;
+                let m = input.opts.load(&input.capture)?;
                 let p = profile(&m, &input.opts)?;
                 let mut out = writer(output.as_deref())?;
                 write_folded(&p, &mut out)?;
                 out.flush()?;
             }
             Command::Top { input, by, limit } => {
-                let m = load(&input.capture, input.opts.strict)?;
+                let m = input.opts.load(&input.capture)?;
                 let p = profile(&m, &input.opts)?;
                 let by = match by {
                     By::Function => TopBy::Function,
@@ -512,7 +538,7 @@ impl Cli {
                 out.flush()?;
             }
             Command::Pprof { input, output } => {
-                let m = load(&input.capture, input.opts.strict)?;
+                let m = input.opts.load(&input.capture)?;
                 let p = profile(&m, &input.opts)?;
                 let output = output.unwrap_or_else(|| input.capture.with_extension("pb.gz"));
                 let mut out = create(&output)?;
@@ -523,7 +549,7 @@ impl Cli {
                 }
             }
             Command::Requests { input, sort, limit, json } => {
-                let m = load(&input.capture, input.opts.strict)?;
+                let m = input.opts.load(&input.capture)?;
                 let spans = input.opts.requests(&m)?;
                 let symbolize = input.opts.profile_options()?.symbolize;
                 let mut rows = join(&m, &spans, &symbolize, input.opts.strict)?;
@@ -546,7 +572,7 @@ impl Cli {
                 out.flush()?;
             }
             Command::Leaks { input, limit, depth } => {
-                let m = load(&input.capture, input.opts.strict)?;
+                let m = input.opts.load(&input.capture)?;
                 let mut opts = input.opts.options_for(&m)?;
                 opts.filter.kind = Some(SampleKind::Inuse);
                 opts.filter.inuse_at = InuseAt::End;
@@ -559,7 +585,7 @@ impl Cli {
                 out.flush()?;
             }
             Command::Memtimeline { input, output } => {
-                let m = load(&input.capture, input.opts.strict)?;
+                let m = input.opts.load(&input.capture)?;
                 if m.alloc_count == 0 {
                     bail!("{} has no allocation events: record with `profrec --mem`", m.path.display());
                 }
@@ -576,7 +602,7 @@ impl Cli {
                 }
             }
             Command::Samples { input, limit } => {
-                let m = load(&input.capture, input.opts.strict)?;
+                let m = input.opts.load(&input.capture)?;
                 // The selected requests (with --spans, the file's too) both
                 // filter the samples and name each one's request.
                 let (opts, selected) = input.opts.options_and_requests(&m)?;
@@ -621,7 +647,7 @@ fn run_diff(
         .map(regex::Regex::new)
         .transpose()
         .context("--function is not a valid regular expression")?;
-    let (ma, mb) = (load(before, opts.strict)?, load(after, opts.strict)?);
+    let (ma, mb) = (opts.load(before)?, opts.load(after)?);
     let (a, b) = (profile(&ma, opts)?, profile(&mb, opts)?);
     if let Some(path) = output {
         let title = format!("{} → {}", before.display(), after.display());

@@ -22,6 +22,8 @@ pub struct Info {
     pub samples: u64,
     pub samples_by_kind: std::collections::BTreeMap<String, u64>,
     pub stacks: usize,
+    /// How the samples' user stacks were unwound and whether they are complete.
+    pub unwinding: UnwindInfo,
     pub processes: Vec<ProcessInfo>,
     pub threads: usize,
     pub mappings: usize,
@@ -41,6 +43,58 @@ pub struct Info {
     pub compression_ratio: f64,
     pub bytes_per_sample: f64,
     pub warnings: Vec<String>,
+}
+
+/// Completeness of the user stacks.
+#[derive(Debug, Clone, Serialize)]
+pub struct UnwindInfo {
+    /// Samples whose user stack the recorder unwound from copied stack bytes.
+    pub unwound_samples: u64,
+    /// Of those, the ones whose stack reaches its root (process entry or thread start).
+    pub complete_samples: u64,
+    /// The others, by why their stack ends (`[truncated]` in every view).
+    pub truncated: std::collections::BTreeMap<String, u64>,
+    /// Samples kept with raw stack bytes (`profrec --keep-stacks`).
+    pub raw_stacks: u64,
+    /// With `info --unwind`: what unwinding them again here gave.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reunwound: Option<crate::unwind::Reunwound>,
+}
+
+impl UnwindInfo {
+    /// Share of unwound samples with a complete stack, in percent.
+    pub fn complete_percent(&self) -> f64 {
+        if self.unwound_samples == 0 {
+            0.0
+        } else {
+            100.0 * self.complete_samples as f64 / self.unwound_samples as f64
+        }
+    }
+}
+
+fn unwinding(m: &Material) -> UnwindInfo {
+    use profcap_format::StackEnd;
+    let mut u = UnwindInfo {
+        unwound_samples: 0,
+        complete_samples: 0,
+        truncated: Default::default(),
+        raw_stacks: m.raw_stacks,
+        reunwound: None,
+    };
+    for (&end, &n) in &m.stack_ends {
+        match end {
+            StackEnd::Unknown => {}
+            StackEnd::Root => {
+                u.unwound_samples += n;
+                u.complete_samples += n;
+            }
+            other => {
+                u.unwound_samples += n;
+                *u.truncated.entry(other.describe().to_owned()).or_default() += n;
+            }
+        }
+    }
+    u
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -110,6 +164,7 @@ pub fn info(m: &Material, format_version: (u16, u16)) -> Info {
         samples: m.sample_count,
         samples_by_kind: m.kind_counts.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect(),
         stacks: m.stacks.len(),
+        unwinding: unwinding(m),
         processes,
         threads: m.threads.len(),
         mappings: m.mappings.values().map(Vec::len).sum(),

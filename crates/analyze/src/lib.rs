@@ -14,6 +14,7 @@ pub mod requests;
 pub mod sockets;
 pub mod symbolize;
 pub mod units;
+pub mod unwind;
 
 use std::path::PathBuf;
 

@@ -19,6 +19,35 @@ pub fn write_info(i: &Info, out: &mut impl Write) -> std::io::Result<()> {
     let kinds: Vec<String> = i.samples_by_kind.iter().map(|(k, v)| format!("{k} {v}")).collect();
     writeln!(out, "samples:      {} ({})", i.samples, kinds.join(", "))?;
     writeln!(out, "stacks:       {} distinct", i.stacks)?;
+    let u = &i.unwinding;
+    if u.unwound_samples > 0 {
+        writeln!(
+            out,
+            "unwinding:    {:.1}% of {} samples unwound (DWARF) reach their root{}",
+            u.complete_percent(),
+            u.unwound_samples,
+            if u.raw_stacks > 0 {
+                format!("; {} kept with raw stack bytes", u.raw_stacks)
+            } else {
+                String::new()
+            }
+        )?;
+        for (why, n) in &u.truncated {
+            writeln!(out, "  [truncated] {why}: {n}")?;
+        }
+        if let Some(r) = &u.reunwound {
+            writeln!(
+                out,
+                "  unwound again here: {} raw stacks, {} the same as recorded",
+                r.samples, r.same_as_recorded
+            )?;
+        }
+    } else if i.samples > 0 {
+        writeln!(
+            out,
+            "unwinding:    frame pointers only (recorded with --stack-bytes 0 or by an older profrec)"
+        )?;
+    }
     writeln!(out, "processes:    {}   threads: {}   mappings: {}", i.processes.len(), i.threads, i.mappings)?;
     for p in i.processes.iter().take(20) {
         let state = if p.exited { "exited" } else { "running at end" };

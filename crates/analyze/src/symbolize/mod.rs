@@ -8,7 +8,7 @@
 //! not. Anything unresolved is shown as `module+0xOFFSET`, never dropped.
 
 mod demangle;
-mod object_syms;
+pub(crate) mod object_syms;
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
@@ -85,6 +85,9 @@ pub struct Symbolizer<'a> {
     pub missing: BTreeSet<String>,
 }
 
+/// The root frame of a stack whose unwinding stopped short of its root.
+pub const TRUNCATED: &str = "[truncated]";
+
 /// Hex form of a build id.
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -145,18 +148,19 @@ impl<'a> Symbolizer<'a> {
         let (key, _, _) = &cache_key;
         if !self.objects.contains_key(key) {
             let syms = ObjectSyms::load(self.material, mapping, &self.opts);
-            if syms.is_none() {
+            if !syms.as_ref().is_some_and(ObjectSyms::has_names) {
                 self.missing.insert(format!("{} (build id {})", mapping.path, hex(&mapping.build_id)));
             }
             self.objects.insert(key.clone(), syms);
         }
         let module: Arc<str> = Arc::from(basename(&mapping.path));
-        let frames = match self.objects.get(key).and_then(Option::as_ref) {
-            Some(obj) => obj.frames(file_offset, leaf, &module, &self.opts),
-            None => Vec::new(),
-        };
+        let obj = self.objects.get(key).and_then(Option::as_ref);
+        let frames = obj.map(|o| o.frames(file_offset, leaf, &module, &self.opts)).unwrap_or_default();
         let frames: Arc<[Frame]> = if frames.is_empty() {
-            let name = Arc::from(format!("{module}+0x{file_offset:x}"));
+            // Unnamed code: one frame per function (its start, from the
+            // unwind tables), else per address.
+            let at = obj.and_then(|o| o.function_start(file_offset, leaf)).unwrap_or(file_offset);
+            let name = Arc::from(format!("{module}+0x{at:x}"));
             Arc::from(vec![Frame { name, module, kind: FrameKind::User }])
         } else {
             Arc::from(frames)
@@ -199,7 +203,16 @@ impl<'a> Symbolizer<'a> {
                 kind: FrameKind::User,
             }];
         };
-        let mut out = Vec::with_capacity(stack.user.len() + stack.kernel.len());
+        let mut out = Vec::with_capacity(stack.user.len() + stack.kernel.len() + 1);
+        // A user stack the recorder's unwinder could not follow to its root
+        // says so at the root, so a cut stack is not read as a real caller.
+        if stack.end.is_truncated() {
+            out.push(Frame {
+                name: Arc::from(TRUNCATED),
+                module: Arc::clone(&self.unknown),
+                kind: FrameKind::User,
+            });
+        }
         for (i, &addr) in stack.user.iter().enumerate().rev() {
             let frames = self.user_frames(pid, generation, addr, i == 0);
             // A run of addresses outside every mapping (a broken frame-pointer

@@ -3,6 +3,7 @@
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
+use profcap_format::unwind::UnwindInfo;
 use profcap_format::{elf, rules, BlobContent, Mapping, Segment, Symbol};
 
 use super::{demangle, hex, Frame, FrameKind, SymbolizeOptions};
@@ -14,6 +15,9 @@ pub(super) struct ObjectSyms {
     symbols: Vec<Symbol>,
     segments: Vec<Segment>,
     dwarf: Option<addr2line::Loader>,
+    /// Unwind tables: where no symbol names an address, the function start
+    /// its FDE gives groups a stripped function's addresses into one frame.
+    unwind: Option<profcap_format::unwind::UnwindInfo>,
     /// Keeps an extracted embedded ELF alive while `dwarf` reads it.
     _temp: Option<tempfile::NamedTempFile>,
 }
@@ -112,6 +116,14 @@ fn matching_file(path: &Path, build_id: &[u8]) -> Option<memmap2::Mmap> {
     Some(map)
 }
 
+/// The local files of `mapping`'s object (matching build id), best first.
+pub(crate) fn local_files<'a>(
+    mapping: &'a Mapping,
+    opts: &SymbolizeOptions,
+) -> impl Iterator<Item = memmap2::Mmap> + 'a {
+    candidates(mapping, opts).into_iter().filter_map(|p| matching_file(&p, &mapping.build_id))
+}
+
 fn loader(path: &Path) -> Option<addr2line::Loader> {
     addr2line::Loader::new(path).map_err(|e| log::debug!("{}: no DWARF: {e}", path.display())).ok()
 }
@@ -124,17 +136,20 @@ impl ObjectSyms {
         opts: &SymbolizeOptions,
     ) -> Option<ObjectSyms> {
         let blob = material.blobs.get(&blob_key(&mapping.build_id, &mapping.path));
-        let mut syms = ObjectSyms { symbols: Vec::new(), segments: Vec::new(), dwarf: None, _temp: None };
+        let mut syms =
+            ObjectSyms { symbols: Vec::new(), segments: Vec::new(), dwarf: None, unwind: None, _temp: None };
         if let Some(b) = blob {
             syms.symbols = b.symbols.clone();
             syms.segments = b.segments.clone();
-            if b.content == BlobContent::FullElf && !b.elf.is_empty() {
+            // An embedded image without DWARF (a stripped binary) must not
+            // stand in the way of the debug files found below.
+            if b.content == BlobContent::FullElf && syms.symbols.is_empty() {
+                syms.symbols = local_tables(&b.elf).0;
+            }
+            if b.content == BlobContent::FullElf && elf::has_dwarf(&b.elf) {
                 if let Ok(mut tmp) = tempfile::NamedTempFile::new() {
                     if std::io::Write::write_all(&mut tmp, &b.elf).is_ok() {
                         syms.dwarf = loader(tmp.path());
-                        if syms.symbols.is_empty() {
-                            syms.symbols = local_tables(&b.elf).0;
-                        }
                         syms._temp = Some(tmp);
                     }
                 }
@@ -146,7 +161,9 @@ impl ObjectSyms {
                     continue;
                 };
                 let (symbols, segments) = local_tables(&local);
-                if syms.symbols.is_empty() {
+                // A debug file's full table names what a stripped object's
+                // embedded (dynamic) symbols cannot.
+                if symbols.len() > syms.symbols.len() {
                     syms.symbols = symbols;
                 }
                 if syms.segments.is_empty() {
@@ -157,8 +174,24 @@ impl ObjectSyms {
             }
         }
         syms.symbols.sort_by_key(|s| s.addr);
-        let usable = !syms.symbols.is_empty() || syms.dwarf.is_some();
+        syms.unwind = blob.map(UnwindInfo::from_blob).filter(UnwindInfo::has_rules);
+        let usable = !syms.symbols.is_empty() || syms.dwarf.is_some() || syms.unwind.is_some();
         usable.then_some(syms)
+    }
+
+    /// Whether anything names functions (symbols or DWARF), not just
+    /// unwind tables.
+    pub(super) fn has_names(&self) -> bool {
+        !self.symbols.is_empty() || self.dwarf.is_some()
+    }
+
+    /// The file offset of the start of the function at `file_offset`, from
+    /// the unwind tables (for objects without symbols).
+    pub(super) fn function_start(&self, file_offset: u64, leaf: bool) -> Option<u64> {
+        let vaddr = self.vaddr(file_offset);
+        let probe = if leaf { vaddr } else { vaddr.saturating_sub(1) };
+        let start = self.unwind.as_ref()?.function_start(probe)?;
+        rules::vaddr_to_file_offset(&self.segments, start)
     }
 
     /// Object-relative virtual address of a file offset.
