@@ -17,8 +17,17 @@ use profcap_analyze::{build, Material, ProfileOptions};
 use profcap_format::SampleKind;
 use std::sync::Arc;
 
-const CASES: &[&str] =
-    &["cpu_split", "threads", "spawner", "rust_split", "blocker", "httpd", "allocs", "allocs_sampled"];
+const CASES: &[&str] = &[
+    "cpu_split",
+    "threads",
+    "spawner",
+    "rust_split",
+    "blocker",
+    "httpd",
+    "allocs",
+    "allocs_sampled",
+    "nofp",
+];
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures")
@@ -202,6 +211,35 @@ fn golden_allocs_sampled() {
 #[test]
 fn golden_httpd() {
     outputs("httpd");
+}
+
+#[test]
+fn golden_nofp() {
+    outputs("nofp");
+}
+
+#[test]
+fn fixture_nofp_raw_stacks_unwind_offline_exactly_as_recorded_on_the_box() {
+    // Not golden: the replay of the unwinder itself. Every kept raw stack,
+    // unwound here from the capture's embedded unwind tables alone, gives
+    // the frames and the end profrec wrote for that sample.
+    let mut m = Material::load(&fixtures().join("nofp/capture.cap"), true).unwrap();
+    assert!(m.raw_stacks > 150, "{} raw stacks", m.raw_stacks);
+    let r = m.unwind_raw_stacks(true, &offline().symbolize).unwrap();
+    assert_eq!(r.samples, m.raw_stacks);
+    assert_eq!(r.same_as_recorded, r.samples, "differing samples: {:?}", r.differing);
+    assert_eq!(r.ends.get("complete").copied(), Some(r.samples), "{:?}", r.ends);
+    // And the profile built on the new stacks is the recorded one.
+    let again = build(&m, &offline()).unwrap();
+    let recorded =
+        build(&Material::load(&fixtures().join("nofp/capture.cap"), true).unwrap(), &offline()).unwrap();
+    assert_eq!(again.stacks, recorded.stacks);
+    // Every stack reaches main through the frames a frame-pointer walk loses.
+    for (frames, _) in &recorded.stacks {
+        let names: Vec<&str> = frames.iter().map(|f| &*f.name).collect();
+        assert_eq!(names.first(), Some(&"_start"), "{names:?}");
+        assert!(names.contains(&"main"), "{names:?}");
+    }
 }
 
 #[test]
