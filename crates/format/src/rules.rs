@@ -78,6 +78,11 @@ pub mod settings {
     pub const SAMPLE_BYTES: &str = "sample_bytes";
     /// Off-CPU blocks rebuilt because their switch-in was not seen.
     pub const OFFCPU_RECOVERED: &str = "offcpu_recovered";
+    /// User stack bytes copied per sample for DWARF unwinding (`--stack-bytes`).
+    pub const STACK_BYTES: &str = "stack_bytes";
+    /// Stacks the recorder unwound, and the nanoseconds its walks took.
+    pub const UNWOUND_STACKS: &str = "unwound_stacks";
+    pub const UNWIND_WALK_NS: &str = "unwind_walk_ns";
 }
 
 #[cfg(test)]

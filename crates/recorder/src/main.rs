@@ -167,6 +167,19 @@ struct Cli {
     command: Vec<String>,
 }
 
+/// ", N stacks unwound (M per second of one core)" when any were.
+fn unwound(s: &profcap_recorder::RecordSummary) -> String {
+    let secs = s.unwind_time.as_secs_f64();
+    if s.unwound_stacks == 0 || secs <= 0.0 {
+        return String::new();
+    }
+    format!(
+        ", {} stacks unwound ({:.0} per second of one core)",
+        s.unwound_stacks,
+        s.unwound_stacks as f64 / secs
+    )
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum EventKind {
     Cpu,
@@ -311,7 +324,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     let summary = record(&opts, stop).with_context(|| format!("recording into {}", opts.output.display()))?;
     if !cli.quiet {
         eprintln!(
-            "profrec: wrote {} ({} samples, {} stacks, {} processes, {} objects embedded, {} lost) in {:.1}s, using {:.3}s CPU",
+            "profrec: wrote {} ({} samples, {} stacks, {} processes, {} objects embedded, {} lost) in {:.1}s, using {:.3}s CPU{}",
             opts.output.display(),
             summary.samples,
             summary.stacks,
@@ -320,6 +333,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
             summary.lost,
             summary.elapsed.as_secs_f64(),
             summary.cpu_time.as_secs_f64(),
+            unwound(&summary),
         );
     }
     if let Some(code) = summary.child_exit.filter(|&c| c != 0) {

@@ -39,18 +39,6 @@ pub struct UnwindStats {
     pub objects_without_rules: u64,
 }
 
-impl UnwindStats {
-    /// Stacks per second of walking, on one core.
-    pub fn stacks_per_second(&self) -> f64 {
-        let s = self.walk_time.as_secs_f64();
-        if s > 0.0 {
-            self.stacks as f64 / s
-        } else {
-            0.0
-        }
-    }
-}
-
 #[derive(Debug)]
 struct ProcSpace {
     /// Which version of the process's mappings the space was built from.

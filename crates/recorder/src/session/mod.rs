@@ -43,6 +43,9 @@ pub struct RecordSummary {
     pub cpu_time: Duration,
     /// Exit code of the spawned command, if one was spawned and it ended.
     pub child_exit: Option<i32>,
+    /// User stacks unwound (DWARF) and the time the walks took.
+    pub unwound_stacks: u64,
+    pub unwind_time: Duration,
 }
 
 /// How often samples are collected from the ring buffer.
@@ -205,6 +208,7 @@ fn base_meta(opts: &RecordOptions) -> Meta {
             (opts.offcpu, settings::MIN_BLOCK_NS, opts.min_block.as_nanos().to_string()),
             (opts.requests, settings::PAYLOAD_BYTES, opts.payload_bytes.to_string()),
             (opts.mem == MemMode::Sampled, settings::SAMPLE_BYTES, opts.sample_bytes.to_string()),
+            (opts.stack_bytes > 0, settings::STACK_BYTES, opts.stack_bytes.to_string()),
         ]
         .into_iter()
         .filter(|(on, _, _)| *on)

@@ -155,6 +155,18 @@ impl Session {
             );
             meta.extra.push((settings::OFFCPU_RECOVERED.into(), recovered.to_string()));
         }
+        let unwound = self.unwinding.stats.clone();
+        if unwound.stacks > 0 {
+            log::info!(
+                "unwound {} stacks ({} frames; ends by StackEnd code {:?}); {} objects had no unwind tables",
+                unwound.stacks,
+                unwound.frames,
+                unwound.ends,
+                unwound.objects_without_rules
+            );
+            meta.extra.push((settings::UNWOUND_STACKS.into(), unwound.stacks.to_string()));
+            meta.extra.push((settings::UNWIND_WALK_NS.into(), unwound.walk_time.as_nanos().to_string()));
+        }
         let r = self.writer.push_meta(meta);
         self.write(r)?;
         // Blocks shorter than --min-block are filtered by choice, not lost.
@@ -178,6 +190,8 @@ impl Session {
             elapsed: started.0.elapsed(),
             cpu_time: own_cpu_time().saturating_sub(started.1),
             child_exit: child.and_then(|mut c| c.try_wait()),
+            unwound_stacks: unwound.stacks,
+            unwind_time: unwound.walk_time,
         })
     }
 }
