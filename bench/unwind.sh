@@ -4,7 +4,8 @@
 # 1. Completeness: programs without frame pointers (C -O2 with large frames
 #    and a libc callback, a Rust release build, Go) and Debian's own `sort`,
 #    `xz`, `gzip`, `sqlite3` and `python3.11`, each recorded by profrec and by
-#    perf dwarf (separate runs, same input), at FREQ Hz: the share of samples
+#    perf dwarf in the same run (perf record -- profrec -- COMMAND; perf's
+#    samples of the command's threads only), at FREQ Hz: the share of samples
 #    whose user stack reaches a root (process entry or thread start) and the
 #    totals of named callers, with the difference in points.
 # 2. Overhead: xz -9 on a fixed input, alone, under profrec and under perf
@@ -42,7 +43,7 @@ with open(f"{d}/lines.txt", "w") as f:
 with open(f"{d}/data.bin", "wb") as f:
     f.write(bytes(r.choice(b'abcdefgh \n') for _ in range(6 << 20)))
 with open(f"{d}/fib.py", "w") as f:
-    f.write("def fib(n):\n    return n if n < 2 else fib(n - 1) + fib(n - 2)\nprint(fib(29))\n")
+    f.write("def fib(n):\n    return n if n < 2 else fib(n - 1) + fib(n - 2)\nprint(fib(31))\n")
 with open(f"{d}/q.sql", "w") as f:
     f.write("create table t(a integer, b text);\n"
             "with recursive c(x) as (select 1 union all select x + 1 from c where x < 400000)\n"
@@ -51,29 +52,30 @@ with open(f"{d}/q.sql", "w") as f:
             "select a % 97, count(*) from t group by 1 order by 2 desc limit 3;\n")
 EOF
 
-declare -A CMD NAMES
-CMD[c-nofp]="target/fixtures/nofp 3";                  NAMES[c-nofp]="main run_deep run_sort deep_b compare_slow"
+declare -A CMD NAMES COMM
+CMD[c-nofp]="target/fixtures/nofp 3";                     NAMES[c-nofp]="main run_deep run_sort deep_b compare_slow"
 CMD[rust-release]="target/fixtures/rust_split_release 3"; NAMES[rust-release]="rust_split::main rust_split::parse_records"
-CMD[go]="target/fixtures/goleaf 3";                    NAMES[go]="main.main main.hotA main.levelA"
-CMD[sort]="sort -o /dev/null $tmp/lines.txt";          NAMES[sort]="main start_thread"
-CMD[xz]="xz -9 -T1 -k -c $tmp/data.bin";               NAMES[xz]="main lzma_code"
-CMD[gzip]="gzip -9 -c $tmp/data.bin";                  NAMES[gzip]="main deflate"
-CMD[sqlite3]="sqlite3 :memory: -init $tmp/q.sql .quit"; NAMES[sqlite3]="main sqlite3_step"
-CMD[python3]="/usr/bin/python3.11 $tmp/fib.py";         NAMES[python3]="Py_RunMain _PyEval_EvalFrameDefault"
+CMD[go]="target/fixtures/goleaf 3";                       NAMES[go]="main.main main.hotA main.levelA"
+CMD[sort]="sort -o /dev/null $tmp/lines.txt";             NAMES[sort]="__libc_start_call_main start_thread"
+CMD[xz]="xz -9 -T1 -k -c $tmp/data.bin";                  NAMES[xz]="__libc_start_call_main lzma_code"
+CMD[gzip]="gzip -9 -c $tmp/data.bin";                     NAMES[gzip]="__libc_start_call_main"
+CMD[sqlite3]="sqlite3 :memory: -init $tmp/q.sql .quit";   NAMES[sqlite3]="__libc_start_call_main sqlite3_step"
+CMD[python3]="/usr/bin/python3.11 $tmp/fib.py";            NAMES[python3]="Py_RunMain _PyEval_EvalFrameDefault"
+COMM[c-nofp]=nofp; COMM[rust-release]=rust_split_release; COMM[go]=goleaf; COMM[sort]=sort; COMM[xz]=xz
+COMM[gzip]=gzip; COMM[sqlite3]=sqlite3; COMM[python3]=python3.11
 ORDER="c-nofp rust-release go sort xz gzip sqlite3 python3"
 
-echo "== 1. complete stacks at $FREQ Hz: profrec (DWARF, --stack-bytes default) vs perf --call-graph dwarf (8 KiB)"
+echo "== 1. complete stacks at $FREQ Hz, same runs: profrec (DWARF, default --stack-bytes) vs perf --call-graph dwarf (8 KiB)"
 for w in $ORDER; do
   echo "  $w: ${CMD[$w]}"
   # shellcheck disable=SC2086
-  target/release/profrec -q -F "$FREQ" -o "$tmp/$w.cap" -- ${CMD[$w]} >/dev/null
+  perf record -q -F "$FREQ" -e cpu-clock --call-graph dwarf -o "$tmp/$w.data" -- \
+    target/release/profrec -q -F "$FREQ" -o "$tmp/$w.cap" -- ${CMD[$w]} >/dev/null 2>"$tmp/$w.err" || { cat "$tmp/$w.err"; exit 1; }
   target/release/profanalyze -q folded --no-local-files "$tmp/$w.cap" > "$tmp/$w.ours"
-  # shellcheck disable=SC2086
-  perf record -q -F "$FREQ" -e cpu-clock --call-graph dwarf -o "$tmp/$w.data" -- ${CMD[$w]} >/dev/null 2>&1
-  perf script -i "$tmp/$w.data" -F ip,sym 2>/dev/null | python3 "$fold" fold-perf > "$tmp/$w.perf"
+  perf script -i "$tmp/$w.data" -F comm,ip,sym 2>/dev/null | python3 "$fold" fold-perf "${COMM[$w]}" > "$tmp/$w.perf"
   # shellcheck disable=SC2086
   python3 "$fold" compare "$tmp/$w.ours" "$tmp/$w.perf" ${NAMES[$w]}
-  target/release/profanalyze info "$tmp/$w.cap" | grep -A3 '^unwinding' | grep -v '^processes' | sed 's/^/    /'
+  target/release/profanalyze info "$tmp/$w.cap" | sed -n '/^unwinding/,/^processes/p' | grep -v '^processes' | sed 's/^/    /'
 done
 
 echo

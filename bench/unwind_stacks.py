@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """Stack completeness of folded profiles, for bench/unwind.sh.
 
-  unwind_stacks.py fold-perf < perf-script-output > folded
-      folds `perf script -F ip,sym` output (leaf-first call chains, one
-      block per sample) into `root;...;leaf count` lines.
+  unwind_stacks.py fold-perf COMM < perf-script-output > folded
+      folds `perf script -F comm,ip,sym` output (leaf-first call chains, one
+      block per sample) of the threads named COMM (perf's 15-character
+      comm) into `root;...;leaf count` lines.
   unwind_stacks.py compare OURS PERF NAME...
       prints, for two folded files of the same workload, the share of
       samples whose stack reaches a root (process entry or thread start) and
@@ -24,16 +25,16 @@ ROOTS = {
 }
 
 
-def fold_perf(lines):
+def fold_perf(lines, comm):
     counts = collections.Counter()
     frames = []
-    in_sample = False
+    keep = False
     for line in lines:
         line = line.rstrip("\n")
         if not line.strip():
-            if frames:
+            if frames and keep:
                 counts[";".join(reversed(frames))] += 1
-            frames, in_sample = [], False
+            frames, keep = [], False
             continue
         if line.startswith((" ", "\t")):
             parts = line.split(None, 1)
@@ -42,8 +43,8 @@ def fold_perf(lines):
             sym = re.sub(r"\+0x[0-9a-f]+$", "", sym)
             frames.append(sym or "[unknown]")
         else:
-            in_sample = True  # a sample header line (comm, tid, ...)
-    if frames:
+            keep = line.strip().startswith(comm[:15])  # the sample's comm
+    if frames and keep:
         counts[";".join(reversed(frames))] += 1
     for stack, n in counts.items():
         print(f"{stack} {n}")
@@ -61,9 +62,16 @@ def read_folded(path):
     return stacks
 
 
+def reaches_root(stack):
+    # A stripped executable's _start has no name: its caller-less frame is
+    # `prog+0x...`, followed by libc's __libc_start_main_impl; so a root
+    # among the three outermost frames counts.
+    return any(f in ROOTS for f in stack[:3])
+
+
 def metrics(stacks, names):
     total = sum(n for _, n in stacks) or 1
-    rooted = sum(n for s, n in stacks if s and s[0] in ROOTS)
+    rooted = sum(n for s, n in stacks if reaches_root(s))
     shares = {}
     for name in names:
         shares[name] = 100.0 * sum(n for s, n in stacks if name in s) / total
@@ -79,8 +87,8 @@ def compare(ours, perf, names):
 
 
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["fold-perf"]:
-        fold_perf(sys.stdin)
+    if sys.argv[1:2] == ["fold-perf"] and len(sys.argv) == 3:
+        fold_perf(sys.stdin, sys.argv[2])
     elif sys.argv[1:2] == ["compare"] and len(sys.argv) >= 4:
         compare(sys.argv[2], sys.argv[3], sys.argv[4:])
     else:

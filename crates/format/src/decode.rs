@@ -350,6 +350,7 @@ fn symbol_blob(b: fb::SymbolBlob<'_>) -> SymbolBlob {
             file_size: s.file_size(),
             executable: s.executable(),
         }),
+        entry: b.entry(),
     }
 }
 

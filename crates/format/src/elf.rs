@@ -53,6 +53,7 @@ pub fn extract_blob(data: &[u8], path: &str, build_id: &[u8], mode: EmbedMode) -
         return blob;
     };
     blob.segments = segments(&obj);
+    blob.entry = obj.entry();
     match mode {
         EmbedMode::None => {}
         EmbedMode::Full => {

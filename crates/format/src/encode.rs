@@ -254,6 +254,7 @@ fn symbol_blob<'a>(fbb: &mut Fbb<'a>, b: &SymbolBlob) -> WIPOffset<fb::SymbolBlo
         sections: (!sections.is_empty()).then(|| fbb.create_vector(&sections)),
         elf: bytes(fbb, &b.elf),
         segments: (!segments.is_empty()).then(|| fbb.create_vector(&segments)),
+        entry: b.entry,
     };
     fb::SymbolBlob::create(fbb, &args)
 }

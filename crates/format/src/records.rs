@@ -355,6 +355,8 @@ pub struct SymbolBlob {
     pub sections: Vec<Section>,
     pub elf: Vec<u8>,
     pub segments: Vec<Segment>,
+    /// (1.3) The ELF entry point, 0 if unknown.
+    pub entry: u64,
 }
 
 /// Kernel symbols needed by the capture's kernel frames.

@@ -33,7 +33,14 @@ pub struct UnwindInfo {
     eh_frame_hdr: Option<(Range<u64>, Bytes)>,
     debug_frame: Option<Bytes>,
     segments: Vec<Segment>,
+    /// The ELF entry point (0 = unknown).
+    entry: u64,
 }
+
+/// Bytes of entry code after the entry point within which a walk that can
+/// go no further is at the process's root: the dynamic loader's `_start`
+/// calls `_dl_start` at once and has no unwind rule of its own.
+const ENTRY_CODE: u64 = 64;
 
 impl UnwindInfo {
     /// Reads the unwind sections of an ELF image (`.debug_frame`
@@ -42,13 +49,17 @@ impl UnwindInfo {
         let obj = object::File::parse(data).ok()?;
         // Exactly what a capture embeds, so that unwinding on the box and
         // offline from the capture give the same frames.
-        Some(UnwindInfo::from_sections(&crate::elf::unwind_sections(&obj), crate::elf::segments(&obj)))
+        let mut info =
+            UnwindInfo::from_sections(&crate::elf::unwind_sections(&obj), crate::elf::segments(&obj));
+        info.entry = object::Object::entry(&obj);
+        Some(info)
     }
 
     /// The unwind information a capture embeds for an object: its unwind
     /// sections, or those of the whole ELF file where only that was embedded.
     pub fn from_blob(blob: &SymbolBlob) -> UnwindInfo {
-        let info = UnwindInfo::from_sections(&blob.sections, blob.segments.clone());
+        let mut info = UnwindInfo::from_sections(&blob.sections, blob.segments.clone());
+        info.entry = blob.entry;
         if info.has_rules() || blob.elf.is_empty() {
             return info;
         }
@@ -65,6 +76,7 @@ impl UnwindInfo {
             eh_frame_hdr: find(".eh_frame_hdr").map(ranged),
             debug_frame: find(".debug_frame").map(|s| Bytes::from(&s.data[..])),
             segments,
+            entry: 0,
         }
     }
 
@@ -122,8 +134,9 @@ pub struct Regs {
 #[derive(Default)]
 pub struct Space {
     unwinder: UnwinderX86_64<Bytes>,
-    /// Mapping start -> (end, base address), for the modules added.
-    mapped: BTreeMap<u64, (u64, u64)>,
+    /// Mapping start -> (end, base address, entry point's address or 0),
+    /// for the modules added.
+    mapped: BTreeMap<u64, (u64, u64, u64)>,
 }
 
 impl std::fmt::Debug for Space {
@@ -143,12 +156,17 @@ impl Space {
         let Some(base) = load_bias(&info.segments, start, end, file_offset) else {
             return false;
         };
-        if start >= end || self.mapped.get(&start) == Some(&(end, base)) {
+        let entry = Some(info.entry)
+            .filter(|&e| e != 0)
+            .and_then(|e| base.checked_add(e))
+            .filter(|e| (start..end).contains(e))
+            .unwrap_or(0);
+        if start >= end || self.mapped.get(&start) == Some(&(end, base, entry)) {
             return start < end;
         }
         self.unmap(start);
         self.unwinder.add_module(info.module(name, start..end, base));
-        self.mapped.insert(start, (end, base));
+        self.mapped.insert(start, (end, base, entry));
         true
     }
 
@@ -159,9 +177,10 @@ impl Space {
         }
     }
 
-    /// Starts of the mappings added, in order.
-    pub fn starts(&self) -> impl Iterator<Item = u64> + '_ {
-        self.mapped.keys().copied()
+    /// Whether `addr` lies in the entry code of the object mapped there.
+    fn in_entry_code(&self, addr: u64) -> bool {
+        let Some((_, &(end, _, entry))) = self.mapped.range(..=addr).next_back() else { return false };
+        addr < end && entry != 0 && (entry..entry.saturating_add(ENTRY_CODE)).contains(&addr)
     }
 }
 
@@ -240,6 +259,9 @@ impl Walker {
                 Err(WalkError::CouldNotReadStack(a)) if a >= top || stack.is_empty() => {
                     return StackEnd::StackBytes
                 }
+                // The entry code (the dynamic loader's _start) has no rule
+                // to go on with, and nothing above it to go to.
+                Err(_) if out.last().is_some_and(|&a| space.in_entry_code(a)) => return StackEnd::Root,
                 Err(e) => {
                     log::trace!("unwinding stopped after {} frames: {e}", out.len() - start);
                     return StackEnd::Broken;

@@ -7,7 +7,9 @@
  * down at random (so totals are unbiased).
  *
  * Picked allocations and their frees, with the allocating stack (walked
- * here through frame pointers), go into a ring shared with profrec: a file
+ * here through frame pointers, and with PROFCAP_STACK_BYTES also the top of
+ * the stack itself with the registers, which profrec unwinds with DWARF as
+ * it does the BPF samples), go into a ring shared with profrec: a file
  * named by PROFCAP_RING that every process of the command maps. Nothing
  * enters the kernel for them. Without a ring (the file cannot be opened, e.g.
  * after a change of user), they are reported to profcap_sampled_alloc(ptr,
@@ -89,6 +91,8 @@ static double rate = 2 * 1024 * 1024;
 #define RING_FREE 2
 #define RING_PAD 3
 #define RING_MAX_FRAMES 64
+#define RING_MAX_STACK 65536 /* largest PROFCAP_STACK_BYTES */
+#define RING_HAS_STACK 1     /* ring_record.flags: a struct ring_stack follows the frames */
 struct ring_header {
 	uint64_t magic;
 	uint64_t data_bytes;
@@ -106,9 +110,21 @@ struct ring_record {
 	uint64_t size;
 	uint64_t weight;
 	uint32_t nframes;
-	uint32_t pad;
+	uint32_t flags;    /* RING_HAS_STACK */
 	uint64_t frames[]; /* return addresses, innermost first */
 };
+/* After the frames of an allocation, with RING_HAS_STACK: the registers of
+ * copy_stack and `len` bytes of stack from its sp up. */
+struct ring_stack {
+	uint64_t ip;
+	uint64_t sp;
+	uint64_t bp;
+	uint32_t len;
+	uint32_t room; /* bytes reserved for the stack (len <= room) */
+	uint8_t bytes[];
+};
+/* Stack bytes to copy per picked allocation (PROFCAP_STACK_BYTES; 0 = none). */
+static uint32_t stack_bytes;
 
 static struct ring_header *ring;
 static char *ring_data;
@@ -188,6 +204,25 @@ __attribute__((noinline)) static uint32_t walk_stack(uint64_t *out, uint32_t max
 	return n;
 }
 
+/* Copies this thread's registers here and up to `room` bytes of its stack
+ * from here to the top into `s`. The ip and sp are taken by one asm block,
+ * so they belong to the same row of this function's unwind table. */
+__attribute__((noinline)) static void copy_stack(struct ring_stack *s, uint32_t room, uintptr_t hi)
+{
+	uint64_t ip, sp, bp;
+	__asm__ volatile("lea 0(%%rip), %0\n\tmov %%rsp, %1\n\tmov %%rbp, %2" : "=r"(ip), "=r"(sp), "=r"(bp));
+	uint64_t n = hi > sp ? hi - sp : 0;
+	if (n > room)
+		n = room;
+	n &= ~7ull;
+	s->ip = ip;
+	s->sp = sp;
+	s->bp = bp;
+	s->len = (uint32_t)n;
+	s->room = room;
+	memcpy(s->bytes, (const void *)(uintptr_t)sp, n);
+}
+
 /* Puts one record into the ring; false if there is no ring. A full ring
  * drops the record and counts it. */
 static int ring_put(uint32_t type, void *ptr, uint64_t size, uint64_t weight)
@@ -197,6 +232,22 @@ static int ring_put(uint32_t type, void *ptr, uint64_t size, uint64_t weight)
 	uint64_t frames[RING_MAX_FRAMES];
 	uint32_t nframes = type == RING_ALLOC ? walk_stack(frames, RING_MAX_FRAMES) : 0;
 	uint32_t len = (uint32_t)(sizeof(struct ring_record) + nframes * sizeof(uint64_t));
+	/* Room for the stack from copy_stack's frame (below this one) up. */
+	uint32_t room = 0;
+	if (type == RING_ALLOC && stack_bytes) {
+		uintptr_t here = (uintptr_t)__builtin_frame_address(0), hi = thread_stack_hi();
+		uint64_t want = hi > here ? hi - here + 256 : 0;
+		room = (uint32_t)((want < stack_bytes ? want : stack_bytes) & ~7ull);
+		/* Stack bytes are worth less than the record itself: with the ring
+		 * over a quarter full (picks faster than profrec drains), the
+		 * record goes with its frame-pointer frames alone. */
+		uint64_t used = __atomic_load_n(&ring->head, __ATOMIC_RELAXED) -
+				__atomic_load_n(&ring->tail, __ATOMIC_RELAXED);
+		if (used + room > ring->data_bytes / 4)
+			room = 0;
+		if (room)
+			len += (uint32_t)sizeof(struct ring_stack) + room;
+	}
 	uint64_t data = ring->data_bytes, at, pad;
 	uint64_t h = __atomic_load_n(&ring->head, __ATOMIC_RELAXED);
 	for (;;) {
@@ -230,8 +281,10 @@ static int ring_put(uint32_t type, void *ptr, uint64_t size, uint64_t weight)
 	r->size = size;
 	r->weight = weight;
 	r->nframes = nframes;
-	r->pad = 0;
+	r->flags = room ? RING_HAS_STACK : 0;
 	memcpy(r->frames, frames, nframes * sizeof(uint64_t));
+	if (room)
+		copy_stack((struct ring_stack *)&r->frames[nframes], room, thread_stack_hi());
 	__atomic_store_n(&r->state, type, __ATOMIC_RELEASE);
 	return 1;
 }
@@ -258,6 +311,11 @@ __attribute__((constructor)) static void init(void)
 		double r = strtod(v, NULL);
 		if (r >= 1)
 			rate = r;
+	}
+	v = getenv("PROFCAP_STACK_BYTES");
+	if (v) {
+		unsigned long b = strtoul(v, NULL, 10);
+		stack_bytes = (uint32_t)(b > RING_MAX_STACK ? RING_MAX_STACK : b) & ~7u;
 	}
 	my_pid = getpid();
 	open_ring();

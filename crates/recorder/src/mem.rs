@@ -211,6 +211,9 @@ pub struct RingRecord {
     pub weight: u64,
     /// Return addresses, innermost first (the sampler's own frames included).
     pub frames: Vec<u64>,
+    /// With `PROFCAP_STACK_BYTES`: the registers and top of the allocating
+    /// thread's stack, taken inside the sampler, for DWARF unwinding.
+    pub stack: Option<crate::probes::UserStack>,
 }
 
 const RING_MAGIC: u64 = 0x3167_6e69_7270_6370; // "pcpring1"
@@ -226,6 +229,27 @@ const RING_ALLOC: u32 = 1;
 const RING_FREE: u32 = 2;
 const RING_PAD: u32 = 3;
 const RING_MAX_FRAMES: usize = 64;
+/// `ring_record.flags`: a `struct ring_stack` (32 bytes, then its bytes) follows the frames.
+const RING_HAS_STACK: u32 = 1;
+const RING_STACK_HEADER: usize = 32;
+
+/// The `struct ring_stack` at `at` of a record: `None` if it does not fit
+/// (its length over its room, its room over the record or the limit).
+fn ring_stack(record: &[u8], at: usize) -> Option<crate::probes::UserStack> {
+    use crate::layout::{u32_at, u64_at};
+    let len = u32_at(record, at + 24)? as usize;
+    let room = u32_at(record, at + 28)? as usize;
+    let bytes_at = at + RING_STACK_HEADER;
+    if len > room || room > crate::probes::MAX_STACK_COPY || bytes_at.checked_add(room)? > record.len() {
+        return None;
+    }
+    let regs = profcap_format::unwind::Regs {
+        ip: u64_at(record, at)?,
+        sp: u64_at(record, at + 8)?,
+        bp: u64_at(record, at + 16)?,
+    };
+    Some(crate::probes::UserStack { regs, bytes: record[bytes_at..bytes_at + len].to_vec(), err: 0 })
+}
 
 impl SamplerRing {
     /// Creates the ring in new shared memory with `data_bytes` (a power of
@@ -307,7 +331,9 @@ impl SamplerRing {
             }
             if state == RING_ALLOC || state == RING_FREE {
                 let nframes = u32_at(48) as usize;
-                if len < RECORD_LEN || nframes > RING_MAX_FRAMES || RECORD_LEN + nframes * 8 > len {
+                let stack_at = RECORD_LEN + nframes * 8;
+                let stack = (u32_at(52) & RING_HAS_STACK != 0).then(|| ring_stack(&b[..len], stack_at));
+                if len < RECORD_LEN || nframes > RING_MAX_FRAMES || stack_at > len || stack == Some(None) {
                     self.malformed += 1;
                 } else {
                     out.push(RingRecord {
@@ -319,6 +345,7 @@ impl SamplerRing {
                         size: u64_at(32),
                         weight: u64_at(40),
                         frames: (0..nframes).map(|i| u64_at(RECORD_LEN + 8 * i)).collect(),
+                        stack: stack.flatten(),
                     });
                 }
             } else if state != RING_PAD {
@@ -389,6 +416,36 @@ mod ring_tests {
         let out = drain_timed(&mut r);
         assert_eq!(out.len(), 1);
         assert_eq!((out[0].pid, r.malformed), (7, 0));
+    }
+
+    #[test]
+    fn an_allocation_with_its_stack_bytes_is_read_and_a_lying_one_is_not() {
+        let mut r = SamplerRing::create(SIZE).unwrap();
+        let len = RECORD_LEN + RING_STACK_HEADER + 16;
+        for (i, (stack_len, room)) in [(16u32, 16u32), (24, 16), (8, 1 << 20)].into_iter().enumerate() {
+            let pos = r.tail as usize;
+            let at = RING_HEADER + pos % SIZE;
+            record(&mut r, pos, len as u32, RING_ALLOC, 5);
+            put_u32(&mut r, at + 52, RING_HAS_STACK);
+            put_u64(&mut r, at + RECORD_LEN, 0x1111); // ip
+            put_u64(&mut r, at + RECORD_LEN + 8, 0x7000); // sp
+            put_u64(&mut r, at + RECORD_LEN + 16, 0x7040); // bp
+            put_u32(&mut r, at + RECORD_LEN + 24, stack_len);
+            put_u32(&mut r, at + RECORD_LEN + 28, room);
+            put_u64(&mut r, at + RECORD_LEN + RING_STACK_HEADER, 0xabcd);
+            put_u64(&mut r, RING_HEAD, (pos + len) as u64);
+            let out = drain_timed(&mut r);
+            if i == 0 {
+                let stack = out[0].stack.as_ref().expect("stack");
+                assert_eq!((stack.regs.ip, stack.regs.sp, stack.regs.bp), (0x1111, 0x7000, 0x7040));
+                assert_eq!(&stack.bytes[..8], &0xabcdu64.to_ne_bytes());
+                assert_eq!((stack.bytes.len(), r.malformed), (16, 0));
+            } else {
+                // More bytes than room, or room past the record: skipped, counted.
+                assert!(out.is_empty());
+                assert_eq!(r.malformed, i as u64);
+            }
+        }
     }
 
     #[test]

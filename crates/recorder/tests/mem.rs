@@ -238,7 +238,11 @@ fn sampled_mode_sees_every_free_of_the_whole_family() {
     let m = Material::load(&record_allocs(dir.path(), MemMode::Sampled, target), true).unwrap();
     // run() is the threads' function; it calls the allocators directly.
     let allocated = by_function(&m, SampleKind::Alloc, InuseAt::End).get("run").copied().unwrap_or(0);
-    assert!(allocated > 100_000_000, "only {allocated} bytes allocated by run() seen");
+    assert!(
+        allocated > 100_000_000,
+        "only {allocated} bytes allocated by run() seen: {:?}",
+        by_function(&m, SampleKind::Alloc, InuseAt::End)
+    );
     // (stdio's buffer, allocated by printf and never freed, may remain.)
     let end = by_function(&m, SampleKind::Inuse, InuseAt::End);
     assert_eq!(end.get("run"), None, "still in use at the end: {end:?}");

@@ -250,3 +250,27 @@ fn stripped_objects_are_named_from_host_debug_files_or_grouped_by_function() {
     // spin and compare_slow, give or take a frame interrupted in a caller.
     assert!(!leaves.is_empty() && leaves.len() <= 6, "{leaves:?}");
 }
+
+#[test]
+fn sampled_allocations_without_frame_pointers_keep_their_callers() {
+    if !root_or_skip() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let cap = dir.path().join("alloc.cap");
+    run(&cap, &nofp(&["1", "alloc"]), |o| {
+        o.mem = profcap_recorder::MemMode::Sampled;
+        // A pick per 16 MiB (some 500 a second here): each carries its stack
+        // bytes (past a quarter-full ring, picks go with frame pointers only).
+        o.sample_bytes = 16 << 20;
+    });
+    let m = profcap_analyze::Material::load(&cap, true).unwrap();
+    let mut o = profcap_analyze::ProfileOptions::default();
+    o.filter.kind = Some(profcap_format::SampleKind::Alloc);
+    o.symbolize.local_files = false;
+    let p = profcap_analyze::build(&m, &o).unwrap();
+    let (chain, n) = chain_share(&p, &["main", "run_alloc", "grab"]);
+    eprintln!("allocations under main;run_alloc;grab: {chain:.1}% of {n} bytes");
+    assert!(n > 0 && chain >= 99.0, "{chain:.1}%");
+    assert!(rooted_share(&p, &["_start"]) >= 99.0, "allocation stacks reach the process entry");
+}

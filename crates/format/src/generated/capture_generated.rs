@@ -3222,6 +3222,7 @@ impl<'a> SymbolBlob<'a> {
   pub const VT_SECTIONS: ::flatbuffers::VOffsetT = 12;
   pub const VT_ELF: ::flatbuffers::VOffsetT = 14;
   pub const VT_SEGMENTS: ::flatbuffers::VOffsetT = 16;
+  pub const VT_ENTRY: ::flatbuffers::VOffsetT = 18;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -3233,6 +3234,7 @@ impl<'a> SymbolBlob<'a> {
     args: &'args SymbolBlobArgs<'args>
   ) -> ::flatbuffers::WIPOffset<SymbolBlob<'bldr>> {
     let mut builder = SymbolBlobBuilder::new(_fbb);
+    builder.add_entry(args.entry);
     if let Some(x) = args.segments { builder.add_segments(x); }
     if let Some(x) = args.elf { builder.add_elf(x); }
     if let Some(x) = args.sections { builder.add_sections(x); }
@@ -3294,6 +3296,16 @@ impl<'a> SymbolBlob<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Segment>>>>(SymbolBlob::VT_SEGMENTS, None)}
   }
+  /// (1.3) The ELF entry point (e_entry; 0 = unknown): a walk that ends in
+  /// the entry code (the dynamic loader's _start has no unwind rule) has
+  /// reached the process's root.
+  #[inline]
+  pub fn entry(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(SymbolBlob::VT_ENTRY, Some(0)).unwrap()}
+  }
 }
 
 impl ::flatbuffers::Verifiable for SymbolBlob<'_> {
@@ -3309,6 +3321,7 @@ impl ::flatbuffers::Verifiable for SymbolBlob<'_> {
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<Section>>>>("sections", Self::VT_SECTIONS, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("elf", Self::VT_ELF, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<Segment>>>>("segments", Self::VT_SEGMENTS, false)?
+     .visit_field::<u64>("entry", Self::VT_ENTRY, false)?
      .finish();
     Ok(())
   }
@@ -3321,6 +3334,7 @@ pub struct SymbolBlobArgs<'a> {
     pub sections: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Section<'a>>>>>,
     pub elf: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
     pub segments: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Segment<'a>>>>>,
+    pub entry: u64,
 }
 impl<'a> Default for SymbolBlobArgs<'a> {
   #[inline]
@@ -3333,6 +3347,7 @@ impl<'a> Default for SymbolBlobArgs<'a> {
       sections: None,
       elf: None,
       segments: None,
+      entry: 0,
     }
   }
 }
@@ -3371,6 +3386,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> SymbolBlobBuilder<'a, 'b, A> 
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(SymbolBlob::VT_SEGMENTS, segments);
   }
   #[inline]
+  pub fn add_entry(&mut self, entry: u64) {
+    self.fbb_.push_slot::<u64>(SymbolBlob::VT_ENTRY, entry, 0);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> SymbolBlobBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     SymbolBlobBuilder {
@@ -3395,6 +3414,7 @@ impl ::core::fmt::Debug for SymbolBlob<'_> {
       ds.field("sections", &self.sections());
       ds.field("elf", &self.elf());
       ds.field("segments", &self.segments());
+      ds.field("entry", &self.entry());
       ds.finish()
   }
 }

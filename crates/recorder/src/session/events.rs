@@ -298,7 +298,14 @@ impl Session {
         if !r.alloc {
             return self.push_free(head, r.addr);
         }
-        let stack_id = self.alloc_stack_id(r.pid, r.frames);
+        let stack_id = match &r.stack {
+            Some(stack) => {
+                let (mut user, end) = self.user_frames(r.pid, r.frames, stack);
+                self.strip_sampler_frames(r.pid, &mut user);
+                self.unwound_stack_id(r.pid, &[], &user, end)
+            }
+            None => self.alloc_stack_id(r.pid, r.frames),
+        };
         self.push_alloc(head, r.addr, r.size, r.weight, stack_id)
     }
 

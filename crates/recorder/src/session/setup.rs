@@ -34,6 +34,8 @@ impl Sampling {
         let mut env = vec![
             ("LD_PRELOAD".to_owned(), library.path().display().to_string()),
             ("PROFCAP_SAMPLE_BYTES".to_owned(), opts.sample_bytes.to_string()),
+            // The sampler copies the stack of each picked allocation for DWARF unwinding.
+            ("PROFCAP_STACK_BYTES".to_owned(), opts.stack_bytes.to_string()),
         ];
         if let Some(r) = &self.ring {
             env.push(("PROFCAP_RING".to_owned(), r.path().display().to_string()));
