@@ -117,7 +117,7 @@ per() { # file, samples
 }
 n_ours=$(target/release/profanalyze info --json "$tmp/d.cap" | python3 -c 'import json,sys; print(json.load(sys.stdin)["samples"])')
 n_keep=$(target/release/profanalyze info --json "$tmp/k.cap" | python3 -c 'import json,sys; print(json.load(sys.stdin)["samples"])')
-n_perf=$(perf script -i "$tmp/p.data" -F ip 2>/dev/null | grep -c '^$' || true)
+n_perf=$(perf script -i "$tmp/p.data" -F tid 2>/dev/null | wc -l)
 d=$(per "$(stat -c %s "$tmp/d.cap")" "$n_ours"); k=$(per "$(stat -c %s "$tmp/k.cap")" "$n_keep")
 p=$(per "$(stat -c %s "$tmp/p.data")" "$n_perf"); z=$(per "$(stat -c %s "$tmp/p.data.zst")" "$n_perf")
 echo "  profrec default: $d B/sample   --keep-stacks: $k B/sample"

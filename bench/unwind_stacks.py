@@ -21,7 +21,7 @@ ROOTS = {
     "_start", "__libc_start_main", "__libc_start_main_impl", "__libc_start_call_main",
     "clone", "clone3", "__clone", "__clone3", "__GI___clone3", "__GI___clone", "start_thread",
     "runtime.goexit.abi0", "runtime.goexit", "runtime.rt0_go.abi0", "runtime.mstart.abi0",
-    "runtime.clone.abi0", "_dl_start_user",
+    "runtime.clone.abi0", "_dl_start_user", "_dl_start",
 }
 
 
