@@ -23,8 +23,12 @@ impl Sampling {
         }
         let library = SamplerFile::create()?;
         // Picked allocations come through this ring, not the kernel (8 MiB:
-        // about 60 k records, far more than profrec's 100 ms polls let pile up).
-        let ring = if opts.mem_test_no_ring { None } else { Some(SamplerRing::create(8 << 20)?) };
+        // about 60 k records, far more than profrec's 100 ms polls let pile
+        // up; 32 MiB when each pick carries up to --stack-bytes of stack, of
+        // which the sampler fills at most a quarter before it sends picks
+        // without: a profrec starved of CPU for a second still gets them all).
+        let size = if opts.stack_bytes > 0 { 32 << 20 } else { 8 << 20 };
+        let ring = if opts.mem_test_no_ring { None } else { Some(SamplerRing::create(size)?) };
         Ok(Sampling { library: Some(library), ring })
     }
 
