@@ -31,7 +31,8 @@ use profcap_recorder::{record, EmbedMode, MemMode, RecordOptions, Target};
 ///   profrec -o mem.cap --mem -- ./app        every allocation and free (exact, slow)
 ///
 /// Needs root. Stops at Ctrl-C or SIGTERM and still
-/// writes a complete file.
+/// writes a complete file. Exits with the started command's status
+/// (128+signal if it was killed), 2 if profrec itself fails.
 #[derive(Debug, Parser)]
 #[command(name = "profrec", version, verbatim_doc_comment)]
 #[command(group(ArgGroup::new("target").required(true).args(["pid", "all", "command"])))]
@@ -303,11 +304,14 @@ fn init_logging(verbose: u8, quiet: bool) {
     })));
 }
 
+/// profrec's exit status: the started command's (128+signal if it was
+/// killed), as perf and heaptrack do; 0 after attaching or `--all`; 2 when
+/// profrec itself fails.
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose, cli.quiet);
     match run(&cli) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(code) => std::process::ExitCode::from(code),
         Err(e) => {
             eprintln!("profrec: error: {e:#}");
             std::process::ExitCode::from(2)
@@ -315,7 +319,7 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-fn run(cli: &Cli) -> anyhow::Result<()> {
+fn run(cli: &Cli) -> anyhow::Result<u8> {
     let opts = cli.options()?;
     let stop = Arc::new(AtomicBool::new(false));
     let flag = Arc::clone(&stop);
@@ -339,7 +343,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     if let Some(code) = summary.child_exit.filter(|&c| c != 0) {
         eprintln!("profrec: the recorded command exited with status {code}");
     }
-    Ok(())
+    Ok(summary.child_exit.map_or(0, |c| u8::try_from(c).unwrap_or(u8::MAX)))
 }
 
 #[cfg(test)]

@@ -421,3 +421,21 @@ fn the_capture_file_is_never_written_through_a_link_or_clobbered_by_a_failed_sta
     let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().flatten().map(|e| e.file_name()).collect();
     assert_eq!(names.len(), 3, "no file left beside the captures: {names:?}");
 }
+
+#[test]
+fn profrec_exits_with_the_recorded_commands_status() {
+    if !root_or_skip() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let cap = dir.path().join("status.cap");
+    // As perf and heaptrack: the command's own status, 128+signal if killed.
+    for (script, want) in [("exit 0", 0), ("exit 3", 3), ("kill -TERM $$", 128 + libc::SIGTERM)] {
+        let status = Command::new(env!("CARGO_BIN_EXE_profrec"))
+            .args(["-q", "-o", cap.to_str().unwrap(), "--", "sh", "-c", script])
+            .status()
+            .unwrap();
+        assert_eq!(status.code(), Some(want), "{script}");
+        assert!(cap.exists(), "{script}: the capture is written whatever the command's status");
+    }
+}

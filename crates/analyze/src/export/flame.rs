@@ -2,11 +2,13 @@
 
 use std::io::Write;
 
+use inferno::flamegraph::color::{Color, PaletteMap};
 use inferno::flamegraph::{self, Options};
 use profcap_format::{SampleKind, ValueUnit};
 
-use super::folded::folded_lines;
+use super::folded::{folded_lines, frame_label};
 use crate::profile::Profile;
+use crate::symbolize::{Frame, FrameKind, TRUNCATED};
 use crate::{Error, Result};
 
 /// Settings of a flame graph.
@@ -66,6 +68,105 @@ pub fn flame_graph(p: &Profile, opts: &FlameOptions, out: impl Write) -> Result<
         if opts.inverted { flamegraph::Direction::Inverted } else { flamegraph::Direction::Straight };
     o.deterministic = true;
     o.hash = true;
+    let mut palette = palette(p);
+    if o.subtitle.is_none() {
+        o.subtitle = Some(legend(p).to_owned());
+    }
+    o.palette_map = Some(&mut palette);
     flamegraph::from_lines(&mut o, lines.iter().map(String::as_str), out)
         .map_err(|e| Error::Render(e.to_string()))
+}
+
+/// What a frame is, for its colour.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Hue {
+    Kernel,
+    Native,
+    Inlined,
+    Jit,
+    Unknown,
+}
+
+fn hue(f: &Frame) -> Hue {
+    if &*f.name == TRUNCATED || f.name.starts_with("[unknown]") || f.name.starts_with("[missing") {
+        return Hue::Unknown;
+    }
+    match f.kind {
+        FrameKind::Kernel => Hue::Kernel,
+        FrameKind::Inlined => Hue::Inlined,
+        FrameKind::Jit => Hue::Jit,
+        FrameKind::User => Hue::Native,
+    }
+}
+
+/// A colour of `hue` for a view of `kind`, varied by the name's hash (so a
+/// function keeps its colour from one graph to the next): native code is
+/// warm on-CPU, blue off-CPU and green for memory; kernel orange (purple
+/// off-CPU), inlined aqua, JIT green, unknown and [truncated] grey.
+fn colour(hue: Hue, kind: SampleKind, name: &str) -> Color {
+    let h = name.bytes().fold(0x811c_9dc5u32, |h, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193));
+    let v = |range: u8, shift: u32| ((h >> shift) % u32::from(range.max(1))) as u8;
+    let rgb = |r: u8, g: u8, b: u8| Color { r, g, b };
+    let off_cpu = kind == SampleKind::OffCpu;
+    let memory = matches!(kind, SampleKind::Alloc | SampleKind::Inuse);
+    match hue {
+        Hue::Unknown => {
+            let g = 170 + v(30, 0);
+            rgb(g, g, g)
+        }
+        Hue::Kernel if off_cpu => rgb(130 + v(50, 0), 100 + v(40, 8), 200 + v(55, 16)),
+        Hue::Kernel => rgb(225 + v(30, 0), 120 + v(50, 8), v(40, 16)),
+        Hue::Inlined => rgb(60 + v(50, 0), 170 + v(50, 8), 170 + v(50, 16)),
+        Hue::Jit => rgb(60 + v(50, 0), 180 + v(50, 8), 60 + v(50, 16)),
+        Hue::Native if off_cpu => rgb(v(80, 0), 90 + v(80, 8), 200 + v(55, 16)),
+        Hue::Native if memory => rgb(v(60, 0), 180 + v(60, 8), 60 + v(120, 16)),
+        Hue::Native => rgb(205 + v(50, 0), v(230, 8), v(55, 16)),
+    }
+}
+
+/// The colour of every frame in `p`, by what it is (see [`colour`]).
+fn palette(p: &Profile) -> PaletteMap {
+    let mut map = PaletteMap::default();
+    for (frames, _) in &p.stacks {
+        for f in frames {
+            let label = frame_label(f);
+            if map.get(&label).is_none() {
+                map.insert(&label, colour(hue(f), p.kind, &label));
+            }
+        }
+    }
+    map
+}
+
+/// The subtitle saying what the colours mean.
+fn legend(p: &Profile) -> &'static str {
+    match p.kind {
+        SampleKind::OffCpu => {
+            "blue: code, purple: kernel, aqua: inlined, green: JIT, grey: unknown or [truncated]"
+        }
+        SampleKind::Alloc | SampleKind::Inuse => {
+            "green: code, orange: kernel, aqua: inlined, grey: unknown or [truncated]"
+        }
+        _ => "red-yellow: code, orange: kernel, aqua: inlined, green: JIT, grey: unknown or [truncated]",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn colours_follow_what_a_frame_is_and_stay_put_per_name() {
+        let k = colour(Hue::Kernel, SampleKind::Cpu, "schedule_[k]");
+        assert!(k.r >= 225 && k.g >= 120 && k.g < 170 && k.b < 40, "kernel orange: {k:?}");
+        let n = colour(Hue::Native, SampleKind::Cpu, "main");
+        assert!(n.r >= 205 && n.b < 55, "native warm: {n:?}");
+        let off = colour(Hue::Native, SampleKind::OffCpu, "main");
+        assert!(off.b >= 200 && off.r < 80, "off-CPU blue: {off:?}");
+        let i = colour(Hue::Inlined, SampleKind::Cpu, "f_[i]");
+        assert!(i.g >= 170 && i.b >= 170 && i.r < 110, "inlined aqua: {i:?}");
+        let u = colour(Hue::Unknown, SampleKind::Cpu, TRUNCATED);
+        assert!(u.r == u.g && u.g == u.b, "grey: {u:?}");
+        assert_eq!(colour(Hue::Native, SampleKind::Cpu, "main"), n, "the same name, the same colour");
+    }
 }
