@@ -457,15 +457,30 @@ fn profile(m: &Material, opts: &Common) -> Result<Profile> {
     Ok(p)
 }
 
-fn create(path: &Path) -> Result<BufWriter<File>> {
-    Ok(BufWriter::new(File::create(path).with_context(|| format!("creating {}", path.display()))?))
+/// An output file; `-` is standard output, as perf and pprof users expect.
+fn create(path: &Path) -> Result<Box<dyn Write>> {
+    if path == Path::new("-") {
+        return Ok(Box::new(BufWriter::new(std::io::stdout().lock())));
+    }
+    Ok(Box::new(BufWriter::new(File::create(path).with_context(|| format!("creating {}", path.display()))?)))
 }
 
+/// `--output`, or standard output without one.
 fn writer(path: Option<&Path>) -> Result<Box<dyn Write>> {
-    Ok(match path {
-        Some(p) => Box::new(create(p)?),
-        None => Box::new(BufWriter::new(std::io::stdout().lock())),
-    })
+    create(path.unwrap_or(Path::new("-")))
+}
+
+/// The default output of a command that writes a file: the capture's name
+/// with `extension`, in the current directory (as perf writes perf.data).
+fn default_output(capture: &Path, extension: &str) -> PathBuf {
+    Path::new(capture.file_name().unwrap_or(capture.as_os_str())).with_extension(extension)
+}
+
+/// "profanalyze: wrote FILE…" unless the output was standard output.
+fn wrote(quiet: bool, output: &Path, what: &str) {
+    if !quiet && output != Path::new("-") {
+        eprintln!("profanalyze: wrote {}{what}", output.display());
+    }
 }
 
 fn duration_ns(m: &Material) -> u64 {
@@ -508,16 +523,14 @@ impl Cli {
             Command::Flame { input, output, title, inverted } => {
                 let m = input.opts.load(&input.capture)?;
                 let p = profile(&m, &input.opts)?;
-                let output = output.unwrap_or_else(|| input.capture.with_extension("svg"));
+                let output = output.unwrap_or_else(|| default_output(&input.capture, "svg"));
                 let mut fo = FlameOptions::default();
                 fo.title = title;
                 fo.inverted = inverted;
                 let mut out = create(&output)?;
                 flame_graph(&p, &fo, &mut out)?;
                 out.flush()?;
-                if !self.quiet {
-                    eprintln!("profanalyze: wrote {} ({} samples)", output.display(), p.samples);
-                }
+                wrote(self.quiet, &output, &format!(" ({} samples)", p.samples));
             }
             Command::Folded { input, output } => {
                 let m = input.opts.load(&input.capture)?;
@@ -540,13 +553,11 @@ impl Cli {
             Command::Pprof { input, output } => {
                 let m = input.opts.load(&input.capture)?;
                 let p = profile(&m, &input.opts)?;
-                let output = output.unwrap_or_else(|| input.capture.with_extension("pb.gz"));
+                let output = output.unwrap_or_else(|| default_output(&input.capture, "pb.gz"));
                 let mut out = create(&output)?;
                 write_pprof(&p, duration_ns(&m), &mut out)?;
                 out.flush()?;
-                if !self.quiet {
-                    eprintln!("profanalyze: wrote {}", output.display());
-                }
+                wrote(self.quiet, &output, "");
             }
             Command::Requests { input, sort, limit, json } => {
                 let m = input.opts.load(&input.capture)?;
@@ -593,13 +604,13 @@ impl Cli {
                 let series = timeline(&m, input.opts.strict, 2000, |e: &MemEvent| {
                     pids.is_empty() || pids.contains(&e.pid())
                 })?;
-                let output = output.unwrap_or_else(|| input.capture.with_extension("mem.svg"));
+                let output = output.unwrap_or_else(|| default_output(&input.capture, "mem.svg"));
                 let title = format!("bytes in use: {}", input.capture.display());
                 let svg = timeline_svg(&series, |p| m.process_name(p), m.mem_first_ns, &title);
-                std::fs::write(&output, svg).with_context(|| format!("writing {}", output.display()))?;
-                if !self.quiet {
-                    eprintln!("profanalyze: wrote {}", output.display());
-                }
+                let mut out = create(&output)?;
+                out.write_all(svg.as_bytes()).with_context(|| format!("writing {}", output.display()))?;
+                out.flush()?;
+                wrote(self.quiet, &output, "");
             }
             Command::Samples { input, limit } => {
                 let m = input.opts.load(&input.capture)?;
@@ -654,10 +665,15 @@ fn run_diff(
         let mut out = create(path)?;
         diff_flame_graph(&a, &b, &title, &mut out)?;
         out.flush()?;
-        eprintln!("profanalyze: wrote {}", path.display());
+        wrote(false, path, "");
     }
     let rows = diff_table(&a, &b);
-    let mut out = std::io::stdout().lock();
+    // With the graph on standard output (-o -), the table goes to stderr.
+    let mut out: Box<dyn Write> = if output == Some(Path::new("-")) {
+        Box::new(std::io::stderr().lock())
+    } else {
+        Box::new(std::io::stdout().lock())
+    };
     writeln!(
         out,
         "A = {} ({} samples), B = {} ({} samples); shares of each total",

@@ -18,6 +18,9 @@ pub struct Info {
     /// Recorder settings and counters (`min_block_ns`, `offcpu_recovered`, …).
     pub settings: std::collections::BTreeMap<String, String>,
     pub sample_freq_hz: u32,
+    /// When the recording started and ended, UTC (RFC 3339; absent if unknown).
+    pub started: Option<String>,
+    pub ended: Option<String>,
     pub duration_s: f64,
     pub samples: u64,
     pub samples_by_kind: std::collections::BTreeMap<String, u64>,
@@ -160,6 +163,8 @@ pub fn info(m: &Material, format_version: (u16, u16)) -> Info {
         events: m.meta.events.clone(),
         settings: m.meta.extra.iter().cloned().collect(),
         sample_freq_hz: m.meta.sample_freq_hz,
+        started: crate::units::format_utc(m.meta.start_wall_ns),
+        ended: crate::units::format_utc(m.meta.end_wall_ns),
         duration_s: duration_ns as f64 / 1e9,
         samples: m.sample_count,
         samples_by_kind: m.kind_counts.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect(),

@@ -36,9 +36,44 @@ pub fn format_bytes(b: i64) -> String {
     }
 }
 
+/// Wall-clock nanoseconds since the Unix epoch as UTC, RFC 3339 to the
+/// second ("2026-12-01T11:38:00Z"); `None` for 0 (not recorded).
+pub fn format_utc(unix_ns: u64) -> Option<String> {
+    if unix_ns == 0 {
+        return None;
+    }
+    let secs = unix_ns / 1_000_000_000;
+    let (days, rest) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    Some(format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn utc_times_match_known_dates() {
+        assert_eq!(format_utc(0), None);
+        assert_eq!(format_utc(1).as_deref(), Some("1970-01-01T00:00:00Z"));
+        // date -u -d @951782400 (a leap day), @1796125080
+        assert_eq!(format_utc(951_782_400_000_000_000).as_deref(), Some("2000-02-29T00:00:00Z"));
+        assert_eq!(format_utc(1_796_125_080_123_456_789).as_deref(), Some("2026-12-01T11:38:00Z"));
+    }
 
     #[test]
     fn people_read_times_sizes_and_periods() {

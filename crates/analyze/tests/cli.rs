@@ -491,3 +491,52 @@ fn paths_named_by_a_capture_are_not_followed_into_devices_fifos_or_out_of_the_sy
         assert!(stdout(&o).contains(module), "{module} unnamed: {}", stdout(&o));
     }
 }
+
+#[test]
+fn dash_is_standard_output_and_default_outputs_land_in_the_current_directory() {
+    let cap = fixture("nofp");
+    let cwd = tempfile::tempdir().unwrap();
+    let in_cwd = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_profanalyze")).args(args).current_dir(cwd.path()).output().unwrap()
+    };
+    // -o - writes to standard output, for every command that writes a file.
+    for (cmd, magic) in [("flame", &b"<?xml"[..]), ("pprof", &[0x1f, 0x8b][..]), ("folded", &b"_start;"[..])]
+    {
+        let o = in_cwd(&[cmd, cap.to_str().unwrap(), "-o", "-", "--no-local-files"]);
+        assert!(o.status.success(), "{cmd}: {}", stderr(&o));
+        assert!(o.stdout.starts_with(magic), "{cmd} wrote to stdout");
+        assert!(!cwd.path().join("-").exists(), "{cmd}: no file named -");
+    }
+    // Without -o: the capture's name with the format's extension, here, not
+    // next to the capture (as perf writes perf.data where it runs).
+    let o = in_cwd(&["flame", cap.to_str().unwrap(), "--no-local-files"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(cwd.path().join("capture.svg").exists(), "{}", stderr(&o));
+    assert!(!cap.with_extension("svg").exists(), "nothing written beside the fixture");
+    // A reader that goes away (`| head`) ends the command quietly.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_profanalyze"))
+        .args(["flame", cap.to_str().unwrap(), "-o", "-", "--no-local-files"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success() && stderr(&o).is_empty(), "{:?} {}", o.status, stderr(&o));
+}
+
+#[test]
+fn info_says_when_the_capture_was_recorded() {
+    let o = run(&["info", fixture("nofp").to_str().unwrap()]);
+    let text = stdout(&o);
+    let line = text.lines().find(|l| l.starts_with("recorded:  ")).unwrap_or_else(|| panic!("{text}"));
+    // "recorded:     2026-12-01T11:57:57Z to 2026-12-01T11:57:59Z (UTC)"
+    let times: Vec<&str> = line.split_whitespace().filter(|w| w.ends_with('Z')).collect();
+    assert_eq!(times.len(), 2, "{line}");
+    assert!(times.iter().all(|t| t.len() == 20 && &t[10..11] == "T"), "{line}");
+    assert!(times[0] <= times[1], "{line}");
+    let o = run(&["info", "--json", fixture("nofp").to_str().unwrap()]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["started"].as_str(), Some(times[0]));
+    assert_eq!(v["ended"].as_str(), Some(times[1]));
+}

@@ -112,5 +112,5 @@ pub fn diff_flame_graph(a: &Profile, b: &Profile, title: &str, out: impl Write) 
     o.title = title.to_owned();
     o.deterministic = true;
     o.count_name = "samples".to_owned();
-    flamegraph::from_reader(&mut o, diffed.as_slice(), out).map_err(|e| Error::Render(e.to_string()))
+    flamegraph::from_reader(&mut o, diffed.as_slice(), out).map_err(Error::Output)
 }

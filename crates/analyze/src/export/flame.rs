@@ -74,7 +74,8 @@ pub fn flame_graph(p: &Profile, opts: &FlameOptions, out: impl Write) -> Result<
     }
     o.palette_map = Some(&mut palette);
     flamegraph::from_lines(&mut o, lines.iter().map(String::as_str), out)
-        .map_err(|e| Error::Render(e.to_string()))
+        // The lines are ours: what fails is writing (a closed pipe too).
+        .map_err(Error::Output)
 }
 
 /// What a frame is, for its colour.

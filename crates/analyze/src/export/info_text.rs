@@ -15,6 +15,11 @@ pub fn write_info(i: &Info, out: &mut impl Write) -> std::io::Result<()> {
         let kv: Vec<String> = i.settings.iter().map(|(k, v)| format!("{k}={v}")).collect();
         writeln!(out, "settings:     {}", kv.join(" "))?;
     }
+    match (&i.started, &i.ended) {
+        (Some(s), Some(e)) => writeln!(out, "recorded:     {s} to {e} (UTC)")?,
+        (Some(s), None) => writeln!(out, "recorded:     from {s} (UTC; the end was not written)")?,
+        _ => {}
+    }
     writeln!(out, "duration:     {:.3} s", i.duration_s)?;
     let kinds: Vec<String> = i.samples_by_kind.iter().map(|(k, v)| format!("{k} {v}")).collect();
     writeln!(out, "samples:      {} ({})", i.samples, kinds.join(", "))?;
