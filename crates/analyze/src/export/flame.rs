@@ -23,12 +23,20 @@ pub struct FlameOptions {
     pub inverted: bool,
 }
 
-/// The unit flame graph values are given in, and the factor from raw values.
-fn display_unit(p: &Profile) -> (&'static str, f64) {
+/// The unit flame graph values are given in, the factor from raw values
+/// to the integers inferno is given, and the factor inferno shows them by:
+/// microseconds under, milliseconds from 10 s of total time on ("12,000 ms",
+/// not "12,000,401 µs"); bytes, KiB from 10 MiB total on. Frames keep
+/// microsecond (or byte) widths either way; inferno rounds what it shows and
+/// takes percentages from that, so a coarser unit waits for totals large
+/// enough that the rounding cannot show (a 1.1 s total in ms read 100.04%).
+fn display_unit(p: &Profile) -> (&'static str, f64, f64) {
     match p.ns_per_unit() {
-        Some(ns) => ("µs", ns / 1e3),
-        None if p.unit == ValueUnit::Bytes => ("bytes", 1.0),
-        None => ("samples", 1.0),
+        Some(ns) if p.total as f64 * ns >= 1e10 => ("ms", ns / 1e3, 1e-3),
+        Some(ns) => ("µs", ns / 1e3, 1.0),
+        None if p.unit == ValueUnit::Bytes && p.total >= 10 << 20 => ("KiB", 1.0, 1.0 / 1024.0),
+        None if p.unit == ValueUnit::Bytes => ("bytes", 1.0, 1.0),
+        None => ("samples", 1.0, 1.0),
     }
 }
 
@@ -55,7 +63,7 @@ fn default_title(p: &Profile) -> String {
 /// Renders `p` as an SVG flame graph; values are shown as time for time
 /// kinds (on-CPU samples at the sampling frequency) and bytes for memory.
 pub fn flame_graph(p: &Profile, opts: &FlameOptions, out: impl Write) -> Result<()> {
-    let (unit, factor) = display_unit(p);
+    let (unit, factor, shown) = display_unit(p);
     let lines = folded_lines(p, |v| (v as f64 * factor).round() as i64);
     if lines.is_empty() {
         return Err(Error::NoSamples("nothing to draw: no samples matched the filters".into()));
@@ -64,6 +72,7 @@ pub fn flame_graph(p: &Profile, opts: &FlameOptions, out: impl Write) -> Result<
     o.title = opts.title.clone().unwrap_or_else(|| default_title(p));
     o.subtitle = opts.subtitle.clone();
     o.count_name = unit.to_owned();
+    o.factor = shown;
     o.direction =
         if opts.inverted { flamegraph::Direction::Inverted } else { flamegraph::Direction::Straight };
     o.deterministic = true;
@@ -155,6 +164,29 @@ fn legend(p: &Profile) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn profile(kind: SampleKind, unit: ValueUnit, total: i64) -> Profile {
+        Profile {
+            kind,
+            unit,
+            stacks: Vec::new(),
+            samples: 1,
+            total,
+            freq: 1000,
+            missing: Default::default(),
+            wall: false,
+        }
+    }
+
+    #[test]
+    fn units_grow_with_the_total() {
+        // 1000 Hz: a sample is 1 ms.
+        assert_eq!(display_unit(&profile(SampleKind::Cpu, ValueUnit::Count, 9_999)).0, "µs");
+        assert_eq!(display_unit(&profile(SampleKind::Cpu, ValueUnit::Count, 10_000)), ("ms", 1000.0, 1e-3));
+        assert_eq!(display_unit(&profile(SampleKind::OffCpu, ValueUnit::Nanoseconds, 5_000_000)).0, "µs");
+        assert_eq!(display_unit(&profile(SampleKind::Alloc, ValueUnit::Bytes, 1 << 20)).0, "bytes");
+        assert_eq!(display_unit(&profile(SampleKind::Alloc, ValueUnit::Bytes, 64 << 20)).0, "KiB");
+    }
 
     #[test]
     fn colours_follow_what_a_frame_is_and_stay_put_per_name() {
