@@ -9,7 +9,9 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use profcap_analyze::diff::{diff_flame_graph, diff_table, regressions, write_table};
-use profcap_analyze::export::{flame_graph, write_folded, write_pprof, write_top, FlameOptions, TopBy};
+use profcap_analyze::export::{
+    flame_graph, write_folded, write_pprof, write_top, write_top_json, FlameOptions, TopBy,
+};
 use profcap_analyze::export::{timeline_svg, write_leaks};
 use profcap_analyze::export::{write_info, write_requests};
 use profcap_analyze::info::info;
@@ -103,6 +105,9 @@ enum Command {
         /// How many rows.
         #[arg(short = 'n', long, default_value_t = 25)]
         limit: usize,
+        /// Print JSON instead of a table (see the user guide for the fields).
+        #[arg(long)]
+        json: bool,
     },
     /// Write a gzipped pprof profile (profile.proto) for `go tool pprof`.
     Pprof {
@@ -539,7 +544,7 @@ impl Cli {
                 write_folded(&p, &mut out)?;
                 out.flush()?;
             }
-            Command::Top { input, by, limit } => {
+            Command::Top { input, by, limit, json } => {
                 let m = input.opts.load(&input.capture)?;
                 let p = profile(&m, &input.opts)?;
                 let by = match by {
@@ -547,7 +552,11 @@ impl Cli {
                     By::Module => TopBy::Module,
                 };
                 let mut out = writer(None)?;
-                write_top(&p, by, limit, &mut out)?;
+                if json {
+                    write_top_json(&p, by, limit, &mut out)?;
+                } else {
+                    write_top(&p, by, limit, &mut out)?;
+                }
                 out.flush()?;
             }
             Command::Pprof { input, output } => {

@@ -540,3 +540,27 @@ fn info_says_when_the_capture_was_recorded() {
     assert_eq!(v["started"].as_str(), Some(times[0]));
     assert_eq!(v["ended"].as_str(), Some(times[1]));
 }
+
+#[test]
+fn top_as_json_agrees_with_the_table() {
+    let cap = fixture("cpu_split");
+    let o = run(&["top", "--json", "-n", "5", "--no-local-files", cap.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        (v["kind"].as_str(), v["unit"].as_str(), v["by"].as_str()),
+        (Some("cpu"), Some("samples"), Some("function"))
+    );
+    let rows = v["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 5);
+    let total = v["total"].as_i64().unwrap();
+    for r in rows {
+        let own = r["self"].as_i64().unwrap();
+        assert!(own <= r["total"].as_i64().unwrap() && r["total"].as_i64().unwrap() <= total, "{r}");
+        assert!((r["self_percent"].as_f64().unwrap() - 100.0 * own as f64 / total as f64).abs() < 1e-9);
+    }
+    // The same first row as the table.
+    let text = stdout(&run(&["top", "-n", "1", "--no-local-files", cap.to_str().unwrap()]));
+    let first = text.lines().nth(1).unwrap();
+    assert!(first.ends_with(rows[0]["name"].as_str().unwrap()), "{first} vs {}", rows[0]);
+}

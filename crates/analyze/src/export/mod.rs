@@ -20,4 +20,4 @@ pub use memtimeline::timeline_svg;
 pub use pprof::write_pprof;
 pub use requests_table::write_requests;
 pub use samples::write_samples;
-pub use top::{top_table, write_top, TopBy, TopRow};
+pub use top::{top_table, write_top, write_top_json, TopBy, TopRow};

@@ -82,3 +82,38 @@ pub fn write_top(p: &Profile, by: TopBy, limit: usize, out: &mut impl Write) -> 
     }
     writeln!(out, "{} samples, {} in all", p.samples, p.format_value(p.total))
 }
+
+/// The first `limit` rows as JSON: the profile's kind, unit (`samples`,
+/// `ns`, `bytes`), totals and one object per row with raw values and shares
+/// in percent (schema in docs/user-guide.md).
+pub fn write_top_json(p: &Profile, by: TopBy, limit: usize, out: &mut impl Write) -> std::io::Result<()> {
+    let rows: Vec<serde_json::Value> = top_table(p, by)
+        .iter()
+        .take(limit)
+        .map(|r| {
+            serde_json::json!({
+                "name": &*r.name,
+                "self": r.self_value,
+                "self_percent": pct(r.self_value, p.total),
+                "total": r.total,
+                "total_percent": pct(r.total, p.total),
+            })
+        })
+        .collect();
+    let unit = match p.unit {
+        profcap_format::ValueUnit::Nanoseconds => "ns",
+        profcap_format::ValueUnit::Bytes => "bytes",
+        _ => "samples",
+    };
+    let doc = serde_json::json!({
+        "kind": p.kind.name(),
+        "by": match by { TopBy::Function => "function", TopBy::Module => "module" },
+        "unit": unit,
+        "sample_period_ns": p.ns_per_unit(),
+        "samples": p.samples,
+        "total": p.total,
+        "rows": rows,
+    });
+    serde_json::to_writer_pretty(&mut *out, &doc)?;
+    writeln!(out)
+}
