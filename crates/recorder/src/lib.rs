@@ -111,6 +111,10 @@ pub struct RecordOptions {
     /// Also keep every sample's registers and stack bytes in the capture, so
     /// that `profanalyze` can unwind them again offline. Default: false.
     pub keep_stacks: bool,
+    /// When the recording stops before a started command ends (`duration`,
+    /// Ctrl-C, SIGTERM), leave the command running instead of ending it
+    /// (SIGTERM, SIGKILL 2 s later). Default: false.
+    pub detach: bool,
     /// Where to look for detached debug files (`.build-id/ab/cdef….debug`,
     /// or `.gnu_debuglink` names) whose symbols are embedded with those of
     /// the stripped objects. Default: `/usr/lib/debug`.
@@ -147,6 +151,7 @@ impl RecordOptions {
             stack_bytes: DEFAULT_STACK_BYTES,
             keep_stacks: false,
             debug_dirs: vec![PathBuf::from(elf::SYSTEM_DEBUG_DIR)],
+            detach: false,
         }
     }
 }

@@ -155,6 +155,13 @@ struct Cli {
     #[arg(long)]
     no_follow: bool,
 
+    /// When the recording stops before the started command ends (-d, Ctrl-C,
+    /// SIGTERM), leave the command running. By default it is ended (SIGTERM,
+    /// SIGKILL 2 s later), so its exit is recorded; profrec then exits with
+    /// its status (143 for SIGTERM).
+    #[arg(long)]
+    detach: bool,
+
     /// More log output (-v: info, -vv: debug).
     #[arg(short, long, action = clap::ArgAction::Count)]
     verbose: u8,
@@ -233,6 +240,7 @@ impl Cli {
             bail!("--keep-stacks needs stack bytes to keep: drop --stack-bytes 0");
         }
         opts.stack_bytes = self.stack_bytes;
+        opts.detach = self.detach;
         opts.keep_stacks = self.keep_stacks;
         opts.cpu = self.events.contains(&EventKind::Cpu);
         opts.offcpu = self.off_cpu || self.events.contains(&EventKind::Offcpu);

@@ -181,6 +181,30 @@ pub struct RunningChild {
 }
 
 impl RunningChild {
+    /// Ends the child if it still runs: SIGTERM, then SIGKILL after `grace`;
+    /// reaps it, so its status is known.
+    pub fn terminate(&mut self, grace: std::time::Duration) {
+        if self.try_wait().is_some() {
+            return;
+        }
+        // SAFETY: signalling our own child, which has not been reaped.
+        unsafe { libc::kill(self.pid as i32, libc::SIGTERM) };
+        let until = std::time::Instant::now() + grace;
+        while std::time::Instant::now() < until {
+            if self.try_wait().is_some() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let mut status = 0;
+        // SAFETY: as above; waitpid with a valid status pointer.
+        unsafe {
+            libc::kill(self.pid as i32, libc::SIGKILL);
+            libc::waitpid(self.pid as i32, &mut status, 0);
+        }
+        self.status = Some(128 + libc::SIGKILL);
+    }
+
     /// The exit code (128+signal when killed) once the child has ended.
     pub fn try_wait(&mut self) -> Option<i32> {
         if self.status.is_none() {

@@ -308,15 +308,47 @@ fn sigterm_stops_the_recorder_and_finishes_the_file() {
     // SAFETY: signalling a child process we started.
     unsafe { libc::kill(rec.id() as i32, libc::SIGINT) };
     let status = rec.wait().unwrap();
-    for p in processes_with("31.5") {
-        // SAFETY: ending the sleep this test started (it outlives the
-        // recording, and holds profrec's stderr open).
+    let left = processes_with("31.5");
+    for &p in &left {
+        // SAFETY: ending a sleep this test started, should it have survived.
         unsafe { libc::kill(p as i32, libc::SIGKILL) };
     }
     let mut err = String::new();
     std::io::Read::read_to_string(rec.stderr.as_mut().unwrap(), &mut err).unwrap();
-    assert!(status.success(), "profrec exited with {status}: {err}");
+    // The recording ended the command it started (SIGTERM: 143), and exits with its status.
+    assert_eq!(status.code(), Some(128 + libc::SIGTERM), "profrec exited with {status}: {err}");
+    assert!(left.is_empty(), "the started command outlived the recording: {left:?}");
     assert!(!err.contains("Interrupted"), "{err}");
+}
+
+#[test]
+fn detach_leaves_the_started_command_running_when_the_recording_ends() {
+    if !root_or_skip() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let cap = dir.path().join("detach.cap");
+    let status = Command::new(env!("CARGO_BIN_EXE_profrec"))
+        .args(["-q", "-d", "0.5", "--detach", "-o", cap.to_str().unwrap(), "--", "/bin/sleep", "32.5"])
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    let left = processes_with("32.5");
+    for &p in &left {
+        // SAFETY: ending the sleep this test started.
+        unsafe { libc::kill(p as i32, libc::SIGKILL) };
+    }
+    assert_eq!(status.code(), Some(0), "the command had not ended: no status of its own");
+    assert_eq!(left.len(), 1, "--detach leaves the command running");
+    // Without --detach, -d ends it.
+    let status = Command::new(env!("CARGO_BIN_EXE_profrec"))
+        .args(["-q", "-d", "0.5", "-o", cap.to_str().unwrap(), "--", "/bin/sleep", "33.5"])
+        .status()
+        .unwrap();
+    assert_eq!(status.code(), Some(128 + libc::SIGTERM));
+    assert!(processes_with("33.5").is_empty());
+    let m = profcap_analyze::Material::load(&cap, true).unwrap();
+    assert!(m.processes.values().flatten().any(|p| p.exit_ns != 0), "its exit is in the capture");
 }
 
 /// Processes whose command line contains `needle`.

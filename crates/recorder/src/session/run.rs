@@ -32,6 +32,10 @@ pub(super) struct Sources<'a> {
 }
 
 /// The ring buffer of `probes`, decoding each record into the queue.
+/// How long a started command has to exit on SIGTERM when the recording
+/// stops early, before it is killed.
+const CHILD_GRACE: Duration = Duration::from_secs(2);
+
 pub(super) fn event_ring(probes: &Probes) -> Result<(libbpf_rs::RingBuffer<'_>, EventQueue)> {
     let queue: EventQueue = Rc::default();
     let sink = Rc::clone(&queue);
@@ -118,6 +122,13 @@ impl Session {
             self.write(r)?;
             if finished {
                 break;
+            }
+        }
+        // Stopped early (-d, Ctrl-C, SIGTERM): a started command ends with
+        // the recording unless --detach, so its exit is in the capture.
+        if !opts.detach && matches!(opts.target, Target::Spawn(_)) {
+            if let Some(child) = src.child.as_mut() {
+                child.terminate(CHILD_GRACE);
             }
         }
         // Take what is still in the ring buffer, the target's exit included, and
