@@ -60,14 +60,14 @@ impl Unwinding {
         Unwinding::default()
     }
 
-    /// Unwinds `stack` of `pid`. `maps` are the process's code mappings,
-    /// `version` changes whenever they do, and `load` reads an object's
-    /// unwind tables (called once per object).
+    /// Unwinds `stack` of `pid`. `maps` are the process's code mappings
+    /// (read only when `version`, which changes whenever they do, is new),
+    /// and `load` reads an object's unwind tables (called once per object).
     pub fn unwind(
         &mut self,
         pid: u32,
         version: (u64, usize),
-        maps: &[CodeMap],
+        maps: impl Iterator<Item = CodeMap>,
         mut load: impl FnMut(usize) -> Option<UnwindInfo>,
         stack: &UserStack,
     ) -> (Vec<u64>, StackEnd) {

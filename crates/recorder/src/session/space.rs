@@ -364,11 +364,12 @@ impl Session {
             return (Vec::new(), StackEnd::Broken);
         };
         let version = (state.generation_ns, state.maps.len());
-        let maps: Vec<CodeMap> = state
-            .maps
-            .iter()
-            .map(|m| CodeMap { start: m.start, end: m.end, file_offset: m.file_offset, object: m.object })
-            .collect();
+        let maps = state.maps.iter().map(|m| CodeMap {
+            start: m.start,
+            end: m.end,
+            file_offset: m.file_offset,
+            object: m.object,
+        });
         let objects = &self.objects;
         let load = |object: usize| {
             let o = objects.get(object)?;
@@ -378,6 +379,6 @@ impl Session {
                 (None, _) => None,
             }
         };
-        self.unwinding.unwind(pid, version, &maps, load, stack)
+        self.unwinding.unwind(pid, version, maps, load, stack)
     }
 }
