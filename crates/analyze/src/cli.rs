@@ -152,6 +152,9 @@ enum Command {
         /// Frames of each stack to show, innermost first.
         #[arg(long, default_value_t = 6)]
         depth: usize,
+        /// Print JSON (whole stacks) instead of the table.
+        #[arg(long)]
+        json: bool,
     },
     /// Plot the bytes in use of each process over time (SVG). Needs a capture
     /// recorded with `profrec --mem`.
@@ -591,7 +594,7 @@ impl Cli {
                 }
                 out.flush()?;
             }
-            Command::Leaks { input, limit, depth } => {
+            Command::Leaks { input, limit, depth, json } => {
                 let m = input.opts.load(&input.capture)?;
                 let mut opts = input.opts.options_for(&m)?;
                 opts.filter.kind = Some(SampleKind::Inuse);
@@ -601,7 +604,11 @@ impl Cli {
                 opts.filter.alloc_counts = true;
                 let blocks = build(&m, &opts)?;
                 let mut out = writer(None)?;
-                write_leaks(&bytes, &blocks, limit, depth, &mut out)?;
+                if json {
+                    profcap_analyze::export::write_leaks_json(&bytes, &blocks, limit, &mut out)?;
+                } else {
+                    write_leaks(&bytes, &blocks, limit, depth, &mut out)?;
+                }
                 out.flush()?;
             }
             Command::Memtimeline { input, output } => {

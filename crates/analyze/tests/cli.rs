@@ -564,3 +564,28 @@ fn top_as_json_agrees_with_the_table() {
     let first = text.lines().nth(1).unwrap();
     assert!(first.ends_with(rows[0]["name"].as_str().unwrap()), "{first} vs {}", rows[0]);
 }
+
+#[test]
+fn leaks_as_json_agrees_with_the_table() {
+    let cap = fixture("allocs");
+    let o = run(&["leaks", "--json", "--no-local-files", cap.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let rows = v["rows"].as_array().unwrap();
+    assert!(!rows.is_empty());
+    let bytes: Vec<i64> = rows.iter().map(|r| r["bytes"].as_i64().unwrap()).collect();
+    assert!(bytes.windows(2).all(|w| w[0] >= w[1]), "most bytes first: {bytes:?}");
+    assert!(bytes.iter().sum::<i64>() <= v["bytes"].as_i64().unwrap());
+    assert!(rows
+        .iter()
+        .all(|r| r["blocks"].as_i64().unwrap() >= 1 && !r["stack"].as_array().unwrap().is_empty()));
+    // The table's first row: the same bytes and innermost frame.
+    let text = stdout(&run(&["leaks", "-n", "1", "--no-local-files", cap.to_str().unwrap()]));
+    let first = text.lines().nth(2).unwrap();
+    let leaf = rows[0]["stack"][0].as_str().unwrap();
+    assert!(first.contains(&format!("  {leaf}")), "{first} vs {}", rows[0]);
+    assert_eq!(
+        first.split_whitespace().nth(2).unwrap().parse::<i64>().unwrap(),
+        rows[0]["blocks"].as_i64().unwrap()
+    );
+}

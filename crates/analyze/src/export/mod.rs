@@ -15,7 +15,7 @@ mod top;
 pub use flame::{flame_graph, FlameOptions};
 pub use folded::{folded_lines, frame_label, write_folded};
 pub use info_text::write_info;
-pub use leaks::write_leaks;
+pub use leaks::{write_leaks, write_leaks_json};
 pub use memtimeline::timeline_svg;
 pub use pprof::write_pprof;
 pub use requests_table::write_requests;
