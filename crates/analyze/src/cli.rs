@@ -184,19 +184,8 @@ enum Command {
         after: PathBuf,
         #[command(flatten)]
         opts: Common,
-        /// Write the differential flame graph here (red: grew, blue: shrank).
-        #[arg(short, long, value_name = "FILE")]
-        output: Option<PathBuf>,
-        /// Rows of the table.
-        #[arg(short = 'n', long, default_value_t = 20)]
-        limit: usize,
-        /// Exit with status 1 if a function's total (inclusive) share grew by
-        /// more than this many percentage points.
-        #[arg(long, value_name = "POINTS")]
-        fail_if_regressed: Option<f64>,
-        /// With --fail-if-regressed: only functions matching this regex count.
-        #[arg(long, value_name = "REGEX")]
-        function: Option<String>,
+        #[command(flatten)]
+        report: DiffReport,
     },
 }
 
@@ -237,6 +226,28 @@ struct Input {
     capture: PathBuf,
     #[command(flatten)]
     opts: Common,
+}
+
+/// What `diff` writes and when it fails.
+#[derive(Debug, Args)]
+struct DiffReport {
+    /// Write the differential flame graph here (red: grew, blue: shrank).
+    #[arg(short, long, value_name = "FILE")]
+    output: Option<PathBuf>,
+    /// Rows of the table.
+    #[arg(short = 'n', long, default_value_t = 20)]
+    limit: usize,
+    /// Exit with status 1 if a function's total (inclusive) share grew by
+    /// more than this many percentage points.
+    #[arg(long, value_name = "POINTS")]
+    fail_if_regressed: Option<f64>,
+    /// With --fail-if-regressed: only functions matching this regex count.
+    #[arg(long, value_name = "REGEX")]
+    function: Option<String>,
+    /// Print the table (and the regressions) as JSON; the exit status is
+    /// the same.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -644,31 +655,17 @@ impl Cli {
                 profcap_analyze::export::write_samples(&m, &rows, &spans, &index, &mut out)?;
                 out.flush()?;
             }
-            Command::Diff { before, after, opts, output, limit, fail_if_regressed, function } => {
-                return run_diff(
-                    &before,
-                    &after,
-                    &opts,
-                    output.as_deref(),
-                    limit,
-                    fail_if_regressed,
-                    function,
-                );
+            Command::Diff { before, after, opts, report } => {
+                return run_diff(&before, &after, &opts, &report);
             }
         }
         Ok(ExitCode::SUCCESS)
     }
 }
 
-fn run_diff(
-    before: &Path,
-    after: &Path,
-    opts: &Common,
-    output: Option<&Path>,
-    limit: usize,
-    fail_if_regressed: Option<f64>,
-    function: Option<String>,
-) -> Result<ExitCode> {
+fn run_diff(before: &Path, after: &Path, opts: &Common, report: &DiffReport) -> Result<ExitCode> {
+    let DiffReport { output, limit, fail_if_regressed, function, json } = report;
+    let (output, limit, fail_if_regressed, json) = (output.as_deref(), *limit, *fail_if_regressed, *json);
     let filter = function
         .as_deref()
         .map(regex::Regex::new)
@@ -690,6 +687,13 @@ fn run_diff(
     } else {
         Box::new(std::io::stdout().lock())
     };
+    if json {
+        let bad = fail_if_regressed.map(|p| (p, regressions(&rows, p, filter.as_ref())));
+        let regressed = bad.as_ref().map(|(p, b)| (*p, b.as_slice()));
+        profcap_analyze::diff::write_table_json(&rows, limit, (a.samples, b.samples), regressed, &mut out)?;
+        let failed = bad.is_some_and(|(_, b)| !b.is_empty());
+        return Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS });
+    }
     writeln!(
         out,
         "A = {} ({} samples), B = {} ({} samples); shares of each total",

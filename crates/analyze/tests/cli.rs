@@ -589,3 +589,29 @@ fn leaks_as_json_agrees_with_the_table() {
         rows[0]["blocks"].as_i64().unwrap()
     );
 }
+
+#[test]
+fn diff_as_json_keeps_the_exit_status_and_names_the_regressions() {
+    let (a, b) = (fixture("cpu_split"), fixture("nofp"));
+    let args = |extra: &[&str]| {
+        let mut v = vec!["diff", "--json", "--no-local-files", a.to_str().unwrap(), b.to_str().unwrap()];
+        v.extend_from_slice(extra);
+        run(&v.iter().map(|s| &**s).collect::<Vec<_>>())
+    };
+    let o = args(&["-n", "3"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["rows"].as_array().unwrap().len(), 3);
+    assert!(v["samples_a"].as_u64().unwrap() > 0 && v["samples_b"].as_u64().unwrap() > 0);
+    assert!(v.get("regressed").is_none(), "no threshold, no verdict");
+    // main is in every stack of both: no regression; nofp's compare_slow is new.
+    let o = args(&["--fail-if-regressed", "5", "--function", "^compare_slow$"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let bad: Vec<&str> =
+        v["regressed"].as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap()).collect();
+    assert_eq!(bad, ["compare_slow"]);
+    assert!(v["regressed"][0]["total_delta"].as_f64().unwrap() > 5.0);
+    let o = args(&["--fail-if-regressed", "5", "--function", "^main$"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+}

@@ -96,6 +96,40 @@ pub fn write_table(rows: &[DiffRow], limit: usize, out: &mut impl Write) -> std:
     Ok(())
 }
 
+/// The table's first `limit` rows as JSON, with the samples of each side
+/// and, with a threshold, the functions that regressed past it (shares in
+/// percent of each side's total, deltas in points).
+pub fn write_table_json(
+    rows: &[DiffRow],
+    limit: usize,
+    samples: (u64, u64),
+    regressed: Option<(f64, &[&DiffRow])>,
+    out: &mut impl Write,
+) -> std::io::Result<()> {
+    let row = |r: &DiffRow| {
+        serde_json::json!({
+            "name": &*r.name,
+            "self_a": r.self_a,
+            "self_b": r.self_b,
+            "self_delta": r.self_delta(),
+            "total_a": r.total_a,
+            "total_b": r.total_b,
+            "total_delta": r.total_delta(),
+        })
+    };
+    let mut doc = serde_json::json!({
+        "samples_a": samples.0,
+        "samples_b": samples.1,
+        "rows": rows.iter().take(limit).map(row).collect::<Vec<_>>(),
+    });
+    if let Some((points, bad)) = regressed {
+        doc["threshold_points"] = serde_json::json!(points);
+        doc["regressed"] = serde_json::Value::Array(bad.iter().map(|r| row(r)).collect());
+    }
+    serde_json::to_writer_pretty(&mut *out, &doc)?;
+    writeln!(out)
+}
+
 /// A differential flame graph of `b` against `a`: shapes are `b`'s, red where
 /// a frame grew and blue where it shrank, with `a` scaled to `b`'s total.
 pub fn diff_flame_graph(a: &Profile, b: &Profile, title: &str, out: impl Write) -> Result<()> {
