@@ -174,6 +174,9 @@ enum Command {
         /// Samples at most (the first ones, by id).
         #[arg(short = 'n', long, default_value_t = 100)]
         limit: usize,
+        /// Print JSON lines (one object per sample) instead of the table.
+        #[arg(long)]
+        json: bool,
     },
     /// Compare two captures: a differential flame graph and the functions
     /// whose share changed most.
@@ -639,7 +642,7 @@ impl Cli {
                 out.flush()?;
                 wrote(self.quiet, &output, "");
             }
-            Command::Samples { input, limit } => {
+            Command::Samples { input, limit, json } => {
                 let m = input.opts.load(&input.capture)?;
                 // The selected requests (with --spans, the file's too) both
                 // filter the samples and name each one's request.
@@ -652,7 +655,11 @@ impl Cli {
                 let index = SpanIndex::new(&spans);
                 let rows = list_samples(&m, &opts, limit)?;
                 let mut out = writer(None)?;
-                profcap_analyze::export::write_samples(&m, &rows, &spans, &index, &mut out)?;
+                if json {
+                    profcap_analyze::export::write_samples_json(&m, &rows, &spans, &index, &mut out)?;
+                } else {
+                    profcap_analyze::export::write_samples(&m, &rows, &spans, &index, &mut out)?;
+                }
                 out.flush()?;
             }
             Command::Diff { before, after, opts, report } => {

@@ -615,3 +615,26 @@ fn diff_as_json_keeps_the_exit_status_and_names_the_regressions() {
     let o = args(&["--fail-if-regressed", "5", "--function", "^main$"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
 }
+
+#[test]
+fn samples_as_json_lines_name_their_requests() {
+    let cap = fixture("httpd");
+    let o = run(&["samples", "--json", "-n", "400", "--no-local-files", cap.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let lines: Vec<serde_json::Value> =
+        stdout(&o).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 400);
+    let ids: Vec<u64> = lines.iter().map(|l| l["id"].as_u64().unwrap()).collect();
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "by id");
+    // Samples inside a traced request carry its trace id (fixtures/httpd/README.md).
+    let traced = lines.iter().filter(|l| l["trace_id"] == "4bf92f3577b34da6a3ce929d0e0e4736").count();
+    assert!(traced > 10, "{traced} samples of the first traced request");
+    assert!(lines
+        .iter()
+        .all(|l| l["request"].is_null() == l["trace_id"].is_null() || l["trace_id"].is_null()));
+    // The same first sample as the table.
+    let text = stdout(&run(&["samples", "-n", "1", "--no-local-files", cap.to_str().unwrap()]));
+    let first: Vec<&str> = text.lines().nth(1).unwrap().split_whitespace().collect();
+    assert_eq!(first[0].parse::<u64>().unwrap(), ids[0]);
+    assert_eq!(first.last().copied(), lines[0]["function"].as_str());
+}

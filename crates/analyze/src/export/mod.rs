@@ -19,5 +19,5 @@ pub use leaks::{write_leaks, write_leaks_json};
 pub use memtimeline::timeline_svg;
 pub use pprof::write_pprof;
 pub use requests_table::write_requests;
-pub use samples::write_samples;
+pub use samples::{write_samples, write_samples_json};
 pub use top::{top_table, write_top, write_top_json, TopBy, TopRow};

@@ -11,6 +11,40 @@ use crate::profile::ListedSample;
 use crate::requests::{Span, SpanIndex};
 use crate::units::{format_bytes, format_ns, sample_period_ns};
 
+/// The samples as JSON lines, one object per sample: `id`, `time_ns`
+/// (CLOCK_MONOTONIC), `offset_s` (from the first sample), `pid`, `tid`,
+/// `cpu`, `kind`, `value` (raw: samples, ns or bytes), `request` and
+/// `trace_id` (or null) and `function` (the innermost, or null).
+pub fn write_samples_json(
+    m: &Material,
+    rows: &[ListedSample],
+    spans: &[Span],
+    index: &SpanIndex,
+    out: &mut dyn Write,
+) -> std::io::Result<()> {
+    for r in rows {
+        let s = &r.sample;
+        let span =
+            index.overlapping(s.pid, s.tid, s.time_ns, s.time_ns).first().and_then(|&(i, _)| spans.get(i));
+        let line = serde_json::json!({
+            "id": s.id,
+            "time_ns": s.time_ns,
+            "offset_s": s.time_ns.saturating_sub(m.first_ns) as f64 / 1e9,
+            "pid": s.pid,
+            "tid": s.tid,
+            "cpu": s.cpu,
+            "kind": s.kind.name(),
+            "value": r.value,
+            "request": span.map(|sp| sp.id),
+            "trace_id": span.and_then(|sp| sp.trace.as_ref()).map(|t| t.trace_id.as_str()),
+            "function": r.leaf.as_ref().map(|f| &*f.name),
+        });
+        serde_json::to_writer(&mut *out, &line)?;
+        writeln!(out)?;
+    }
+    Ok(())
+}
+
 /// The `samples` table: one line per sample.
 pub fn write_samples(
     m: &Material,
