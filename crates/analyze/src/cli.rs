@@ -256,83 +256,83 @@ struct DiffReport {
 #[derive(Debug, Args)]
 struct Common {
     /// Sample kind. Default: cpu if recorded, else what the capture has.
-    #[arg(long, value_enum)]
+    #[arg(long, value_enum, help_heading = "Samples")]
     kind: Option<Kind>,
     /// Off-CPU: show who woke each thread (and from where) above the blocked
     /// stack; needs a capture recorded with `profrec --wakers`.
-    #[arg(long)]
+    #[arg(long, help_heading = "Samples")]
     wakers: bool,
     /// Only these processes (comma-separated pids).
-    #[arg(long, value_delimiter = ',', value_name = "PID")]
+    #[arg(long, value_delimiter = ',', value_name = "PID", help_heading = "Samples")]
     pid: Vec<u32>,
     /// Only these threads (comma-separated tids).
-    #[arg(long, value_delimiter = ',', value_name = "TID")]
+    #[arg(long, value_delimiter = ',', value_name = "TID", help_heading = "Samples")]
     tid: Vec<u32>,
     /// Only processes or threads with this name (repeatable).
-    #[arg(long, value_name = "NAME")]
+    #[arg(long, value_name = "NAME", help_heading = "Samples")]
     comm: Vec<String>,
     /// Start this many seconds after the first sample.
-    #[arg(long, value_name = "SECONDS")]
+    #[arg(long, value_name = "SECONDS", help_heading = "Samples")]
     from: Option<f64>,
     /// End this many seconds after the first sample.
-    #[arg(long, value_name = "SECONDS")]
+    #[arg(long, value_name = "SECONDS", help_heading = "Samples")]
     to: Option<f64>,
     /// Only samples inside requests with this trace id (traceparent, B3,
     /// uber-trace-id or X-Request-Id; 8+ leading characters suffice); repeatable.
-    #[arg(long, value_name = "ID")]
+    #[arg(long, value_name = "ID", help_heading = "Requests")]
     trace_id: Vec<String>,
     /// Only samples inside the request with this id (the ID column of
     /// `profanalyze requests`); repeatable.
-    #[arg(long, value_name = "ID")]
+    #[arg(long, value_name = "ID", help_heading = "Requests")]
     request: Vec<u64>,
     /// Only samples inside the N slowest requests.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", help_heading = "Requests")]
     slowest: Option<usize>,
     /// Also join against the spans of this OTLP JSON file (OpenTelemetry's
     /// JSON encoding; each span needs a `thread.id` attribute and a
     /// `process.pid` span or resource attribute).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", help_heading = "Requests")]
     spans: Option<PathBuf>,
     /// --kind inuse: the moment to show: `end` (never freed), `peak` (when
     /// the most bytes were in use), or seconds after the first allocation event.
-    #[arg(long, value_name = "end|peak|SECONDS", value_parser = parse_at)]
+    #[arg(long, value_name = "end|peak|SECONDS", value_parser = parse_at, help_heading = "Samples")]
     at: Option<InuseAt>,
     /// --kind alloc/inuse: count allocations instead of bytes.
-    #[arg(long)]
+    #[arg(long, help_heading = "Samples")]
     counts: bool,
     /// Leave out kernel frames.
-    #[arg(long)]
+    #[arg(long, help_heading = "Stacks")]
     no_kernel: bool,
     /// Add a root frame per process.
-    #[arg(long)]
+    #[arg(long, help_heading = "Stacks")]
     per_process: bool,
     /// Add a root frame per thread (below the process frame with --per-process).
-    #[arg(long)]
+    #[arg(long, help_heading = "Stacks")]
     per_thread: bool,
     /// Directory with debug files (`.build-id/ab/cdef….debug` or the recorded
     /// paths below it); repeatable.
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", help_heading = "Symbols and unwinding")]
     debug_dir: Vec<PathBuf>,
     /// Look binaries up under this root instead of /.
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", help_heading = "Symbols and unwinding")]
     sysroot: Option<PathBuf>,
     /// Never read binaries on this machine; use only the capture's material.
-    #[arg(long)]
+    #[arg(long, help_heading = "Symbols and unwinding")]
     no_local_files: bool,
     /// Append file:line to function names where debug info has them.
-    #[arg(long)]
+    #[arg(long, help_heading = "Symbols and unwinding")]
     lines: bool,
     /// Fold inlined functions into their callers.
-    #[arg(long)]
+    #[arg(long, help_heading = "Symbols and unwinding")]
     no_inline: bool,
     /// Fail on a damaged capture instead of skipping damaged chunks.
-    #[arg(long)]
+    #[arg(long, help_heading = "Input")]
     strict: bool,
     /// Unwind the raw stacks kept by `profrec --keep-stacks` again here, with
     /// the capture's unwind tables or, where it has none, those of local files
     /// found like symbols (--debug-dir, --sysroot): the stacks shown are the
     /// new ones.
-    #[arg(long)]
+    #[arg(long, help_heading = "Symbols and unwinding")]
     unwind: bool,
 }
 

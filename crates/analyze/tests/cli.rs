@@ -638,3 +638,15 @@ fn samples_as_json_lines_name_their_requests() {
     assert_eq!(first[0].parse::<u64>().unwrap(), ids[0]);
     assert_eq!(first.last().copied(), lines[0]["function"].as_str());
 }
+
+#[test]
+fn help_groups_the_shared_options() {
+    let text = stdout(&run(&["flame", "--help"]));
+    let headings: Vec<&str> = text.lines().filter(|l| l.ends_with(':') && !l.starts_with(' ')).collect();
+    for h in ["Options:", "Samples:", "Requests:", "Stacks:", "Symbols and unwinding:", "Input:"] {
+        assert!(headings.contains(&h), "{h} missing in {headings:?}");
+    }
+    // A filter sits under its heading, not among the command's own options.
+    let samples = text.find("\nSamples:").unwrap();
+    assert!(text.find("--pid").unwrap() > samples, "{text}");
+}
