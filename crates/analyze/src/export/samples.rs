@@ -11,6 +11,11 @@ use crate::profile::ListedSample;
 use crate::requests::{Span, SpanIndex};
 use crate::units::{format_bytes, format_ns, sample_period_ns};
 
+/// The request whose span holds the sample, if any.
+fn request_of<'s>(s: &profcap_format::Sample, spans: &'s [Span], index: &SpanIndex) -> Option<&'s Span> {
+    index.overlapping(s.pid, s.tid, s.time_ns, s.time_ns).first().and_then(|&(i, _)| spans.get(i))
+}
+
 /// The samples as JSON lines, one object per sample: `id`, `time_ns`
 /// (CLOCK_MONOTONIC), `offset_s` (from the first sample), `pid`, `tid`,
 /// `cpu`, `kind`, `value` (raw: samples, ns or bytes), `request` and
@@ -24,8 +29,7 @@ pub fn write_samples_json(
 ) -> std::io::Result<()> {
     for r in rows {
         let s = &r.sample;
-        let span =
-            index.overlapping(s.pid, s.tid, s.time_ns, s.time_ns).first().and_then(|&(i, _)| spans.get(i));
+        let span = request_of(s, spans, index);
         let line = serde_json::json!({
             "id": s.id,
             "time_ns": s.time_ns,
@@ -67,8 +71,7 @@ pub fn write_samples(
             SampleKind::Alloc | SampleKind::Inuse => format_bytes(r.value),
             _ => r.value.to_string(),
         };
-        let span =
-            index.overlapping(s.pid, s.tid, s.time_ns, s.time_ns).first().and_then(|&(i, _)| spans.get(i));
+        let span = request_of(s, spans, index);
         let trace = span.and_then(|sp| sp.trace.as_ref()).map_or("-", |t| t.trace_id.as_str());
         writeln!(
             out,
