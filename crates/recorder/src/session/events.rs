@@ -276,7 +276,7 @@ impl Session {
         let stack_id = match self.mem_stacks.get(&e.stack) {
             Some(&id) => id,
             None => {
-                let id = self.alloc_stack_id(head.pid, probes.mem_stack(e.stack));
+                let id = self.alloc_stack_id(head.pid, probes.mem_stack(e.stack), StackEnd::Unknown);
                 if e.stack >= 0 {
                     self.mem_stacks.insert(e.stack, id);
                 }
@@ -298,21 +298,17 @@ impl Session {
         if !r.alloc {
             return self.push_free(head, r.addr);
         }
-        let stack_id = match &r.stack {
-            Some(stack) => {
-                let (mut user, end) = self.user_frames(r.pid, r.frames, stack);
-                self.strip_sampler_frames(r.pid, &mut user);
-                self.unwound_stack_id(r.pid, &[], &user, end)
-            }
-            None => self.alloc_stack_id(r.pid, r.frames),
-        };
+        // A record without stack bytes keeps its frame-pointer frames.
+        let (frames, end) = self.user_frames(r.pid, r.frames, &r.stack.unwrap_or_default());
+        let stack_id = self.alloc_stack_id(r.pid, frames, end);
         self.push_alloc(head, r.addr, r.size, r.weight, stack_id)
     }
 
-    /// The capture stack of an allocation's user frames, the sampler's own cut.
-    pub(super) fn alloc_stack_id(&mut self, pid: u32, mut frames: Vec<u64>) -> u64 {
+    /// The capture stack of an allocation's user frames, the sampler's own
+    /// cut, whose walk ended for the reason `end`.
+    pub(super) fn alloc_stack_id(&mut self, pid: u32, mut frames: Vec<u64>, end: StackEnd) -> u64 {
         self.strip_sampler_frames(pid, &mut frames);
-        self.stack_id(pid, &[], &frames)
+        self.unwound_stack_id(pid, &[], &frames, end)
     }
 
     pub(super) fn push_free(&mut self, head: Header, addr: u64) -> Result<()> {
