@@ -12,6 +12,7 @@
 #include <bpf/bpf_tracing.h>
 #include <bpf/bpf_core_read.h>
 #include "common.h"
+#include "python.h"
 
 char LICENSE[] SEC("license") = "Dual MIT/GPL";
 
@@ -37,10 +38,11 @@ static __always_inline bool user_mode(struct bpf_perf_event_data *ctx)
 	return (cs & 3) == 3;
 }
 
-/* A sample and its stack bytes are built here (too large for the BPF
- * stack), then only the used part goes into the ring. */
+/* A sample, its Python frames and its stack bytes are built here (too
+ * large for the BPF stack), then only the used part goes into the ring. */
 struct sample_with_stack {
 	struct profrec_sample_event e;
+	struct profrec_py_frame py[MAX_PY_FRAMES];
 	__u8 stack[MAX_STACK_COPY];
 };
 
@@ -77,10 +79,22 @@ int on_cpu_sample(struct bpf_perf_event_data *ctx)
 		e->kstack_bytes = bpf_get_stack(ctx, e->kstack, sizeof(e->kstack), 0);
 	e->ustack_bytes = bpf_get_stack(ctx, e->ustack, sizeof(e->ustack), BPF_F_USER_STACK);
 	read_user_regs(&e->user);
-	__u64 n = copy_user_stack(&e->user, buf->stack, MAX_STACK_COPY);
+	__u16 py_status = PY_NOT_PYTHON;
+	__u32 py_n = py_walk(tgid, tid, buf->py, &py_status);
+	if (py_n > MAX_PY_FRAMES)
+		py_n = MAX_PY_FRAMES;
+	e->py.frames = py_n;
+	e->py.status = py_status;
+	e->py.pad = 0;
+	/* The stack bytes go right after the frames used. */
+	__u8 *stack = (__u8 *)buf->py + py_n * sizeof(struct profrec_py_frame);
+	__u64 n = copy_user_stack(&e->user, stack, MAX_STACK_COPY);
 	if (n > MAX_STACK_COPY)
 		n = MAX_STACK_COPY;
-	if (bpf_ringbuf_output(&events, buf, sizeof(*e) + n, sample_wakeup_flag()))
+	__u64 size = sizeof(*e) + py_n * sizeof(struct profrec_py_frame) + n;
+	if (size > sizeof(*buf))
+		return 0;
+	if (bpf_ringbuf_output(&events, buf, size, sample_wakeup_flag()))
 		count_drop(DROP_RINGBUF_FULL);
 	return 0;
 }

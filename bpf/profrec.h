@@ -55,6 +55,60 @@ struct profrec_user_stack {
 	__s32 err; /* why fewer bytes than asked were copied: 0 or a negative errno */
 };
 
+/* Python frames (bpf/python.h). profrec describes each Python process it
+ * records with one struct profrec_py_layout in the `py_procs` map: where the
+ * interpreter's runtime state is and the offsets of the fields the walk
+ * reads, for that process's CPython version. */
+#define MAX_PY_FRAMES 128
+#define PY_ABSENT 0xffff /* a field this version does not have */
+
+struct profrec_py_layout {
+	__u64 runtime;                /* address of _PyRuntime */
+	__u16 runtime_interp_head;    /* _PyRuntime.interpreters.head */
+	__u16 interp_threads_head;    /* PyInterpreterState: first thread state */
+	__u16 tstate_next;
+	__u16 tstate_thread_id;       /* pthread_self() of the thread (its fs base) */
+	__u16 tstate_frame;           /* frame (<= 3.10), cframe (3.11, 3.12), current_frame (3.13) */
+	__u16 cframe_current_frame;   /* PY_ABSENT: tstate_frame is the frame itself */
+	__u16 frame_previous;
+	__u16 frame_code;
+	__u16 frame_instr;            /* f_lasti (int) or the instruction pointer */
+	__u16 frame_is_entry;         /* 3.11: frame starts an eval-loop run; else PY_ABSENT */
+	__u16 frame_owner;            /* 3.11+; owner 3 = an eval loop's entry (C stack) frame */
+	__u8 instr_is_pointer;        /* frame_instr points into the code object */
+	__u8 every_frame_entry;       /* <= 3.10: one eval-loop run per frame */
+	/* Two 8-byte words of the code object (co_name, co_firstlineno) whose
+	 * XOR tags it: a code object freed and another made at its address
+	 * reads as a different tag, so profrec never names it by the old one. */
+	__u16 code_name;
+	__u16 code_firstlineno;
+	__u32 pad;
+};
+
+/* Why a Python walk ended (struct profrec_py_head.status). */
+enum py_status {
+	PY_NOT_PYTHON = 0, /* the process is not a known Python process */
+	PY_OK = 1,         /* the walk reached the thread's first frame */
+	PY_NO_THREAD = 2,  /* no thread state of this thread (not a Python thread, or not yet) */
+	PY_READ_FAILED = 3, /* a read of the interpreter's memory failed mid-walk */
+	PY_DEPTH = 4,      /* more than MAX_PY_FRAMES frames */
+};
+
+#define PY_FRAME_ENTRY 1 /* struct profrec_py_frame.flags */
+struct profrec_py_frame {
+	__u64 code;  /* address of the code object */
+	__u64 tag;   /* see profrec_py_layout.code_name */
+	__u32 instr; /* f_lasti, or instruction pointer - code (see instr_is_pointer) */
+	__u32 flags;
+};
+
+struct profrec_py_head {
+	__u16 frames; /* struct profrec_py_frame entries that follow the event, leaf first */
+	__u16 status; /* enum py_status */
+	__u32 pad;
+};
+
+/* Followed by py.frames Python frames, then user.len stack bytes. */
 struct profrec_sample_event {
 	struct profrec_event_header h;
 	char comm[TASK_COMM_LEN];
@@ -63,7 +117,8 @@ struct profrec_sample_event {
 	__s32 ustack_bytes;
 	__u64 kstack[MAX_STACK_DEPTH];
 	__u64 ustack[MAX_STACK_DEPTH];
-	struct profrec_user_stack user; /* the stack bytes follow the event */
+	struct profrec_user_stack user;
+	struct profrec_py_head py;
 };
 
 /* fork (new process, not thread), exec and process exit. */

@@ -43,5 +43,6 @@ fn main() {
     build_sampler(&out);
     println!("cargo:rerun-if-changed={}", bpf_dir.join("profrec.h").display());
     println!("cargo:rerun-if-changed={}", bpf_dir.join("common.h").display());
+    println!("cargo:rerun-if-changed={}", bpf_dir.join("python.h").display());
     println!("cargo:rerun-if-changed={}", bpf_dir.join("vmlinux.h").display());
 }

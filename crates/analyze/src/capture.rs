@@ -57,6 +57,10 @@ pub struct Material {
     /// Stacks of samples unwound again offline (`--unwind`), by sample id;
     /// they replace the recorded ones.
     pub restack: HashMap<u64, u64>,
+    /// Python code objects by id (`profrec` read them from the processes).
+    pub py_code: HashMap<u32, profcap_format::python::PyCode>,
+    /// Samples whose stack has Python frames.
+    pub python_samples: u64,
 }
 
 /// Key of a blob (the rule lives in the format crate).
@@ -98,9 +102,13 @@ impl Material {
                 m.stacks.insert(s.id, s);
             }
             m.raw_stacks += batch.raw_stacks.len() as u64;
+            for c in batch.py_code {
+                m.py_code.insert(c.id, c);
+            }
             for s in &batch.samples {
                 if let Some(st) = m.stacks.get(&s.stack_id) {
                     *m.stack_ends.entry(st.end).or_default() += 1;
+                    m.python_samples += u64::from(!st.python.is_empty());
                 }
                 m.sample_count += 1;
                 *m.kind_counts.entry(s.kind.name()).or_default() += 1;

@@ -11,6 +11,10 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+/// A stack's identity: kernel frames, user frames, why the walk ended,
+/// Python frames.
+type StackKey = (Vec<u64>, Vec<u64>, StackEnd, Vec<u64>);
+
 use profcap_format::unwind::{Regs, Space, UnwindInfo, Walker};
 use profcap_format::{CaptureReader, ReadOptions, Sample, Stack, StackEnd};
 use serde::Serialize;
@@ -106,7 +110,7 @@ impl Material {
                 spaces: HashMap::new(),
             };
             let mut walker = Walker::new();
-            let mut interned: HashMap<(Vec<u64>, Vec<u64>, StackEnd), u64> = HashMap::new();
+            let mut interned: HashMap<StackKey, u64> = HashMap::new();
             let mut next_id = self.stacks.keys().max().copied().unwrap_or(0);
             for batch in reader.by_ref() {
                 let batch = batch.map_err(|source| Error::Capture { path: self.path.clone(), source })?;
@@ -122,6 +126,7 @@ impl Material {
                         walker.unwind(spaces.space(sample.pid, sample.time_ns), regs, &raw.bytes, &mut user);
                     let recorded = self.stacks.get(&sample.stack_id);
                     let kernel = recorded.map(|s| s.kernel.clone()).unwrap_or_default();
+                    let python = recorded.map(|s| s.python.clone()).unwrap_or_default();
                     report.samples += 1;
                     if let Some(r) = recorded {
                         *ends_delta.entry(r.end).or_default() -= 1;
@@ -133,9 +138,10 @@ impl Material {
                     } else if report.differing.len() < 100 {
                         report.differing.push(sample.id);
                     }
-                    let id = *interned.entry((kernel.clone(), user.clone(), end)).or_insert_with(|| {
+                    let key = (kernel.clone(), user.clone(), end, python.clone());
+                    let id = *interned.entry(key).or_insert_with(|| {
                         next_id += 1;
-                        new_stacks.push(Stack { id: next_id, kernel, user, end });
+                        new_stacks.push(Stack { id: next_id, kernel, user, end, python });
                         next_id
                     });
                     restack.insert(sample.id, id);

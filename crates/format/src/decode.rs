@@ -179,6 +179,19 @@ fn stack(s: fb::Stack<'_>) -> Stack {
         kernel: scalars(s.kernel()),
         user: scalars(s.user()),
         end: StackEnd::from_code(s.end().0),
+        python: scalars(s.python()),
+    }
+}
+
+fn py_code(c: fb::PyCode<'_>) -> crate::python::PyCode {
+    crate::python::PyCode {
+        id: c.id(),
+        name: string(c.name()),
+        qualname: string(c.qualname()),
+        filename: string(c.filename()),
+        first_line: c.first_line(),
+        line_format: crate::python::PyLineTable::from_code(c.line_format().0),
+        line_table: byte_vec(c.line_table()),
     }
 }
 
@@ -427,6 +440,7 @@ fn decode_verified(b: fb::Batch<'_>) -> Result<Batch, DecodeError> {
         kernel_symbols,
         requests: tables(b.requests(), request),
         raw_stacks: b.raw_stacks().map(raw_stacks).transpose()?.unwrap_or_default(),
+        py_code: tables(b.py_code(), py_code),
     })
 }
 

@@ -121,8 +121,22 @@ fn stack<'a>(fbb: &mut Fbb<'a>, s: &Stack) -> WIPOffset<fb::Stack<'a>> {
         kernel: (!s.kernel.is_empty()).then(|| fbb.create_vector(&s.kernel)),
         user: (!s.user.is_empty()).then(|| fbb.create_vector(&s.user)),
         end: fb::StackEnd(s.end.code()),
+        python: (!s.python.is_empty()).then(|| fbb.create_vector(&s.python)),
     };
     fb::Stack::create(fbb, &args)
+}
+
+fn py_code<'a>(fbb: &mut Fbb<'a>, c: &crate::python::PyCode) -> WIPOffset<fb::PyCode<'a>> {
+    let args = fb::PyCodeArgs {
+        id: c.id,
+        name: opt_str(fbb, &c.name),
+        qualname: opt_str(fbb, &c.qualname),
+        filename: opt_str(fbb, &c.filename),
+        first_line: c.first_line,
+        line_format: fb::PyLineTable(c.line_format.code()),
+        line_table: bytes(fbb, &c.line_table),
+    };
+    fb::PyCode::create(fbb, &args)
 }
 
 fn samples<'a>(fbb: &mut Fbb<'a>, s: &[Sample]) -> Option<WIPOffset<fb::Samples<'a>>> {
@@ -319,6 +333,7 @@ pub fn encode_batch(batch: &Batch) -> Vec<u8> {
         kernel_symbols: batch.kernel_symbols.as_ref().map(|k| kernel_symbols(fbb, k)),
         requests: table_vec!(fbb, batch.requests, request),
         raw_stacks: raw_stacks(fbb, &batch.raw_stacks),
+        py_code: table_vec!(fbb, batch.py_code, py_code),
     };
     let root = fb::Batch::create(fbb, &args);
     fb::finish_batch_buffer(fbb, root);

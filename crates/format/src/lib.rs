@@ -12,6 +12,7 @@ mod decode;
 #[cfg(feature = "elf")]
 pub mod elf;
 mod encode;
+pub mod python;
 mod reader;
 mod records;
 pub mod rules;

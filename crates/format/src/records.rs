@@ -169,6 +169,8 @@ pub struct Stack {
     pub user: Vec<u64>,
     /// (1.3) Why the user part ends where it does.
     pub end: StackEnd,
+    /// (1.4) Interpreter frames, leaf first ([`crate::python::PyFrame::encode`]).
+    pub python: Vec<u64>,
 }
 
 /// Why an unwound user stack ends where it does (format 1.3).
@@ -429,6 +431,8 @@ pub struct Batch {
     /// `sample_id` holds the sample's index in `samples` until the reader
     /// resolves it ([`Batch::resolve_raw_stacks`]).
     pub raw_stacks: Vec<RawStack>,
+    /// (1.4) Python code objects named by this batch's stacks (or later ones).
+    pub py_code: Vec<crate::python::PyCode>,
 }
 
 impl Batch {
@@ -447,6 +451,7 @@ impl Batch {
             + usize::from(self.kernel_symbols.is_some())
             + self.requests.len()
             + self.raw_stacks.len()
+            + self.py_code.len()
     }
 
     /// Turns the raw stacks' sample indexes (as decoded) into the ids of

@@ -68,6 +68,10 @@ pub fn is_filtered(reason: &str) -> bool {
     reason.starts_with(FILTERED_PREFIX)
 }
 
+/// The source of Lost records that count Python frames not read: their
+/// samples are kept (with native frames only), so they are not lost events.
+pub const PYTHON_LOSS_SOURCE: &str = "python";
+
 /// Names of the recorder settings in `Meta::extra`.
 pub mod settings {
     /// Off-CPU blocks shorter than this were dropped (ns).
@@ -83,6 +87,8 @@ pub mod settings {
     /// Stacks the recorder unwound, and the nanoseconds its walks took.
     pub const UNWOUND_STACKS: &str = "unwound_stacks";
     pub const UNWIND_WALK_NS: &str = "unwind_walk_ns";
+    /// Samples that carried Python frames.
+    pub const PYTHON_SAMPLES: &str = "python_samples";
 }
 
 #[cfg(test)]

@@ -103,21 +103,37 @@ impl<W: Write> CaptureWriter<W> {
     /// As [`Self::intern_stack_new`], for a user stack unwound by the
     /// recorder that ended for the reason `end` (part of the stack's identity).
     pub fn intern_unwound(&mut self, kernel: &[u64], user: &[u64], end: StackEnd) -> (StackId, bool) {
-        if kernel.is_empty() && user.is_empty() {
+        self.intern_full(kernel, user, end, &[])
+    }
+
+    /// As [`Self::intern_unwound`], with the thread's interpreter frames
+    /// (`Stack::python`, encoded by [`crate::python::PyFrame::encode`]).
+    pub fn intern_full(
+        &mut self,
+        kernel: &[u64],
+        user: &[u64],
+        end: StackEnd,
+        python: &[u64],
+    ) -> (StackId, bool) {
+        if kernel.is_empty() && user.is_empty() && python.is_empty() {
             return (0, false);
         }
-        // The key is built in a reused buffer so a repeated stack allocates nothing.
+        // The key is built in a reused buffer so a repeated stack allocates
+        // nothing: [kernel_len | end << 32, python_len, kernel.., user.., python..].
         self.scratch.clear();
         self.scratch.push(kernel.len() as u64 | u64::from(end.code()) << 32);
+        self.scratch.push(python.len() as u64);
         self.scratch.extend_from_slice(kernel);
         self.scratch.extend_from_slice(user);
+        self.scratch.extend_from_slice(python);
         if let Some(&id) = self.stacks.get(self.scratch.as_slice()) {
             return (id, false);
         }
         let id = self.stacks.len() as StackId + 1;
         self.stacks.insert(self.scratch.as_slice().into(), id);
-        self.pending.stacks.push(Stack { id, kernel: kernel.to_vec(), user: user.to_vec(), end });
-        self.note_pending(16 + 8 * (kernel.len() + user.len()));
+        let stack = Stack { id, kernel: kernel.to_vec(), user: user.to_vec(), end, python: python.to_vec() };
+        self.pending.stacks.push(stack);
+        self.note_pending(16 + 8 * (kernel.len() + user.len() + python.len()));
         self.stats.stacks += 1;
         (id, true)
     }
@@ -142,6 +158,15 @@ impl<W: Write> CaptureWriter<W> {
         self.note_pending(32 + raw.bytes.len());
         self.pending.raw_stacks.push(raw);
         self.push_sample(sample)
+    }
+
+    /// Adds a Python code object (before the first stack that names it is
+    /// flushed, or in the same batch).
+    pub fn push_py_code(&mut self, code: crate::python::PyCode) -> Result<()> {
+        let size = 48 + code.name.len() + code.qualname.len() + code.filename.len() + code.line_table.len();
+        self.pending.py_code.push(code);
+        self.note_pending(size);
+        self.maybe_flush()
     }
 
     /// Adds an allocation event.

@@ -13,6 +13,7 @@ mod mmap_events;
 mod perf_event;
 pub mod probes;
 pub mod procfs;
+pub mod python;
 mod redact;
 mod session;
 mod spawn;

@@ -79,7 +79,13 @@ pub fn flame_graph(p: &Profile, opts: &FlameOptions, out: impl Write) -> Result<
     o.hash = true;
     let mut palette = palette(p);
     if o.subtitle.is_none() {
-        o.subtitle = Some(legend(p).to_owned());
+        let python = p.stacks.iter().any(|(frames, _)| frames.iter().any(|f| f.kind == FrameKind::Python));
+        let legend = legend(p);
+        // Python's colour is named only where there are Python frames.
+        o.subtitle = Some(match legend.split_once(", grey") {
+            Some((head, tail)) if python => format!("{head}, pink: Python, grey{tail}"),
+            _ => legend.to_owned(),
+        });
     }
     o.palette_map = Some(&mut palette);
     flamegraph::from_lines(&mut o, lines.iter().map(String::as_str), out)
@@ -94,6 +100,7 @@ enum Hue {
     Native,
     Inlined,
     Jit,
+    Python,
     Unknown,
 }
 
@@ -105,6 +112,7 @@ fn hue(f: &Frame) -> Hue {
         FrameKind::Kernel => Hue::Kernel,
         FrameKind::Inlined => Hue::Inlined,
         FrameKind::Jit => Hue::Jit,
+        FrameKind::Python => Hue::Python,
         FrameKind::User => Hue::Native,
     }
 }
@@ -112,7 +120,8 @@ fn hue(f: &Frame) -> Hue {
 /// A colour of `hue` for a view of `kind`, varied by the name's hash (so a
 /// function keeps its colour from one graph to the next): native code is
 /// warm on-CPU, blue off-CPU and green for memory; kernel orange (purple
-/// off-CPU), inlined aqua, JIT green, unknown and [truncated] grey.
+/// off-CPU), inlined aqua, JIT green, Python pink, unknown and [truncated]
+/// grey.
 fn colour(hue: Hue, kind: SampleKind, name: &str) -> Color {
     let h = name.bytes().fold(0x811c_9dc5u32, |h, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193));
     let v = |range: u8, shift: u32| ((h >> shift) % u32::from(range.max(1))) as u8;
@@ -128,6 +137,7 @@ fn colour(hue: Hue, kind: SampleKind, name: &str) -> Color {
         Hue::Kernel => rgb(225 + v(30, 0), 120 + v(50, 8), v(40, 16)),
         Hue::Inlined => rgb(60 + v(50, 0), 170 + v(50, 8), 170 + v(50, 16)),
         Hue::Jit => rgb(60 + v(50, 0), 180 + v(50, 8), 60 + v(50, 16)),
+        Hue::Python => rgb(225 + v(30, 0), 90 + v(50, 8), 180 + v(50, 16)),
         Hue::Native if off_cpu => rgb(v(80, 0), 90 + v(80, 8), 200 + v(55, 16)),
         Hue::Native if memory => rgb(v(60, 0), 180 + v(60, 8), 60 + v(120, 16)),
         Hue::Native => rgb(205 + v(50, 0), v(230, 8), v(55, 16)),
@@ -198,6 +208,8 @@ mod tests {
         assert!(off.b >= 200 && off.r < 80, "off-CPU blue: {off:?}");
         let i = colour(Hue::Inlined, SampleKind::Cpu, "f_[i]");
         assert!(i.g >= 170 && i.b >= 170 && i.r < 110, "inlined aqua: {i:?}");
+        let py = colour(Hue::Python, SampleKind::OffCpu, "py::app.run (app.py:3)");
+        assert!(py.r >= 225 && py.b >= 180 && py.g < 140, "Python pink: {py:?}");
         let u = colour(Hue::Unknown, SampleKind::Cpu, TRUNCATED);
         assert!(u.r == u.g && u.g == u.b, "grey: {u:?}");
         assert_eq!(colour(Hue::Native, SampleKind::Cpu, "main"), n, "the same name, the same colour");

@@ -6,7 +6,8 @@ use crate::profile::Profile;
 use crate::symbolize::{Frame, FrameKind};
 
 /// A frame's name with the suffix flame graph tools use to color it:
-/// `_[k]` for kernel, `_[i]` for inlined, `_[j]` for JIT frames.
+/// `_[k]` for kernel, `_[i]` for inlined, `_[j]` for JIT frames (Python
+/// frames carry their `py::` prefix instead).
 pub fn frame_label(f: &Frame) -> String {
     // ';' separates frames and would split a name in two.
     let name = f.name.replace(';', ":");
@@ -14,7 +15,7 @@ pub fn frame_label(f: &Frame) -> String {
         FrameKind::Kernel => format!("{name}_[k]"),
         FrameKind::Inlined => format!("{name}_[i]"),
         FrameKind::Jit => format!("{name}_[j]"),
-        FrameKind::User => name,
+        FrameKind::User | FrameKind::Python => name,
     }
 }
 

@@ -9,6 +9,7 @@
 
 mod demangle;
 pub(crate) mod object_syms;
+mod python;
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
@@ -16,6 +17,7 @@ use std::sync::Arc;
 
 pub use demangle::demangle;
 use object_syms::ObjectSyms;
+pub use python::PythonFrames;
 
 use crate::capture::{blob_key, Material};
 
@@ -35,6 +37,8 @@ pub struct SymbolizeOptions {
     pub lines: bool,
     /// Show inlined functions as frames of their own. Default: true.
     pub inlines: bool,
+    /// Where Python frames go. Default: merged into the native stack.
+    pub python: PythonFrames,
 }
 
 impl Default for SymbolizeOptions {
@@ -45,6 +49,7 @@ impl Default for SymbolizeOptions {
             local_files: true,
             lines: false,
             inlines: true,
+            python: PythonFrames::Merged,
         }
     }
 }
@@ -58,6 +63,9 @@ pub enum FrameKind {
     Kernel,
     /// Code generated at run time, named by the process's perf map.
     Jit,
+    /// A Python function (from the interpreter's frames, or a `-X perf`
+    /// trampoline in the perf map).
+    Python,
 }
 
 /// One symbolized frame.
@@ -81,6 +89,7 @@ pub struct Symbolizer<'a> {
     kernel: Vec<(u64, u64, Arc<str>)>,
     kernel_module: Arc<str>,
     unknown: Arc<str>,
+    python_names: python::PythonNames,
     /// Objects that had no usable symbol source, as "path (build id)".
     pub missing: BTreeSet<String>,
 }
@@ -112,6 +121,7 @@ impl<'a> Symbolizer<'a> {
             kernel,
             kernel_module: Arc::from("[kernel]"),
             unknown: Arc::from("[unknown]"),
+            python_names: python::PythonNames::default(),
             missing: BTreeSet::new(),
         }
     }
@@ -213,15 +223,32 @@ impl<'a> Symbolizer<'a> {
                 kind: FrameKind::User,
             });
         }
+        let mut native: Vec<Arc<[Frame]>> = Vec::with_capacity(stack.user.len());
         for (i, &addr) in stack.user.iter().enumerate().rev() {
             let frames = self.user_frames(pid, generation, addr, i == 0);
             // A run of addresses outside every mapping (a broken frame-pointer
             // chain, typically) is one [unknown] frame, not dozens.
-            let repeat = frames.len() == 1 && out.last().is_some_and(|l: &Frame| l.name == self.unknown);
-            if repeat && frames[0].name == self.unknown {
+            let after_unknown = native.last().is_some_and(|l| l.len() == 1 && l[0].name == self.unknown);
+            if after_unknown && frames.len() == 1 && frames[0].name == self.unknown {
                 continue;
             }
-            out.extend(frames.iter().rev().cloned());
+            native.push(frames.iter().rev().cloned().collect());
+        }
+        if stack.python.is_empty() || self.opts.python == PythonFrames::Native {
+            out.extend(native.iter().flat_map(|f| f.iter().cloned()));
+        } else {
+            let lines = self.opts.lines;
+            let runs: Vec<Vec<Frame>> = python::runs(&stack.python)
+                .into_iter()
+                .map(|run| {
+                    run.into_iter().map(|f| self.python_names.frame(&material.py_code, f, lines)).collect()
+                })
+                .collect();
+            if self.opts.python == PythonFrames::Only {
+                out.extend(runs.into_iter().flatten());
+            } else {
+                out.extend(python::merge(&native, runs));
+            }
         }
         if kernel {
             out.extend(stack.kernel.iter().rev().map(|&a| self.kernel_frame(a)));

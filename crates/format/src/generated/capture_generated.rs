@@ -295,6 +295,102 @@ impl<'a> ::flatbuffers::Verifiable for StackEnd {
 
 impl ::flatbuffers::SimpleToVerifyInSlice for StackEnd {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MIN_PY_LINE_TABLE: u8 = 0;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MAX_PY_LINE_TABLE: u8 = 3;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+#[allow(non_camel_case_types)]
+pub const ENUM_VALUES_PY_LINE_TABLE: [PyLineTable; 4] = [
+  PyLineTable::Unknown,
+  PyLineTable::Lnotab,
+  PyLineTable::Lines310,
+  PyLineTable::Locations311,
+];
+
+/// (1.4) How a `PyCode.line_table` maps bytecode offsets to lines.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[repr(transparent)]
+pub struct PyLineTable(pub u8);
+#[allow(non_upper_case_globals)]
+impl PyLineTable {
+  pub const Unknown: Self = Self(0);
+  /// `co_lnotab` (CPython 3.8, 3.9).
+  pub const Lnotab: Self = Self(1);
+  /// `co_linetable` of CPython 3.10.
+  pub const Lines310: Self = Self(2);
+  /// The location table of CPython 3.11+ (`co_linetable`).
+  pub const Locations311: Self = Self(3);
+
+  pub const ENUM_MIN: u8 = 0;
+  pub const ENUM_MAX: u8 = 3;
+  pub const ENUM_VALUES: &'static [Self] = &[
+    Self::Unknown,
+    Self::Lnotab,
+    Self::Lines310,
+    Self::Locations311,
+  ];
+  /// Returns the variant's name or "" if unknown.
+  pub fn variant_name(self) -> Option<&'static str> {
+    match self {
+      Self::Unknown => Some("Unknown"),
+      Self::Lnotab => Some("Lnotab"),
+      Self::Lines310 => Some("Lines310"),
+      Self::Locations311 => Some("Locations311"),
+      _ => None,
+    }
+  }
+}
+impl ::core::fmt::Debug for PyLineTable {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter) -> ::core::fmt::Result {
+    if let Some(name) = self.variant_name() {
+      f.write_str(name)
+    } else {
+      f.write_fmt(format_args!("<UNKNOWN {:?}>", self.0))
+    }
+  }
+}
+impl<'a> ::flatbuffers::Follow<'a> for PyLineTable {
+  type Inner = Self;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    let b = unsafe { ::flatbuffers::read_scalar_at::<u8>(buf, loc) };
+    Self(b)
+  }
+}
+
+impl ::flatbuffers::Push for PyLineTable {
+    type Output = PyLineTable;
+    #[inline]
+    unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        unsafe { ::flatbuffers::emplace_scalar::<u8>(dst, self.0) };
+    }
+}
+
+impl ::flatbuffers::EndianScalar for PyLineTable {
+  type Scalar = u8;
+  #[inline]
+  fn to_little_endian(self) -> u8 {
+    self.0.to_le()
+  }
+  #[inline]
+  #[allow(clippy::wrong_self_convention)]
+  fn from_little_endian(v: u8) -> Self {
+    let b = u8::from_le(v);
+    Self(b)
+  }
+}
+
+impl<'a> ::flatbuffers::Verifiable for PyLineTable {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    u8::run_verifier(v, pos)
+  }
+}
+
+impl ::flatbuffers::SimpleToVerifyInSlice for PyLineTable {}
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_BLOB_CONTENT: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MAX_BLOB_CONTENT: u8 = 1;
@@ -1707,6 +1803,7 @@ impl<'a> Stack<'a> {
   pub const VT_KERNEL: ::flatbuffers::VOffsetT = 6;
   pub const VT_USER: ::flatbuffers::VOffsetT = 8;
   pub const VT_END: ::flatbuffers::VOffsetT = 14;
+  pub const VT_PYTHON: ::flatbuffers::VOffsetT = 16;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -1719,6 +1816,7 @@ impl<'a> Stack<'a> {
   ) -> ::flatbuffers::WIPOffset<Stack<'bldr>> {
     let mut builder = StackBuilder::new(_fbb);
     builder.add_id(args.id);
+    if let Some(x) = args.python { builder.add_python(x); }
     if let Some(x) = args.user { builder.add_user(x); }
     if let Some(x) = args.kernel { builder.add_kernel(x); }
     builder.add_end(args.end);
@@ -1755,6 +1853,18 @@ impl<'a> Stack<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<StackEnd>(Stack::VT_END, Some(StackEnd::Unknown)).unwrap()}
   }
+  /// (1.4) Interpreter frames of the sampled thread, leaf first, each
+  /// `code << 32 | entry << 31 | offset`: `code` is a `PyCode.id`, `offset`
+  /// the byte offset of the instruction in its bytecode, `entry` set on the
+  /// last frame one run of the interpreter's eval loop executed (the native
+  /// eval frame that ran it sits between this frame and the next).
+  #[inline]
+  pub fn python(&self) -> Option<::flatbuffers::Vector<'a, u64>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u64>>>(Stack::VT_PYTHON, None)}
+  }
 }
 
 impl ::flatbuffers::Verifiable for Stack<'_> {
@@ -1767,6 +1877,7 @@ impl ::flatbuffers::Verifiable for Stack<'_> {
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u64>>>("kernel", Self::VT_KERNEL, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u64>>>("user", Self::VT_USER, false)?
      .visit_field::<StackEnd>("end", Self::VT_END, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u64>>>("python", Self::VT_PYTHON, false)?
      .finish();
     Ok(())
   }
@@ -1776,6 +1887,7 @@ pub struct StackArgs<'a> {
     pub kernel: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u64>>>,
     pub user: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u64>>>,
     pub end: StackEnd,
+    pub python: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u64>>>,
 }
 impl<'a> Default for StackArgs<'a> {
   #[inline]
@@ -1785,6 +1897,7 @@ impl<'a> Default for StackArgs<'a> {
       kernel: None,
       user: None,
       end: StackEnd::Unknown,
+      python: None,
     }
   }
 }
@@ -1811,6 +1924,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> StackBuilder<'a, 'b, A> {
     self.fbb_.push_slot::<StackEnd>(Stack::VT_END, end, StackEnd::Unknown);
   }
   #[inline]
+  pub fn add_python(&mut self, python: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u64>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Stack::VT_PYTHON, python);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> StackBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     StackBuilder {
@@ -1832,6 +1949,208 @@ impl ::core::fmt::Debug for Stack<'_> {
       ds.field("kernel", &self.kernel());
       ds.field("user", &self.user());
       ds.field("end", &self.end());
+      ds.field("python", &self.python());
+      ds.finish()
+  }
+}
+pub enum PyCodeOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// (1.4) A Python code object the recorder read from a process, once.
+pub struct PyCode<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for PyCode<'a> {
+  type Inner = PyCode<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> PyCode<'a> {
+  pub const VT_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_NAME: ::flatbuffers::VOffsetT = 6;
+  pub const VT_QUALNAME: ::flatbuffers::VOffsetT = 8;
+  pub const VT_FILENAME: ::flatbuffers::VOffsetT = 10;
+  pub const VT_FIRST_LINE: ::flatbuffers::VOffsetT = 12;
+  pub const VT_LINE_FORMAT: ::flatbuffers::VOffsetT = 14;
+  pub const VT_LINE_TABLE: ::flatbuffers::VOffsetT = 16;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    PyCode { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args PyCodeArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<PyCode<'bldr>> {
+    let mut builder = PyCodeBuilder::new(_fbb);
+    if let Some(x) = args.line_table { builder.add_line_table(x); }
+    builder.add_first_line(args.first_line);
+    if let Some(x) = args.filename { builder.add_filename(x); }
+    if let Some(x) = args.qualname { builder.add_qualname(x); }
+    if let Some(x) = args.name { builder.add_name(x); }
+    builder.add_id(args.id);
+    builder.add_line_format(args.line_format);
+    builder.finish()
+  }
+
+
+  /// Referenced from `Stack.python`; unique within a capture.
+  #[inline]
+  pub fn id(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(PyCode::VT_ID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn name(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(PyCode::VT_NAME, None)}
+  }
+  /// Qualified name (`Class.method`); empty before CPython 3.11.
+  #[inline]
+  pub fn qualname(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(PyCode::VT_QUALNAME, None)}
+  }
+  #[inline]
+  pub fn filename(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(PyCode::VT_FILENAME, None)}
+  }
+  #[inline]
+  pub fn first_line(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(PyCode::VT_FIRST_LINE, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn line_format(&self) -> PyLineTable {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<PyLineTable>(PyCode::VT_LINE_FORMAT, Some(PyLineTable::Unknown)).unwrap()}
+  }
+  #[inline]
+  pub fn line_table(&self) -> Option<::flatbuffers::Vector<'a, u8>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(PyCode::VT_LINE_TABLE, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for PyCode<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u32>("id", Self::VT_ID, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("name", Self::VT_NAME, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("qualname", Self::VT_QUALNAME, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("filename", Self::VT_FILENAME, false)?
+     .visit_field::<u32>("first_line", Self::VT_FIRST_LINE, false)?
+     .visit_field::<PyLineTable>("line_format", Self::VT_LINE_FORMAT, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("line_table", Self::VT_LINE_TABLE, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct PyCodeArgs<'a> {
+    pub id: u32,
+    pub name: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub qualname: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub filename: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub first_line: u32,
+    pub line_format: PyLineTable,
+    pub line_table: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
+}
+impl<'a> Default for PyCodeArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    PyCodeArgs {
+      id: 0,
+      name: None,
+      qualname: None,
+      filename: None,
+      first_line: 0,
+      line_format: PyLineTable::Unknown,
+      line_table: None,
+    }
+  }
+}
+
+pub struct PyCodeBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> PyCodeBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_id(&mut self, id: u32) {
+    self.fbb_.push_slot::<u32>(PyCode::VT_ID, id, 0);
+  }
+  #[inline]
+  pub fn add_name(&mut self, name: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(PyCode::VT_NAME, name);
+  }
+  #[inline]
+  pub fn add_qualname(&mut self, qualname: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(PyCode::VT_QUALNAME, qualname);
+  }
+  #[inline]
+  pub fn add_filename(&mut self, filename: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(PyCode::VT_FILENAME, filename);
+  }
+  #[inline]
+  pub fn add_first_line(&mut self, first_line: u32) {
+    self.fbb_.push_slot::<u32>(PyCode::VT_FIRST_LINE, first_line, 0);
+  }
+  #[inline]
+  pub fn add_line_format(&mut self, line_format: PyLineTable) {
+    self.fbb_.push_slot::<PyLineTable>(PyCode::VT_LINE_FORMAT, line_format, PyLineTable::Unknown);
+  }
+  #[inline]
+  pub fn add_line_table(&mut self, line_table: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u8>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(PyCode::VT_LINE_TABLE, line_table);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> PyCodeBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    PyCodeBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<PyCode<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for PyCode<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("PyCode");
+      ds.field("id", &self.id());
+      ds.field("name", &self.name());
+      ds.field("qualname", &self.qualname());
+      ds.field("filename", &self.filename());
+      ds.field("first_line", &self.first_line());
+      ds.field("line_format", &self.line_format());
+      ds.field("line_table", &self.line_table());
       ds.finish()
   }
 }
@@ -3817,6 +4136,7 @@ impl<'a> Batch<'a> {
   pub const VT_KERNEL_SYMBOLS: ::flatbuffers::VOffsetT = 24;
   pub const VT_REQUESTS: ::flatbuffers::VOffsetT = 26;
   pub const VT_RAW_STACKS: ::flatbuffers::VOffsetT = 28;
+  pub const VT_PY_CODE: ::flatbuffers::VOffsetT = 30;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -3828,6 +4148,7 @@ impl<'a> Batch<'a> {
     args: &'args BatchArgs<'args>
   ) -> ::flatbuffers::WIPOffset<Batch<'bldr>> {
     let mut builder = BatchBuilder::new(_fbb);
+    if let Some(x) = args.py_code { builder.add_py_code(x); }
     if let Some(x) = args.raw_stacks { builder.add_raw_stacks(x); }
     if let Some(x) = args.requests { builder.add_requests(x); }
     if let Some(x) = args.kernel_symbols { builder.add_kernel_symbols(x); }
@@ -3936,6 +4257,14 @@ impl<'a> Batch<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<RawStacks>>(Batch::VT_RAW_STACKS, None)}
   }
+  /// (1.4)
+  #[inline]
+  pub fn py_code(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<PyCode<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<PyCode>>>>(Batch::VT_PY_CODE, None)}
+  }
 }
 
 impl ::flatbuffers::Verifiable for Batch<'_> {
@@ -3957,6 +4286,7 @@ impl ::flatbuffers::Verifiable for Batch<'_> {
      .visit_field::<::flatbuffers::ForwardsUOffset<KernelSymbols>>("kernel_symbols", Self::VT_KERNEL_SYMBOLS, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<RequestEvent>>>>("requests", Self::VT_REQUESTS, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<RawStacks>>("raw_stacks", Self::VT_RAW_STACKS, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<PyCode>>>>("py_code", Self::VT_PY_CODE, false)?
      .finish();
     Ok(())
   }
@@ -3975,6 +4305,7 @@ pub struct BatchArgs<'a> {
     pub kernel_symbols: Option<::flatbuffers::WIPOffset<KernelSymbols<'a>>>,
     pub requests: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<RequestEvent<'a>>>>>,
     pub raw_stacks: Option<::flatbuffers::WIPOffset<RawStacks<'a>>>,
+    pub py_code: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<PyCode<'a>>>>>,
 }
 impl<'a> Default for BatchArgs<'a> {
   #[inline]
@@ -3993,6 +4324,7 @@ impl<'a> Default for BatchArgs<'a> {
       kernel_symbols: None,
       requests: None,
       raw_stacks: None,
+      py_code: None,
     }
   }
 }
@@ -4055,6 +4387,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> BatchBuilder<'a, 'b, A> {
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<RawStacks>>(Batch::VT_RAW_STACKS, raw_stacks);
   }
   #[inline]
+  pub fn add_py_code(&mut self, py_code: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<PyCode<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Batch::VT_PY_CODE, py_code);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> BatchBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     BatchBuilder {
@@ -4085,6 +4421,7 @@ impl ::core::fmt::Debug for Batch<'_> {
       ds.field("kernel_symbols", &self.kernel_symbols());
       ds.field("requests", &self.requests());
       ds.field("raw_stacks", &self.raw_stacks());
+      ds.field("py_code", &self.py_code());
       ds.finish()
   }
 }

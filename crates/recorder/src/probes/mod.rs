@@ -181,6 +181,21 @@ impl Probes {
             .map_err(|e| load_error("add target", e))
     }
 
+    /// Describes a Python process to the frame walk (`None`: forget it).
+    pub fn set_python(&self, pid: u32, layout: Option<&PyLayout>) -> Result<()> {
+        let map = &self.skel.maps.py_procs;
+        match layout {
+            Some(l) => map
+                .update(&pid.to_ne_bytes(), &l.to_bytes(), MapFlags::ANY)
+                .map_err(|e| load_error("describe a Python process", e)),
+            // Already gone (never added, or pid reused) is fine.
+            None => {
+                let _ = map.delete(&pid.to_ne_bytes());
+                Ok(())
+            }
+        }
+    }
+
     /// Kernel-side drop counters, summed over CPUs: (source, reason, count).
     pub fn drops(&self) -> Vec<(&'static str, &'static str, u64)> {
         let mut out: Vec<_> =

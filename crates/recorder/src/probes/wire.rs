@@ -10,6 +10,39 @@ pub const MAX_STACK_DEPTH: usize = 127;
 pub const MAX_STACK_COPY: usize = 65536;
 /// Mirrors `MAX_PAYLOAD`: the most payload bytes a request event carries.
 pub const MAX_PAYLOAD: usize = 4096;
+/// Mirrors `MAX_PY_FRAMES`: the most Python frames a sample carries.
+pub const MAX_PY_FRAMES: usize = 128;
+/// Mirrors `PY_ABSENT`: a field a CPython version does not have.
+pub const PY_ABSENT: u16 = 0xffff;
+pub use raw::PyLayout;
+
+impl PyLayout {
+    /// The bytes of `struct profrec_py_layout` (field by field: no padding
+    /// is read; the layout test checks there is none to fill).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut b = self.runtime.to_ne_bytes().to_vec();
+        for v in [
+            self.runtime_interp_head,
+            self.interp_threads_head,
+            self.tstate_next,
+            self.tstate_thread_id,
+            self.tstate_frame,
+            self.cframe_current_frame,
+            self.frame_previous,
+            self.frame_code,
+            self.frame_instr,
+            self.frame_is_entry,
+            self.frame_owner,
+        ] {
+            b.extend_from_slice(&v.to_ne_bytes());
+        }
+        b.extend_from_slice(&[self.instr_is_pointer, self.every_frame_entry]);
+        b.extend_from_slice(&self.code_name.to_ne_bytes());
+        b.extend_from_slice(&self.code_firstlineno.to_ne_bytes());
+        b.extend_from_slice(&self.pad.to_ne_bytes());
+        b
+    }
+}
 /// Mirrors `TASK_COMM_LEN`.
 const COMM_LEN: usize = 16;
 /// `enum event_type`.
@@ -58,6 +91,47 @@ mod raw {
         pub kstack: [u64; MAX_STACK_DEPTH],
         pub ustack: [u64; MAX_STACK_DEPTH],
         pub user: UserStack,
+        pub py: PyHead,
+    }
+
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    pub struct PyHead {
+        pub frames: u16,
+        pub status: u16,
+        pub pad: u32,
+    }
+
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    pub struct PyFrame {
+        pub code: u64,
+        pub tag: u64,
+        pub instr: u32,
+        pub flags: u32,
+    }
+
+    /// `struct profrec_py_layout`, written by profrec into `py_procs`.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct PyLayout {
+        pub runtime: u64,
+        pub runtime_interp_head: u16,
+        pub interp_threads_head: u16,
+        pub tstate_next: u16,
+        pub tstate_thread_id: u16,
+        pub tstate_frame: u16,
+        pub cframe_current_frame: u16,
+        pub frame_previous: u16,
+        pub frame_code: u16,
+        pub frame_instr: u16,
+        pub frame_is_entry: u16,
+        pub frame_owner: u16,
+        pub instr_is_pointer: u8,
+        pub every_frame_entry: u8,
+        pub code_name: u16,
+        pub code_firstlineno: u16,
+        pub pad: u32,
     }
 
     #[repr(C)]
@@ -115,6 +189,8 @@ mod raw {
 
     impl Plain for Header {}
     impl Plain for Sample {}
+    impl Plain for PyFrame {}
+    impl Plain for PyLayout {}
     impl Plain for Proc {}
     impl Plain for OffCpu {}
     impl Plain for Request {}
@@ -145,6 +221,7 @@ pub enum Event {
         kernel: Vec<u64>,
         user: Vec<u64>,
         stack: UserStack,
+        python: PyStack,
     },
     Fork {
         head: Header,
@@ -275,6 +352,76 @@ impl UserStack {
     }
 }
 
+/// How a Python frame walk ended (`enum py_status`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PyStatus {
+    /// Not a Python process profrec described to the kernel.
+    #[default]
+    NotPython,
+    Ok,
+    /// No thread state is this thread's (not a Python thread, or not yet).
+    NoThread,
+    /// A read of the interpreter's memory failed during the walk.
+    ReadFailed,
+    /// More than [`MAX_PY_FRAMES`] frames: the outermost are missing.
+    Depth,
+    /// A status this build does not know.
+    Other(u16),
+}
+
+impl PyStatus {
+    fn from_raw(v: u16) -> PyStatus {
+        match v {
+            0 => PyStatus::NotPython,
+            1 => PyStatus::Ok,
+            2 => PyStatus::NoThread,
+            3 => PyStatus::ReadFailed,
+            4 => PyStatus::Depth,
+            v => PyStatus::Other(v),
+        }
+    }
+}
+
+/// One Python frame as the walk read it: the code object's address and the
+/// raw instruction field (see `struct profrec_py_frame`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PyRawFrame {
+    pub code: u64,
+    /// Identifies the code object at `code` when the sample was taken.
+    pub tag: u64,
+    pub instr: u32,
+    /// The last frame of one eval-loop run.
+    pub entry: bool,
+}
+
+/// The Python frames of a sample, leaf first.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PyStack {
+    pub status: PyStatus,
+    pub frames: Vec<PyRawFrame>,
+}
+
+impl PyStack {
+    /// The `head.frames` frames at `at` in the record; `None` if it is shorter.
+    fn from_raw(head: &raw::PyHead, record: &[u8], at: usize) -> Option<(PyStack, usize)> {
+        let n = usize::from(head.frames).min(MAX_PY_FRAMES);
+        let size = std::mem::size_of::<raw::PyFrame>();
+        let bytes = record.get(at..at.checked_add(n * size)?)?;
+        let frames = bytes
+            .chunks_exact(size)
+            .map(|c| {
+                raw::read::<raw::PyFrame>(c).map(|f| PyRawFrame {
+                    code: f.code,
+                    tag: f.tag,
+                    instr: f.instr,
+                    entry: f.flags & 1 != 0,
+                })
+            })
+            .collect::<Option<Vec<_>>>()?;
+        Some((PyStack { status: PyStatus::from_raw(head.status), frames }, at + n * size))
+    }
+}
+
 /// Common fields of every event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Header {
@@ -304,12 +451,14 @@ impl Event {
         Some(match h.kind {
             EVENT_SAMPLE => {
                 let e = raw::read::<raw::Sample>(b)?;
+                let (python, at) = PyStack::from_raw(&e.py, b, std::mem::size_of::<raw::Sample>())?;
                 Event::Sample {
                     head,
                     comm: c_string(&e.comm),
                     kernel: frames(&e.kstack, e.kstack_bytes),
                     user: frames(&e.ustack, e.ustack_bytes),
-                    stack: UserStack::from_raw(&e.user, b, std::mem::size_of::<raw::Sample>())?,
+                    stack: UserStack::from_raw(&e.user, b, at)?,
+                    python,
                 }
             }
             EVENT_FORK => Event::Fork { head, ppid: raw::read::<raw::Proc>(b)?.ppid },
@@ -422,7 +571,32 @@ mod tests {
             fields!(
                 "profrec_sample_event",
                 raw::Sample,
-                [h, comm, kstack_bytes, ustack_bytes, kstack, ustack, user]
+                [h, comm, kstack_bytes, ustack_bytes, kstack, ustack, user, py]
+            ),
+            fields!("profrec_py_head", raw::PyHead, [frames, status, pad]),
+            fields!("profrec_py_frame", raw::PyFrame, [code, tag, instr, flags]),
+            fields!(
+                "profrec_py_layout",
+                raw::PyLayout,
+                [
+                    runtime,
+                    runtime_interp_head,
+                    interp_threads_head,
+                    tstate_next,
+                    tstate_thread_id,
+                    tstate_frame,
+                    cframe_current_frame,
+                    frame_previous,
+                    frame_code,
+                    frame_instr,
+                    frame_is_entry,
+                    frame_owner,
+                    instr_is_pointer,
+                    every_frame_entry,
+                    code_name,
+                    code_firstlineno,
+                    pad
+                ]
             ),
             fields!("profrec_proc_event", raw::Proc, [h, ppid, pad, comm]),
             fields!(
@@ -486,6 +660,7 @@ mod tests {
         for ((name, want), c_value) in rust.iter().zip(&got) {
             assert_eq!(c_value, want, "{name}: C says {c_value}, the Rust mirror {want}");
         }
+        assert_eq!(PyLayout::default().to_bytes().len(), size_of::<PyLayout>(), "no padding");
         // The payload follows the mirrored head of the request event directly.
         assert_eq!(got[rust.len()], size_of::<raw::Request>());
     }
@@ -506,15 +681,25 @@ mod tests {
             kstack: [0; MAX_STACK_DEPTH],
             ustack: [0; MAX_STACK_DEPTH],
             user: raw::UserStack { ip: 0x1000, sp: 0x7ffd_0000, bp: 0x7ffd_0040, len: 8, err: 0 },
+            py: raw::PyHead { frames: 2, status: 1, pad: 0 },
         };
         e.comm[..4].copy_from_slice(b"demo");
         e.ustack[..2].copy_from_slice(&[0x1234, 0x5678]);
         let mut b = bytes_of(&e);
+        assert_eq!(Event::parse(&b), None, "py.frames says 2 frames that are missing");
+        b.extend(bytes_of(&raw::PyFrame { code: 0x7000, tag: 1, instr: 24, flags: 0 }));
+        b.extend(bytes_of(&raw::PyFrame { code: 0x8000, tag: 2, instr: 6, flags: 1 }));
         assert_eq!(Event::parse(&b), None, "user.len says 8 stack bytes that are missing");
         b.extend_from_slice(&0xabcdu64.to_ne_bytes());
-        let Some(Event::Sample { head, comm, kernel, user, stack }) = Event::parse(&b) else {
+        let Some(Event::Sample { head, comm, kernel, user, stack, python }) = Event::parse(&b) else {
             panic!("not a sample")
         };
+        assert_eq!(python.status, PyStatus::Ok);
+        let want = [
+            PyRawFrame { code: 0x7000, tag: 1, instr: 24, entry: false },
+            PyRawFrame { code: 0x8000, tag: 2, instr: 6, entry: true },
+        ];
+        assert_eq!(python.frames, want);
         assert_eq!((head.pid, head.tid, head.time_ns), (7, 8, 99));
         assert_eq!(comm, "demo");
         assert!(kernel.is_empty(), "negative length means no kernel stack");

@@ -8,7 +8,7 @@ use profcap_format::{RawStack, Sample, SampleKind, StackEnd, Thread, ValueUnit};
 use super::Session;
 use crate::mem::RingRecord;
 use crate::mmap_events::MapEvent;
-use crate::probes::{Event, Header, MemEvent, MemOp, OffCpu, Probes, Request, RequestOp, UserStack};
+use crate::probes::{Event, Header, MemEvent, MemOp, OffCpu, Probes, PyStack, Request, RequestOp, UserStack};
 use crate::Result;
 
 /// What one pass of the recording loop collected, from three sources.
@@ -133,6 +133,33 @@ impl Session {
         self.unwind_user(pid, stack)
     }
 
+    /// The capture form of an event's Python frames; the code objects they
+    /// name that are new are written first.
+    pub(super) fn python_frames(&mut self, pid: u32, python: &PyStack) -> Result<Vec<u64>> {
+        let frames = self.python.frames(pid, python);
+        for code in self.python.take_new_codes() {
+            let r = self.writer.push_py_code(code);
+            self.write(r)?;
+        }
+        Ok(frames)
+    }
+
+    /// Interns a stack with its Python frames, noting its objects when new.
+    fn full_stack_id(
+        &mut self,
+        pid: u32,
+        kernel: &[u64],
+        user: &[u64],
+        end: StackEnd,
+        python: &[u64],
+    ) -> u64 {
+        let (id, new) = self.writer.intern_full(kernel, user, end, python);
+        if new {
+            self.note_new_stack(pid, kernel, user);
+        }
+        id
+    }
+
     pub(super) fn on_sample(
         &mut self,
         head: Header,
@@ -140,10 +167,12 @@ impl Session {
         kernel: &[u64],
         fp_user: Vec<u64>,
         stack: UserStack,
+        python: PyStack,
     ) -> Result<()> {
         self.note_task(head, comm)?;
         let (user, end) = self.user_frames(head.pid, fp_user, &stack);
-        let stack_id = self.unwound_stack_id(head.pid, kernel, &user, end);
+        let python = self.python_frames(head.pid, &python)?;
+        let stack_id = self.full_stack_id(head.pid, kernel, &user, end, &python);
         let sample = Sample {
             kind: SampleKind::Cpu,
             unit: ValueUnit::Count,
@@ -338,19 +367,29 @@ impl Session {
         self.write(r)
     }
 
+    /// Gives the kernel's Python walk the processes found since the last pass.
+    pub(super) fn update_python(&mut self, probes: &Probes) {
+        for (pid, layout) in self.python.take_kernel_updates() {
+            if let Err(e) = probes.set_python(pid, layout.as_ref()) {
+                log::warn!("pid {pid}: {e}; its Python frames will be missing");
+            }
+        }
+    }
+
     /// Handles one event; returns the pid of a process that exited.
     pub(super) fn on_event(&mut self, probes: &Probes, event: Event) -> Result<Option<u32>> {
         match event {
             Event::Request(e) => self.on_request(e)?,
             Event::Mem(e) => self.on_mem(probes, e)?,
             Event::OffCpu(e) => self.on_offcpu(probes, e)?,
-            Event::Sample { head, comm, kernel, user, stack } => {
-                self.on_sample(head, comm, &kernel, user, stack)?
+            Event::Sample { head, comm, kernel, user, stack, python } => {
+                self.on_sample(head, comm, &kernel, user, stack, python)?
             }
             Event::Fork { head, ppid } => self.on_fork(head.pid, ppid, head.time_ns),
             Event::Exec { head, .. } => self.on_exec(head.pid, head.time_ns),
             Event::Exit { head } => {
                 self.unwinding.forget(head.pid);
+                self.python.forget(head.pid);
                 if let Some(state) = self.procs.remove(&head.pid) {
                     let exited = profcap_format::Process {
                         pid: head.pid,

@@ -109,6 +109,8 @@ struct Session {
     pending_count: usize,
     /// What happened after the last pass's cut, handled in the next pass.
     later: HeldBack,
+    /// Python interpreters, their code objects, and the walk's counts.
+    python: crate::python::Python,
 }
 
 impl Session {
@@ -146,6 +148,7 @@ impl Session {
             pending: HashMap::new(),
             pending_count: 0,
             later: HeldBack::default(),
+            python: crate::python::Python::default(),
         })
     }
 
@@ -153,6 +156,8 @@ impl Session {
         r.map_err(|source| Error::Capture { path: self.path.clone(), source })
     }
 }
+
+use profcap_format::rules::PYTHON_LOSS_SOURCE as PYTHON;
 
 /// Events lost or filtered out, by (source, reason): what the capture's
 /// Lost records say and what the summary counts.
@@ -165,8 +170,13 @@ fn losses(
     sampler_ring: Option<&SamplerRing>,
     mmap_events: Option<&MmapEvents>,
     (malformed_events, foreign_ring_records): (u64, u64),
+    python: &crate::python::PyCounts,
 ) -> Vec<Loss> {
     let mut out = probes.drops();
+    out.push((PYTHON, "frames: thread state not found", python.no_thread));
+    out.push((PYTHON, "frames: read of the interpreter's memory failed", python.read_failed));
+    out.push((PYTHON, "frames: more than 128, the outermost left out", python.depth));
+    out.push((PYTHON, "frames: code object not readable", python.unreadable_code));
     out.push(("bpf", "malformed event", malformed_events));
     if let Some(r) = sampler_ring {
         out.push(("mem", "sampler ring full", r.dropped()));

@@ -96,6 +96,7 @@ impl Session {
             let timeout = self.next_rescan_in().unwrap_or(POLL_INTERVAL).min(POLL_INTERVAL);
             let cut = src.poll(timeout, stop);
             self.due_rescans();
+            self.update_python(src.probes);
             let child_done = src.child.as_mut().is_some_and(|c| c.try_wait().is_some());
             let out_of_time = opts.duration.is_some_and(|d| started.elapsed() >= d);
             let mut finished = stop.load(Ordering::Relaxed) || child_done || out_of_time;
@@ -104,6 +105,7 @@ impl Session {
             }
             let batch = src.collect();
             self.process_batch(src.probes, batch, Some(cut), follow.then_some(&mut live))?;
+            self.update_python(src.probes);
             if self.all_processes {
                 self.prune_pending(monotonic_ns());
             }
@@ -155,7 +157,9 @@ impl Session {
             }
         }
         let counts = (self.malformed_events, self.foreign_ring_records);
-        let losses = losses(src.probes, src.sampling.ring.as_ref(), src.mmap_events.as_ref(), counts);
+        let python = self.python.counts;
+        let losses =
+            losses(src.probes, src.sampling.ring.as_ref(), src.mmap_events.as_ref(), counts, &python);
         self.finish_material(opts.embed, &losses)?;
         meta.end_wall_ns = wall_ns();
         meta.end_mono_ns = monotonic_ns();
@@ -178,10 +182,23 @@ impl Session {
             meta.extra.push((settings::UNWOUND_STACKS.into(), unwound.stacks.to_string()));
             meta.extra.push((settings::UNWIND_WALK_NS.into(), unwound.walk_time.as_nanos().to_string()));
         }
+        if python.with_frames > 0 {
+            log::info!(
+                "Python frames in {} samples ({} code objects read)",
+                python.with_frames,
+                python.codes
+            );
+            meta.extra.push((settings::PYTHON_SAMPLES.into(), python.with_frames.to_string()));
+        }
         let r = self.writer.push_meta(meta);
         self.write(r)?;
-        // Blocks shorter than --min-block are filtered by choice, not lost.
-        let lost: u64 = losses.iter().filter(|(_, reason, _)| !is_filtered(reason)).map(|(_, _, n)| n).sum();
+        // Blocks shorter than --min-block are filtered by choice, not lost;
+        // samples whose Python frames could not be read are kept.
+        let lost: u64 = losses
+            .iter()
+            .filter(|(source, reason, _)| !is_filtered(reason) && *source != super::PYTHON)
+            .map(|(_, _, n)| n)
+            .sum();
         let Sources { ring, child, .. } = src;
         drop(ring);
         let objects = self.objects.iter().filter(|o| o.used).count();

@@ -117,6 +117,7 @@ impl Session {
             self.rescan_maps(pid);
         } else {
             self.procs.remove(&pid);
+            self.python.forget(pid);
             self.scan_process(pid, time_ns, time_ns);
         }
         let now = Instant::now();
@@ -140,6 +141,7 @@ impl Session {
 
     /// `pid` exec'd at `time_ns`: its mappings start again.
     fn new_generation(&mut self, pid: u32, time_ns: u64, comm: String) {
+        self.python.forget(pid);
         let start_ticks = self.procs.get(&pid).map_or(0, |p| p.start_ticks);
         let mut process = procfs::read_process(pid)
             .ok()
@@ -208,6 +210,8 @@ impl Session {
             return;
         }
         let object = self.object_for(pid, entry);
+        let data = self.objects[object].file.as_ref().map(MappedFile::bytes);
+        self.python.consider_mapping(pid, entry, data);
         let Some(state) = self.procs.get_mut(&pid) else {
             return;
         };
