@@ -77,12 +77,16 @@ struct profrec_py_layout {
 	__u16 frame_owner;            /* 3.11+; owner 3 = an eval loop's entry (C stack) frame */
 	__u8 instr_is_pointer;        /* frame_instr points into the code object */
 	__u8 every_frame_entry;       /* <= 3.10: one eval-loop run per frame */
-	/* Two 8-byte words of the code object (co_name, co_firstlineno) whose
-	 * XOR tags it: a code object freed and another made at its address
-	 * reads as a different tag, so profrec never names it by the old one. */
+	/* A code object's tag: the hash of its name (str at code_name, hash at
+	 * str_hash) XOR the 8 bytes at code_tag (co_firstlineno before 3.12,
+	 * co_version, unique per code object, from 3.12). A code object freed
+	 * and another made at its address (with its name string at the old
+	 * one's address, as a loop of compile() does) reads as a different tag,
+	 * so profrec never names it by the old one. */
 	__u16 code_name;
-	__u16 code_firstlineno;
-	__u32 pad;
+	__u16 code_tag;
+	__u16 str_hash;
+	__u16 pad;
 };
 
 /* Why a Python walk ended (struct profrec_py_head.status). */

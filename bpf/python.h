@@ -129,7 +129,8 @@ static long py_walk_step(__u64 i, void *arg)
 	f->code = code;
 	/* A tag read failing is not the walk failing: the frame is kept. */
 	__u8 tag_failed = 0;
-	f->tag = py_read_ptr(code + s->l.code_name, &tag_failed) ^ py_read_ptr(code + s->l.code_firstlineno, &tag_failed);
+	__u64 name = py_read_ptr(code + s->l.code_name, &tag_failed);
+	f->tag = py_read_ptr(name + s->l.str_hash, &tag_failed) ^ py_read_ptr(code + s->l.code_tag, &tag_failed);
 	if (s->l.instr_is_pointer) {
 		__u64 ip = py_read_ptr(frame + s->l.frame_instr, &s->failed);
 		f->instr = (__u32)(ip - f->code);

@@ -20,6 +20,7 @@ use profcap_analyze::profile::list_samples;
 use profcap_analyze::requests::{
     self, capture_spans, join, load_span_file, Selection, SortBy, Span, SpanIndex,
 };
+use profcap_analyze::symbolize::PythonFrames;
 use profcap_analyze::{build, Filter, Grouping, Material, Profile, ProfileOptions, SymbolizeOptions};
 use profcap_format::SampleKind;
 
@@ -203,6 +204,13 @@ enum RequestSort {
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
+enum PythonMode {
+    Merged,
+    Only,
+    Native,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
 enum By {
     Function,
     Module,
@@ -325,6 +333,11 @@ struct Common {
     /// Fold inlined functions into their callers.
     #[arg(long, help_heading = "Symbols and unwinding")]
     no_inline: bool,
+    /// Python frames: `merged` in place of the interpreter's eval loop (native
+    /// callers above them, C extensions and libraries below), `only` Python
+    /// frames (stacks without any stay native), or `native` frames only.
+    #[arg(long, value_enum, value_name = "HOW", default_value = "merged", help_heading = "Stacks")]
+    python: PythonMode,
     /// Fail on a damaged capture instead of skipping damaged chunks.
     #[arg(long, help_heading = "Input")]
     strict: bool,
@@ -382,6 +395,11 @@ impl Common {
         symbolize.local_files = !self.no_local_files;
         symbolize.lines = self.lines;
         symbolize.inlines = !self.no_inline;
+        symbolize.python = match self.python {
+            PythonMode::Merged => PythonFrames::Merged,
+            PythonMode::Only => PythonFrames::Only,
+            PythonMode::Native => PythonFrames::Native,
+        };
         let mut opts = ProfileOptions::default();
         opts.filter = filter;
         opts.grouping = grouping;

@@ -2,6 +2,8 @@
 
 use serde::Serialize;
 
+use profcap_format::rules::PYTHON_LOSS_SOURCE;
+
 use crate::capture::Material;
 use crate::symbolize::hex;
 
@@ -27,6 +29,9 @@ pub struct Info {
     pub stacks: usize,
     /// How the samples' user stacks were unwound and whether they are complete.
     pub unwinding: UnwindInfo,
+    /// Python frames (absent when no sample has any, nor failed to).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub python: Option<PythonInfo>,
     pub processes: Vec<ProcessInfo>,
     pub threads: usize,
     pub mappings: usize,
@@ -100,6 +105,32 @@ fn unwinding(m: &Material) -> UnwindInfo {
     u
 }
 
+/// Python frames in the capture.
+#[derive(Debug, Clone, Serialize)]
+pub struct PythonInfo {
+    /// Samples whose stack has Python frames.
+    pub samples: u64,
+    /// Distinct code objects (functions, modules) the recorder read.
+    pub code_objects: usize,
+    /// Frames or walks that could not be read, by why (their samples are
+    /// kept, with native frames).
+    pub unread: Vec<LostInfo>,
+}
+
+fn python(m: &Material) -> Option<PythonInfo> {
+    let unread: Vec<LostInfo> = m
+        .lost
+        .iter()
+        .filter(|l| l.source == PYTHON_LOSS_SOURCE)
+        .map(|l| LostInfo { source: l.source.clone(), reason: l.reason.clone(), count: l.count })
+        .collect();
+    (m.python_samples > 0 || !unread.is_empty()).then(|| PythonInfo {
+        samples: m.python_samples,
+        code_objects: m.py_code.len(),
+        unread,
+    })
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct ProcessInfo {
     pub pid: u32,
@@ -170,6 +201,7 @@ pub fn info(m: &Material, format_version: (u16, u16)) -> Info {
         samples_by_kind: m.kind_counts.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect(),
         stacks: m.stacks.len(),
         unwinding: unwinding(m),
+        python: python(m),
         processes,
         threads: m.threads.len(),
         mappings: m.mappings.values().map(Vec::len).sum(),
@@ -178,6 +210,7 @@ pub fn info(m: &Material, format_version: (u16, u16)) -> Info {
         lost: m
             .lost
             .iter()
+            .filter(|l| l.source != PYTHON_LOSS_SOURCE)
             .map(|l| LostInfo { source: l.source.clone(), reason: l.reason.clone(), count: l.count })
             .collect(),
         allocs: m.alloc_count,

@@ -53,6 +53,16 @@ pub fn write_info(i: &Info, out: &mut impl Write) -> std::io::Result<()> {
             "unwinding:    frame pointers only (recorded with --stack-bytes 0 or by an older profrec)"
         )?;
     }
+    if let Some(py) = &i.python {
+        writeln!(
+            out,
+            "python:       {} of {} samples have Python frames; {} code objects",
+            py.samples, i.samples, py.code_objects
+        )?;
+        for l in &py.unread {
+            writeln!(out, "  not read: {}: {}", l.reason, l.count)?;
+        }
+    }
     writeln!(out, "processes:    {}   threads: {}   mappings: {}", i.processes.len(), i.threads, i.mappings)?;
     for p in i.processes.iter().take(20) {
         let state = if p.exited { "exited" } else { "running at end" };

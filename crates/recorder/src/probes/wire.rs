@@ -38,7 +38,8 @@ impl PyLayout {
         }
         b.extend_from_slice(&[self.instr_is_pointer, self.every_frame_entry]);
         b.extend_from_slice(&self.code_name.to_ne_bytes());
-        b.extend_from_slice(&self.code_firstlineno.to_ne_bytes());
+        b.extend_from_slice(&self.code_tag.to_ne_bytes());
+        b.extend_from_slice(&self.str_hash.to_ne_bytes());
         b.extend_from_slice(&self.pad.to_ne_bytes());
         b
     }
@@ -130,8 +131,9 @@ mod raw {
         pub instr_is_pointer: u8,
         pub every_frame_entry: u8,
         pub code_name: u16,
-        pub code_firstlineno: u16,
-        pub pad: u32,
+        pub code_tag: u16,
+        pub str_hash: u16,
+        pub pad: u16,
     }
 
     #[repr(C)]
@@ -594,7 +596,8 @@ mod tests {
                     instr_is_pointer,
                     every_frame_entry,
                     code_name,
-                    code_firstlineno,
+                    code_tag,
+                    str_hash,
                     pad
                 ]
             ),

@@ -21,6 +21,9 @@ pub(crate) struct CodeLayout {
     /// Start of the bytecode inside the code object (3.11+; else `PY_ABSENT`).
     pub(crate) code_adaptive: u16,
     pub(crate) line_format: PyLineTable,
+    /// An 8-byte word that differs between code objects made one after the
+    /// other: around `co_firstlineno` before 3.12, `co_version` from 3.12.
+    pub(crate) tag: u16,
     /// `sizeof(PyASCIIObject)`: where an ASCII string's characters start.
     pub(crate) ascii_size: u16,
     /// `sizeof(PyCompactUnicodeObject)`: where other compact strings' start.
@@ -42,7 +45,8 @@ impl Layout {
         PyLayout {
             runtime,
             code_name: self.code.name,
-            code_firstlineno: self.code.firstlineno,
+            code_tag: self.code.tag,
+            str_hash: UNICODE_HASH as u16,
             ..self.walk_fields
         }
     }
@@ -51,6 +55,8 @@ impl Layout {
 /// `PyUnicodeObject` fields, the same from 3.8 to 3.13.
 pub(crate) const UNICODE_LENGTH: u64 = 16;
 pub(crate) const UNICODE_STATE: u64 = 32;
+/// `PyASCIIObject.hash`, the same from 3.8 to 3.13.
+pub(crate) const UNICODE_HASH: u64 = 24;
 /// `PyBytesObject.ob_size` and `.ob_sval`, the same from 3.8 to 3.13.
 pub(crate) const BYTES_SIZE: u64 = 16;
 pub(crate) const BYTES_SVAL: u64 = 32;
@@ -88,14 +94,15 @@ const fn walk(
         every_frame_entry: !pointer as u8,
         // Filled in from the code layout (`Layout::walk`).
         code_name: 0,
-        code_firstlineno: 0,
+        code_tag: 0,
+        str_hash: 0,
         pad: 0,
     }
 }
 
 const fn code(
     (filename, name, qualname): (u16, u16, u16),
-    firstlineno: u16,
+    (firstlineno, tag): (u16, u16),
     linetable: u16,
     code_adaptive: u16,
     line_format: PyLineTable,
@@ -106,6 +113,7 @@ const fn code(
         name,
         qualname,
         firstlineno,
+        tag,
         linetable,
         code_adaptive,
         line_format,
@@ -114,32 +122,35 @@ const fn code(
     }
 }
 
+/// `PyCodeObject.co_version` in 3.12 and 3.13 (not among 3.13's debug offsets).
+const CO_VERSION: u16 = 92;
+
 /// The versions a table describes.
 const TABLE: [Layout; 5] = [
     Layout {
         version: (3, 8),
         walk_fields: walk(32, 8, 176, 24, A, (24, 32, 104), (A, A), false),
-        code: code((104, 112, A), 40, 120, A, PyLineTable::Lnotab, (48, 72)),
+        code: code((104, 112, A), (40, 40), 120, A, PyLineTable::Lnotab, (48, 72)),
     },
     Layout {
         version: (3, 9),
         walk_fields: walk(32, 8, 176, 24, A, (24, 32, 104), (A, A), false),
-        code: code((104, 112, A), 40, 120, A, PyLineTable::Lnotab, (48, 72)),
+        code: code((104, 112, A), (40, 40), 120, A, PyLineTable::Lnotab, (48, 72)),
     },
     Layout {
         version: (3, 10),
         walk_fields: walk(32, 8, 176, 24, A, (24, 32, 96), (A, A), false),
-        code: code((104, 112, A), 40, 120, A, PyLineTable::Lines310, (48, 72)),
+        code: code((104, 112, A), (40, 40), 120, A, PyLineTable::Lines310, (48, 72)),
     },
     Layout {
         version: (3, 11),
         walk_fields: walk(40, 16, 152, 56, 8, (48, 32, 56), (68, 69), true),
-        code: code((112, 120, 128), 72, 136, 184, PyLineTable::Locations311, (48, 72)),
+        code: code((112, 120, 128), (72, 72), 136, 184, PyLineTable::Locations311, (48, 72)),
     },
     Layout {
         version: (3, 12),
         walk_fields: walk(40, 72, 136, 56, 0, (8, 0, 56), (A, 70), true),
-        code: code((112, 120, 128), 68, 136, 192, PyLineTable::Locations311, (40, 56)),
+        code: code((112, 120, 128), (68, CO_VERSION), 136, 192, PyLineTable::Locations311, (40, 56)),
     },
 ];
 
@@ -188,7 +199,8 @@ pub(crate) fn from_debug_offsets(raw: &[u8]) -> Result<Layout, String> {
         instr_is_pointer: 1,
         every_frame_entry: 0,
         code_name: 0,
-        code_firstlineno: 0,
+        code_tag: 0,
+        str_hash: 0,
         pad: 0,
     };
     let ascii_size = small(70)?;
@@ -197,6 +209,7 @@ pub(crate) fn from_debug_offsets(raw: &[u8]) -> Result<Layout, String> {
         name: small(36)?,
         qualname: small(37)?,
         firstlineno: small(39)?,
+        tag: CO_VERSION,
         linetable: small(38)?,
         code_adaptive: small(43)?,
         line_format: PyLineTable::Locations311,

@@ -197,6 +197,14 @@ impl Python {
                             self.next_code += 1;
                             code.id = self.next_code;
                             self.counts.codes += 1;
+                            log::trace!(
+                                "pid {pid}: code {:#x} tag {:#x}: {} {} {}",
+                                f.code,
+                                f.tag,
+                                code.name,
+                                code.qualname,
+                                code.filename
+                            );
                             self.new_codes.push(code);
                             self.next_code
                         }
@@ -241,11 +249,25 @@ fn byte_offset(layout: &Layout, instr: u32) -> u32 {
 /// made at its address since).
 fn read_code(memory: &Memory, interp: &Interpreter, addr: u64, tag: u64) -> Option<PyCode> {
     let c = &interp.layout.code;
-    if memory.u64(addr.checked_add(OB_TYPE)?)? != interp.code_type {
+    // Alive and a code object: a frame just popped can still point at its
+    // code after that was freed (the allocator then writes its free-list
+    // link over the reference count, and glibc its key over the type).
+    let alive = || {
+        let refs = memory.u64(addr)?;
+        Some(
+            (1..=u64::from(u32::MAX)).contains(&refs)
+                && memory.u64(addr.checked_add(OB_TYPE)?)? == interp.code_type,
+        )
+    };
+    if !alive()? {
         return None;
     }
     let at = |off: u16| addr.checked_add(u64::from(off));
-    if memory.u64(at(c.name)?)? ^ memory.u64(at(c.firstlineno)?)? != tag {
+    let tag_now = || {
+        let name = memory.u64(at(c.name)?)?;
+        Some(memory.u64(name.checked_add(layouts::UNICODE_HASH)?)? ^ memory.u64(at(c.tag)?)?)
+    };
+    if tag_now()? != tag {
         return None;
     }
     let qualname = if c.qualname == PY_ABSENT {
@@ -253,7 +275,7 @@ fn read_code(memory: &Memory, interp: &Interpreter, addr: u64, tag: u64) -> Opti
     } else {
         read_str(memory, c, memory.u64(at(c.qualname)?)?)?
     };
-    Some(PyCode {
+    let code = PyCode {
         id: 0,
         name: read_str(memory, c, memory.u64(at(c.name)?)?)?,
         qualname,
@@ -261,7 +283,10 @@ fn read_code(memory: &Memory, interp: &Interpreter, addr: u64, tag: u64) -> Opti
         first_line: u32::try_from(memory.u32(at(c.firstlineno)?)? as i32).unwrap_or(0),
         line_format: c.line_format,
         line_table: read_bytes(memory, memory.u64(at(c.linetable)?)?).unwrap_or_default(),
-    })
+    };
+    // The process runs on while we read: if the object was freed and
+    // another made in its place meanwhile, the fields may be of both.
+    (tag_now()? == tag && alive()?).then_some(code)
 }
 
 /// A compact `str` object's text (at most [`MAX_NAME_BYTES`] characters).

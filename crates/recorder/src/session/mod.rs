@@ -173,10 +173,10 @@ fn losses(
     python: &crate::python::PyCounts,
 ) -> Vec<Loss> {
     let mut out = probes.drops();
-    out.push((PYTHON, "frames: thread state not found", python.no_thread));
-    out.push((PYTHON, "frames: read of the interpreter's memory failed", python.read_failed));
-    out.push((PYTHON, "frames: more than 128, the outermost left out", python.depth));
-    out.push((PYTHON, "frames: code object not readable", python.unreadable_code));
+    out.push((PYTHON, "thread state not found", python.no_thread));
+    out.push((PYTHON, "read of the interpreter's memory failed", python.read_failed));
+    out.push((PYTHON, "more than 128 frames, the outermost left out", python.depth));
+    out.push((PYTHON, "code object not readable (freed or changed)", python.unreadable_code));
     out.push(("bpf", "malformed event", malformed_events));
     if let Some(r) = sampler_ring {
         out.push(("mem", "sampler ring full", r.dropped()));

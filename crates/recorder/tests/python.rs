@@ -1,0 +1,253 @@
+//! Python frames from real interpreters: every CPython profrec supports that
+//! is installed here (pyenv's 3.8 to 3.13 and Debian's python3.11), walked
+//! in BPF and merged offline (root: these load BPF programs).
+
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use common::{profile, root_or_skip};
+use profcap_analyze::symbolize::FrameKind;
+use profcap_analyze::{build, Grouping, Material, Profile, ProfileOptions};
+use profcap_recorder::{record, RecordOptions, Target};
+
+fn program(name: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/programs").join(name).display().to_string()
+}
+
+/// pyenv's CPython 3.`minor` (the newest patch release installed).
+fn pyenv(minor: u32) -> PathBuf {
+    let root = std::env::var_os("PYENV_ROOT").map_or_else(|| PathBuf::from("/root/.pyenv"), PathBuf::from);
+    let mut found: Vec<PathBuf> = std::fs::read_dir(root.join("versions"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&format!("3.{minor}.")))
+        .map(|e| e.path().join(format!("bin/python3.{minor}")))
+        .filter(|p| p.exists())
+        .collect();
+    found.sort();
+    found.pop().unwrap_or_else(|| panic!("CPython 3.{minor} is needed: `pyenv install 3.{minor}`"))
+}
+
+/// Every interpreter the tests run: (label, path).
+fn interpreters() -> Vec<(String, PathBuf)> {
+    let mut v: Vec<(String, PathBuf)> = (8..=13).map(|m| (format!("pyenv 3.{m}"), pyenv(m))).collect();
+    v.push(("Debian python3.11".into(), PathBuf::from("/usr/bin/python3.11")));
+    v
+}
+
+fn run(cap: &Path, argv: Vec<String>, freq: u64) {
+    let mut o = RecordOptions::new(cap.to_owned(), Target::Spawn(argv));
+    o.freq = freq;
+    let summary = record(&o, Arc::new(AtomicBool::new(false))).unwrap();
+    assert_eq!(summary.child_exit, Some(0));
+}
+
+fn names(frames: &[profcap_analyze::symbolize::Frame]) -> Vec<&str> {
+    frames.iter().map(|f| &*f.name).collect()
+}
+
+/// The Python function name of a frame name: `py::mod.Cls.f (file:1)` -> `Cls.f`.
+fn function(name: &str) -> Option<&str> {
+    let rest = name.strip_prefix("py::")?;
+    let head = rest.split(" (").next()?;
+    Some(head.split_once('.').map_or(head, |(_, f)| f))
+}
+
+/// Of the samples in `spin`, the share (percent) whose Python frames are
+/// the whole chain of callers, in order and nothing else between them.
+fn full_chain_share(p: &Profile) -> (f64, i64) {
+    let (mut full, mut all) = (0i64, 0i64);
+    for (frames, v) in &p.stacks {
+        let py: Vec<&str> =
+            frames.iter().filter(|f| f.kind == FrameKind::Python).filter_map(|f| function(&f.name)).collect();
+        if py.last() != Some(&"spin") {
+            continue;
+        }
+        all += v;
+        // Before 3.11 code objects have no qualified name: `step`, not `Worker.step`.
+        let step = if py.contains(&"Worker.step") { "Worker.step" } else { "step" };
+        let chain = |work| vec!["<module>", "main", "level1", "level2", step, work, "spin"];
+        if py == chain("hot") || py == chain("cold") {
+            full += v;
+        }
+    }
+    (if all == 0 { 0.0 } else { 100.0 * full as f64 / all as f64 }, all)
+}
+
+/// The value of stacks with a Python frame of function `f`.
+fn value_in(p: &Profile, f: &str) -> i64 {
+    p.stacks
+        .iter()
+        .filter(|(frames, _)| frames.iter().any(|x| function(&x.name) == Some(f)))
+        .map(|(_, v)| v)
+        .sum()
+}
+
+#[test]
+fn every_installed_cpython_names_its_functions_with_all_their_callers() {
+    if !root_or_skip() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    for (label, python) in interpreters() {
+        let cap = dir.path().join("py.cap");
+        run(&cap, vec![python.display().to_string(), program("pywork.py"), "1.5".into()], 499);
+        let (m, p) = profile(&cap, Grouping::default());
+        let (full, in_spin) = full_chain_share(&p);
+        let (hot, cold) = (value_in(&p, "hot"), value_in(&p, "cold"));
+        let hot_share = 100.0 * hot as f64 / (hot + cold).max(1) as f64;
+        eprintln!(
+            "{label}: {} of {} samples with Python frames, {in_spin} in spin, full chain {full:.1}%, hot {hot_share:.1}%",
+            m.python_samples, m.sample_count
+        );
+        assert!(in_spin as f64 > 0.8 * m.sample_count as f64, "{label}: most samples are in spin");
+        assert!(full >= 99.0, "{label}: the full Python caller chain in {full:.1}% of spin's samples");
+        // 3 units of work against 1: 75%, within sampling noise of ~700 samples.
+        assert!((hot_share - 75.0).abs() < 8.0, "{label}: hot {hot_share:.1}%");
+        // Merged where the eval loop ran: native entry at the root, no eval
+        // loop frame left where Python frames took its place.
+        let merged: i64 = p
+            .stacks
+            .iter()
+            .filter(|(f, _)| f.iter().any(|x| function(&x.name) == Some("spin")))
+            .filter(|(f, _)| {
+                f[0].name.as_ref() == "_start" && !names(f).contains(&"_PyEval_EvalFrameDefault")
+            })
+            .map(|(_, v)| v)
+            .sum();
+        assert!(merged as f64 >= 0.99 * in_spin as f64, "{label}: {merged} of {in_spin} merged under _start");
+        // Lines come from the instruction offsets: spin's loop is lines 13-14.
+        let mut o = ProfileOptions::default();
+        o.symbolize.local_files = false;
+        o.symbolize.lines = true;
+        let lines = build(&m, &o).unwrap();
+        let in_loop: i64 = lines
+            .stacks
+            .iter()
+            .filter(|(f, _)| {
+                f.iter().rev().find(|x| x.kind == FrameKind::Python).is_some_and(|x| {
+                    x.name.contains("spin (pywork.py:13)") || x.name.contains("spin (pywork.py:14)")
+                })
+            })
+            .map(|(_, v)| v)
+            .sum();
+        assert!(
+            in_loop as f64 >= 0.9 * in_spin as f64,
+            "{label}: {in_loop} of {in_spin} on spin's loop lines"
+        );
+    }
+}
+
+/// The capture's Python frame names, by thread.
+fn python_names_by_tid(m: &Material) -> std::collections::BTreeMap<u32, std::collections::BTreeSet<String>> {
+    let mut o = ProfileOptions::default();
+    o.symbolize.local_files = false;
+    o.grouping.thread = true;
+    let p = build(m, &o).unwrap();
+    let mut out: std::collections::BTreeMap<u32, std::collections::BTreeSet<String>> = Default::default();
+    for (frames, _) in &p.stacks {
+        // The thread root frame reads "name (tid)".
+        let Some(tid) = frames[0].name.rsplit('(').next().and_then(|t| t.trim_end_matches(')').parse().ok())
+        else {
+            continue;
+        };
+        out.entry(tid).or_default().extend(
+            frames
+                .iter()
+                .filter(|f| f.kind == FrameKind::Python)
+                .filter_map(|f| function(&f.name))
+                .map(String::from),
+        );
+    }
+    out
+}
+
+#[test]
+fn threads_subprocesses_freed_code_and_deep_recursion_never_mislead() {
+    if !root_or_skip() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    for minor in [8, 11, 12, 13] {
+        let cap = dir.path().join("hostile.cap");
+        run(&cap, vec![pyenv(minor).display().to_string(), program("pyhostile.py"), "3".into()], 499);
+        let (m, p) = profile(&cap, Grouping::default());
+        let label = format!("3.{minor}");
+        // Each thread in its own function, never the other's.
+        let by_tid = python_names_by_tid(&m);
+        let tid_of =
+            |f: &str| -> Vec<u32> { by_tid.iter().filter(|(_, n)| n.contains(f)).map(|(t, _)| *t).collect() };
+        let (a, b) = (tid_of("thread_a"), tid_of("thread_b"));
+        assert_eq!(a.len(), 1, "{label}: thread_a seen on one thread: {a:?}");
+        assert_eq!(b.len(), 1, "{label}: thread_b seen on one thread: {b:?}");
+        assert_ne!(a, b, "{label}: the threads' frames are their own");
+        // The subprocess has Python frames of its own.
+        assert!(value_in(&p, "child_work") > 0, "{label}: the child process's work is named");
+        // Freed and re-made code objects: a churn_N frame always comes from
+        // its own code object (`<churn N>`), never a dead one at its address.
+        let mut churned = 0;
+        for (frames, v) in &p.stacks {
+            for f in frames.iter().filter(|f| f.name.contains("churn_")) {
+                let n = f.name.split("churn_").nth(1).unwrap().split(' ').next().unwrap();
+                assert!(
+                    f.name.contains(&format!("<churn {n}>")),
+                    "{label}: {} named by another code object",
+                    f.name
+                );
+                churned += v;
+            }
+        }
+        assert!(churned > 0, "{label}: churned functions were sampled");
+        // Deeper than the walk's limit: the innermost frames are kept and
+        // the cut is counted.
+        let deepest = p
+            .stacks
+            .iter()
+            .map(|(f, _)| f.iter().filter(|x| function(&x.name) == Some("deep")).count())
+            .max()
+            .unwrap_or(0);
+        assert!((120..=128).contains(&deepest), "{label}: {deepest} deep frames");
+        let cut = m
+            .lost
+            .iter()
+            .find(|l| l.source == "python" && l.reason.contains("more than 128"))
+            .map_or(0, |l| l.count);
+        assert!(cut > 0, "{label}: walks cut at the limit are counted");
+        eprintln!(
+            "{label}: python losses {:?}",
+            m.lost.iter().filter(|l| l.source == "python").collect::<Vec<_>>()
+        );
+    }
+}
+
+#[test]
+fn an_unsupported_python_gets_one_warning_and_keeps_its_native_stacks() {
+    if !root_or_skip() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let cap = dir.path().join("py37.cap");
+    let python = pyenv(7);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_profrec"))
+        .args(["-F", "199", "-o"])
+        .arg(&cap)
+        .arg("--")
+        .arg(&python)
+        .args([program("pywork.py"), "1".into()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(stderr.matches("CPython 3.7 is not supported").count(), 1, "one warning: {stderr}");
+    let (m, p) = profile(&cap, Grouping::default());
+    assert_eq!(m.python_samples, 0);
+    let eval: i64 =
+        p.stacks.iter().filter(|(f, _)| names(f).contains(&"_PyEval_EvalFrameDefault")).map(|(_, v)| v).sum();
+    assert!(eval as f64 > 0.8 * p.total as f64, "native stacks through the eval loop: {eval} of {}", p.total);
+}
