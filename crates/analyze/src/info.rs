@@ -124,11 +124,8 @@ fn python(m: &Material) -> Option<PythonInfo> {
         .filter(|l| l.source == PYTHON_LOSS_SOURCE)
         .map(|l| LostInfo { source: l.source.clone(), reason: l.reason.clone(), count: l.count })
         .collect();
-    (m.python_samples > 0 || !unread.is_empty()).then(|| PythonInfo {
-        samples: m.python_samples,
-        code_objects: m.py_code.len(),
-        unread,
-    })
+    let seen = m.python_samples > 0 || !unread.is_empty();
+    seen.then_some(PythonInfo { samples: m.python_samples, code_objects: m.py_code.len(), unread })
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -22,6 +22,7 @@ pub fn root_or_skip() -> bool {
 }
 
 /// A fixture program, built once per test binary by fixtures/build.sh.
+#[allow(dead_code)] // not every test binary uses every helper
 pub fn fixture(name: &str) -> PathBuf {
     static BUILD: Once = Once::new();
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
