@@ -19,6 +19,7 @@
 #include <bpf/bpf_tracing.h>
 #include <bpf/bpf_core_read.h>
 #include "common.h"
+#include "python.h"
 
 char LICENSE[] SEC("license") = "Dual MIT/GPL";
 
@@ -46,15 +47,9 @@ struct {
 	__type(value, struct in_alloc);
 } calls SEC(".maps");
 
-static __always_inline void send(__u32 op, __u64 addr, __u64 size, __u64 old, __u64 weight, __s32 stack)
+static __always_inline void fill(struct profrec_mem_event *e, __u64 id, __u32 op, __u64 addr, __u64 size,
+				 __u64 old, __u64 weight, __s32 stack)
 {
-	__u64 id = bpf_get_current_pid_tgid();
-	struct profrec_mem_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
-
-	if (!e) {
-		count_drop(DROP_RINGBUF_FULL);
-		return;
-	}
 	e->h.type = EVENT_MEM;
 	e->h.pid = id >> 32;
 	e->h.tid = (__u32)id;
@@ -66,6 +61,63 @@ static __always_inline void send(__u32 op, __u64 addr, __u64 size, __u64 old, __
 	e->size = size;
 	e->old_addr = old;
 	e->weight = weight;
+	__builtin_memset(&e->user, 0, sizeof(e->user));
+	__builtin_memset(&e->py, 0, sizeof(e->py));
+}
+
+/* An allocation event of a Python process and its Python frames are built
+ * here, then only the frames used go into the ring. `busy` keeps a program
+ * that preempts one on the same CPU from writing into the same buffer: that
+ * one goes without Python frames. */
+struct mem_with_python {
+	struct profrec_mem_event e;
+	struct profrec_py_frame py[MAX_PY_FRAMES];
+	__u32 busy;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct mem_with_python);
+} mem_scratch SEC(".maps");
+
+static __always_inline bool send_python(__u64 id, __u32 op, __u64 addr, __u64 size, __u64 old, __u64 weight,
+					__s32 stack)
+{
+	__u32 zero = 0, tgid = id >> 32;
+	if (!bpf_map_lookup_elem(&py_procs, &tgid))
+		return false;
+	struct mem_with_python *b = bpf_map_lookup_elem(&mem_scratch, &zero);
+	if (!b || b->busy)
+		return false;
+	b->busy = 1;
+	fill(&b->e, id, op, addr, size, old, weight, stack);
+	__u16 status = PY_NOT_PYTHON;
+	__u32 n = py_walk(tgid, (__u32)id, b->py, &status);
+	if (n > MAX_PY_FRAMES)
+		n = MAX_PY_FRAMES;
+	b->e.py.frames = n;
+	b->e.py.slots = n;
+	b->e.py.status = status;
+	if (bpf_ringbuf_output(&events, b, sizeof(b->e) + n * sizeof(struct profrec_py_frame), sample_wakeup_flag()))
+		count_drop(DROP_RINGBUF_FULL);
+	b->busy = 0;
+	return true;
+}
+
+static __always_inline void send(__u32 op, __u64 addr, __u64 size, __u64 old, __u64 weight, __s32 stack)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	if (op != MEMEV_FREE && send_python(id, op, addr, size, old, weight, stack))
+		return;
+	struct profrec_mem_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+
+	if (!e) {
+		count_drop(DROP_RINGBUF_FULL);
+		return;
+	}
+	fill(e, id, op, addr, size, old, weight, stack);
 	bpf_ringbuf_submit(e, sample_wakeup_flag());
 }
 
@@ -178,15 +230,41 @@ int BPF_UPROBE(free_enter, __u64 ptr)
 	return 0;
 }
 
-/* Sampled mode: profcap_sampled_alloc(void *ptr, size_t size, uint64_t weight). */
+/* Sampled mode: profcap_sampled_alloc(void *ptr, size_t size, uint64_t weight).
+ * The sampler calls it for picks the ring cannot take, and for every pick
+ * in a Python process: those get the Python frames and, for DWARF
+ * unwinding, the registers and stack bytes (picks are rare: a fixed-size
+ * reservation in the ring is affordable). */
 SEC("uprobe")
 int BPF_UPROBE(sampled_alloc, __u64 ptr, __u64 size, __u64 weight)
 {
-	if (!is_target(bpf_get_current_pid_tgid() >> 32))
+	__u64 id = bpf_get_current_pid_tgid();
+	__u32 tgid = id >> 32;
+
+	if (!is_target(tgid))
 		return 0;
 	/* Leave out this function's own frame; the sampler's wrapper frames
 	 * below it are cut by profrec (strip_sampler_frames in session/events.rs). */
-	send(MEMEV_ALLOC, ptr, size, 0, weight, user_stack(ctx, 1 /* this function */));
+	__s32 stack = user_stack(ctx, 1 /* this function */);
+	if (!bpf_map_lookup_elem(&py_procs, &tgid)) {
+		send(MEMEV_ALLOC, ptr, size, 0, weight, stack);
+		return 0;
+	}
+	__u32 room = stack_bytes > MAX_STACK_COPY ? MAX_STACK_COPY : stack_bytes & ~7U;
+	__u32 py_room = MAX_PY_FRAMES * sizeof(struct profrec_py_frame);
+	struct profrec_mem_event *e = bpf_ringbuf_reserve(&events, sizeof(*e) + py_room + room, 0);
+	if (!e) {
+		count_drop(DROP_RINGBUF_FULL);
+		return 0;
+	}
+	fill(e, id, MEMEV_ALLOC, ptr, size, 0, weight, stack);
+	__u16 status = PY_NOT_PYTHON;
+	e->py.frames = py_walk(tgid, (__u32)id, (struct profrec_py_frame *)(e + 1), &status);
+	e->py.status = status;
+	e->py.slots = MAX_PY_FRAMES;
+	read_user_regs(&e->user);
+	copy_user_stack(&e->user, (__u8 *)(e + 1) + py_room, room);
+	bpf_ringbuf_submit(e, sample_wakeup_flag());
 	return 0;
 }
 

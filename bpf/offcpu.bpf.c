@@ -23,6 +23,7 @@
 #include <bpf/bpf_tracing.h>
 #include <bpf/bpf_core_read.h>
 #include "common.h"
+#include "python.h"
 
 char LICENSE[] SEC("license") = "Dual MIT/GPL";
 
@@ -163,6 +164,7 @@ static __always_inline void send_block(struct task_struct *task, __u32 tid, stru
 	e->user_stack_id = b->user_stack_id;
 	e->kernel_stack_id = b->kernel_stack_id;
 	e->user = b->user;
+	__builtin_memset(&e->py, 0, sizeof(e->py));
 	e->waker_pid = 0;
 	e->waker_tid = 0;
 	e->waker_user_stack_id = -1;
@@ -307,7 +309,12 @@ int BPF_PROG(on_sys_exit, struct pt_regs *regs, long ret)
 	if (!p || !p->h.type)
 		return 0;
 	__u32 room = stack_bytes > MAX_STACK_COPY ? MAX_STACK_COPY : stack_bytes & ~7U;
-	struct profrec_offcpu_event *e = bpf_ringbuf_reserve(&events, sizeof(*e) + room, 0);
+	/* A Python process's event has room for its Python frames (as they
+	 * were while it blocked: it was in this syscall) before the stack. */
+	__u32 tgid = p->h.pid;
+	bool python = bpf_map_lookup_elem(&py_procs, &tgid) != NULL;
+	__u32 py_room = python ? MAX_PY_FRAMES * sizeof(struct profrec_py_frame) : 0;
+	struct profrec_offcpu_event *e = bpf_ringbuf_reserve(&events, sizeof(*e) + py_room + room, 0);
 	if (!e) {
 		count_drop(DROP_RINGBUF_FULL);
 		p->h.type = 0;
@@ -316,7 +323,20 @@ int BPF_PROG(on_sys_exit, struct pt_regs *regs, long ret)
 	__builtin_memcpy(e, p, sizeof(*p));
 	p->h.type = 0;
 	read_user_regs(&e->user);
-	copy_user_stack(&e->user, (__u8 *)(e + 1), room);
+	e->py.frames = 0;
+	e->py.slots = 0;
+	e->py.status = PY_NOT_PYTHON;
+	e->py.pad = 0;
+	if (python) {
+		__u16 status = PY_NOT_PYTHON;
+		struct profrec_py_frame *out = (struct profrec_py_frame *)(e + 1);
+		e->py.frames = py_walk(tgid, e->h.tid, out, &status);
+		e->py.status = status;
+		e->py.slots = MAX_PY_FRAMES;
+		copy_user_stack(&e->user, (__u8 *)(e + 1) + MAX_PY_FRAMES * sizeof(struct profrec_py_frame), room);
+	} else {
+		copy_user_stack(&e->user, (__u8 *)(e + 1), room);
+	}
 	bpf_ringbuf_submit(e, sample_wakeup_flag());
 	return 0;
 }

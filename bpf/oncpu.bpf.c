@@ -84,6 +84,7 @@ int on_cpu_sample(struct bpf_perf_event_data *ctx)
 	if (py_n > MAX_PY_FRAMES)
 		py_n = MAX_PY_FRAMES;
 	e->py.frames = py_n;
+	e->py.slots = py_n;
 	e->py.status = py_status;
 	e->py.pad = 0;
 	/* The stack bytes go right after the frames used. */

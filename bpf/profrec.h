@@ -107,9 +107,10 @@ struct profrec_py_frame {
 };
 
 struct profrec_py_head {
-	__u16 frames; /* struct profrec_py_frame entries that follow the event, leaf first */
+	__u16 frames; /* valid struct profrec_py_frame entries, leaf first */
 	__u16 status; /* enum py_status */
-	__u32 pad;
+	__u16 slots;  /* entries that follow the event (>= frames); the stack bytes come after them */
+	__u16 pad;
 };
 
 /* Followed by py.frames Python frames, then user.len stack bytes. */
@@ -148,7 +149,8 @@ struct profrec_offcpu_event {
 	__s32 waker_user_stack_id;
 	__s32 waker_kernel_stack_id;
 	char comm[TASK_COMM_LEN];
-	struct profrec_user_stack user; /* the stack bytes follow the event */
+	struct profrec_user_stack user;
+	struct profrec_py_head py; /* py.slots Python frames, then the stack bytes, follow the event */
 };
 
 /* What a socket syscall did (struct profrec_request_event.op). */
@@ -197,6 +199,8 @@ enum mem_op {
 	MEMEV_REALLOC = 2, /* old_addr freed (if not 0), then addr allocated (if not 0) */
 };
 
+/* Followed by py.slots Python frames (allocations of Python processes),
+ * then user.len stack bytes (sampled allocations). */
 struct profrec_mem_event {
 	struct profrec_event_header h;
 	__u32 op;
@@ -205,6 +209,8 @@ struct profrec_mem_event {
 	__u64 size;
 	__u64 old_addr;
 	__u64 weight; /* allocations this one stands for (1 unless sampled) */
+	struct profrec_user_stack user;
+	struct profrec_py_head py;
 };
 
 #endif

@@ -75,6 +75,7 @@ fn pieces(b: &Batch) -> Vec<Batch> {
         b.allocs.len(),
         b.frees.len(),
         b.requests.len(),
+        b.py_code.len(),
         b.symbols.len().min(1),
     ]
     .into_iter()
@@ -127,6 +128,7 @@ fn pieces(b: &Batch) -> Vec<Batch> {
             } else {
                 Vec::new()
             },
+            py_code: b.py_code[cut(i, b.py_code.len())].to_vec(),
         })
         .collect()
 }

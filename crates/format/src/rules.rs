@@ -87,8 +87,8 @@ pub mod settings {
     /// Stacks the recorder unwound, and the nanoseconds its walks took.
     pub const UNWOUND_STACKS: &str = "unwound_stacks";
     pub const UNWIND_WALK_NS: &str = "unwind_walk_ns";
-    /// Samples that carried Python frames.
-    pub const PYTHON_SAMPLES: &str = "python_samples";
+    /// Samples, off-CPU blocks and allocations that carried Python frames.
+    pub const PYTHON_EVENTS: &str = "python_events";
 }
 
 #[cfg(test)]

@@ -289,10 +289,15 @@ static int ring_put(uint32_t type, void *ptr, uint64_t size, uint64_t weight)
 	return 1;
 }
 
+/* A Python interpreter is in this process (set in init): its picked
+ * allocations go to the probe on profcap_sampled_alloc, which walks the
+ * thread's Python frames as well; the ring cannot carry those. */
+static int python_process;
+
 /* Reports a picked allocation or its free: into the ring, else to the probes. */
 static void report_alloc(void *ptr, size_t size, uint64_t weight)
 {
-	if (!ring_put(RING_ALLOC, ptr, size, weight))
+	if (python_process || !ring_put(RING_ALLOC, ptr, size, weight))
 		profcap_sampled_alloc(ptr, size, weight);
 }
 
@@ -318,6 +323,11 @@ __attribute__((constructor)) static void init(void)
 		stack_bytes = (uint32_t)(b > RING_MAX_STACK ? RING_MAX_STACK : b) & ~7u;
 	}
 	my_pid = getpid();
+	/* dlsym may allocate (its error message): no picks meanwhile, or the
+	 * first would cache this thread's stack bounds from inside the loader. */
+	busy = 1;
+	python_process = dlsym(RTLD_DEFAULT, "_PyRuntime") != NULL;
+	busy = 0;
 	open_ring();
 	pthread_atfork(NULL, NULL, forget_ids);
 	cache_init();

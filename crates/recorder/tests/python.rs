@@ -122,7 +122,13 @@ fn every_installed_cpython_names_its_functions_with_all_their_callers() {
             .map(|(_, v)| v)
             .sum();
         assert!(merged as f64 >= 0.99 * in_spin as f64, "{label}: {merged} of {in_spin} merged under _start");
-        // Lines come from the instruction offsets: spin's loop is lines 13-14.
+        // Lines come from the instruction offsets: spin's loop body.
+        let source = std::fs::read_to_string(program("pywork.py")).unwrap();
+        let line_of = |text: &str| source.lines().position(|l| l == text).unwrap() + 1;
+        let loop_lines = [
+            format!("spin (pywork.py:{})", line_of("    for i in range(n):")),
+            format!("spin (pywork.py:{})", line_of("        x += i * i")),
+        ];
         let mut o = ProfileOptions::default();
         o.symbolize.local_files = false;
         o.symbolize.lines = true;
@@ -131,9 +137,10 @@ fn every_installed_cpython_names_its_functions_with_all_their_callers() {
             .stacks
             .iter()
             .filter(|(f, _)| {
-                f.iter().rev().find(|x| x.kind == FrameKind::Python).is_some_and(|x| {
-                    x.name.contains("spin (pywork.py:13)") || x.name.contains("spin (pywork.py:14)")
-                })
+                f.iter()
+                    .rev()
+                    .find(|x| x.kind == FrameKind::Python)
+                    .is_some_and(|x| loop_lines.iter().any(|l| x.name.contains(l.as_str())))
             })
             .map(|(_, v)| v)
             .sum();
@@ -250,4 +257,50 @@ fn an_unsupported_python_gets_one_warning_and_keeps_its_native_stacks() {
     let eval: i64 =
         p.stacks.iter().filter(|(f, _)| names(f).contains(&"_PyEval_EvalFrameDefault")).map(|(_, v)| v).sum();
     assert!(eval as f64 > 0.8 * p.total as f64, "native stacks through the eval loop: {eval} of {}", p.total);
+}
+
+/// The share (percent) of a profile's value whose stack has a Python frame of `f`.
+fn share_in(p: &Profile, f: &str) -> f64 {
+    100.0 * value_in(p, f) as f64 / p.total.max(1) as f64
+}
+
+#[test]
+fn blocked_and_allocating_python_keeps_its_python_frames() {
+    if !root_or_skip() {
+        return;
+    }
+    use profcap_format::SampleKind;
+    let dir = tempfile::tempdir().unwrap();
+    for minor in [8, 12, 13] {
+        let label = format!("3.{minor}");
+        let cap = dir.path().join("blocks.cap");
+        let argv = vec![pyenv(minor).display().to_string(), program("pyblocks.py"), "2".into()];
+        let mut o = RecordOptions::new(cap.clone(), Target::Spawn(argv));
+        o.freq = 99;
+        o.offcpu = true;
+        o.mem = profcap_recorder::MemMode::Sampled;
+        o.sample_bytes = 64 << 10;
+        let summary = record(&o, Arc::new(AtomicBool::new(false))).unwrap();
+        assert_eq!(summary.child_exit, Some(0));
+        let m = Material::load(&cap, true).unwrap();
+        let view = |kind| {
+            let mut o = ProfileOptions::default();
+            o.symbolize.local_files = false;
+            o.filter.kind = Some(kind);
+            build(&m, &o).unwrap()
+        };
+        // Blocked in time.sleep's syscall (select before 3.11,
+        // clock_nanosleep after): the Python caller is named.
+        let off = view(SampleKind::OffCpu);
+        let in_wait = share_in(&off, "wait_here");
+        eprintln!("{label}: off-CPU {in_wait:.1}% in wait_here, {} blocks", off.samples);
+        assert!(off.samples >= 100, "{label}: blocks were recorded");
+        assert!(in_wait >= 90.0, "{label}: {in_wait:.1}% of the blocked time in wait_here");
+        // Sampled allocations: the buffers are make_big's, through keep.
+        let alloc = view(SampleKind::Alloc);
+        let (in_make, in_keep) = (share_in(&alloc, "make_big"), share_in(&alloc, "keep"));
+        eprintln!("{label}: {} allocations sampled, {in_make:.1}% of the bytes in make_big", alloc.samples);
+        assert!(alloc.samples >= 20, "{label}: allocations were sampled");
+        assert!(in_make >= 90.0 && in_keep >= in_make, "{label}: make_big {in_make:.1}%, keep {in_keep:.1}%");
+    }
 }

@@ -4,7 +4,7 @@
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::Link;
 
-use super::{load_error, no_rodata, object_storage, share_maps, OncpuSkel, Targets};
+use super::{load_error, no_rodata, object_storage, share_maps, share_python_maps, OncpuSkel, Targets};
 use crate::{Error, Result};
 
 #[allow(clippy::all, clippy::unwrap_used, missing_debug_implementations, unsafe_op_in_unsafe_fn)]
@@ -48,12 +48,16 @@ pub(super) fn load(
     skel: &OncpuSkel<'static>,
     targets: &Targets,
     m: &MemProbes,
+    stack_bytes: u32,
     links: &mut Vec<Link>,
 ) -> Result<MemSkel<'static>> {
     let mut open = MemSkelBuilder::default().open(object_storage()).map_err(|e| load_error("open mem", e))?;
     let rodata = open.maps.rodata_data.as_deref_mut().ok_or_else(|| no_rodata("mem"))?;
     rodata.filter_pids = matches!(targets, Targets::Pids { .. });
+    // Sampled allocations of Python processes copy stack bytes.
+    rodata.stack_bytes = stack_bytes.min(super::MAX_STACK_COPY as u32);
     share_maps(skel, &mut open.maps.targets, &mut open.maps.events)?;
+    share_python_maps(skel, &mut open.maps.py_procs, &mut open.maps.py_tstates)?;
     let mem = open.load().map_err(|e| load_error("load mem (verifier log above)", e))?;
     let pid = m.pid as i32;
     let uprobe = |prog: &libbpf_rs::ProgramMut<'_>, path: &std::path::Path, name: &str, ret: bool, cookie| {

@@ -161,7 +161,7 @@ impl Probes {
             None => None,
         };
         let mem = match &opts.mem {
-            Some(m) => Some(mem::load(&skel, targets, m, &mut links)?),
+            Some(m) => Some(mem::load(&skel, targets, m, opts.stack_bytes, &mut links)?),
             None => None,
         };
         Ok(Probes { skel, offcpu, requests, mem, links })
@@ -272,6 +272,21 @@ fn object_storage() -> &'static mut MaybeUninit<libbpf_rs::OpenObject> {
 /// The error for a skeleton that lacks its read-only settings.
 fn no_rodata(what: &str) -> Error {
     Error::Bpf { what: format!("open {what}"), detail: "skeleton has no .rodata".into() }
+}
+
+/// Makes an object's Python tables (`bpf/python.h`) those of `skel`: one
+/// table of Python processes, and of their thread states, for every walk.
+fn share_python_maps(
+    skel: &OncpuSkel<'static>,
+    procs: &mut libbpf_rs::OpenMapMut<'_>,
+    tstates: &mut libbpf_rs::OpenMapMut<'_>,
+) -> Result<()> {
+    procs
+        .reuse_fd(skel.maps.py_procs.as_fd())
+        .map_err(|e| load_error("share the Python process table", e))?;
+    tstates
+        .reuse_fd(skel.maps.py_tstates.as_fd())
+        .map_err(|e| load_error("share the Python thread states", e))
 }
 
 /// Makes an object's `targets` and `events` maps the very maps of `skel`

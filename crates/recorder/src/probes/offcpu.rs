@@ -3,7 +3,7 @@
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::Link;
 
-use super::{load_error, no_rodata, object_storage, share_maps, OncpuSkel, Targets};
+use super::{load_error, no_rodata, object_storage, share_maps, share_python_maps, OncpuSkel, Targets};
 use crate::Result;
 
 #[allow(clippy::all, clippy::unwrap_used, missing_debug_implementations, unsafe_op_in_unsafe_fn)]
@@ -44,6 +44,7 @@ pub(super) fn load(
     rodata.test_miss_switch_ins = o.test_miss_switch_ins;
     rodata.stack_bytes = stack_bytes.min(super::MAX_STACK_COPY as u32);
     share_maps(skel, &mut open.maps.targets, &mut open.maps.events)?;
+    share_python_maps(skel, &mut open.maps.py_procs, &mut open.maps.py_tstates)?;
     let off = open.load().map_err(|e| load_error("load off-CPU (verifier log above)", e))?;
     links.push(off.progs.on_switch.attach().map_err(|e| load_error("attach tp_btf/sched_switch", e))?);
     if stack_bytes > 0 {

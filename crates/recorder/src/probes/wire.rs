@@ -100,7 +100,8 @@ mod raw {
     pub struct PyHead {
         pub frames: u16,
         pub status: u16,
-        pub pad: u32,
+        pub slots: u16,
+        pub pad: u16,
     }
 
     #[repr(C)]
@@ -158,6 +159,7 @@ mod raw {
         pub waker_kernel_stack_id: i32,
         pub comm: [u8; COMM_LEN],
         pub user: UserStack,
+        pub py: PyHead,
     }
 
     /// `struct profrec_request_event` up to its payload, which follows.
@@ -184,6 +186,8 @@ mod raw {
         pub size: u64,
         pub old_addr: u64,
         pub weight: u64,
+        pub user: UserStack,
+        pub py: PyHead,
     }
 
     pub(super) use crate::layout::read;
@@ -270,7 +274,7 @@ pub enum MemOp {
 }
 
 /// An allocator call of a target thread (`struct profrec_mem_event`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MemEvent {
     pub head: Header,
     pub op: MemOp,
@@ -280,6 +284,10 @@ pub struct MemEvent {
     pub size: u64,
     pub old_addr: u64,
     pub weight: u64,
+    /// Stack bytes (sampled allocations of Python processes; else none).
+    pub user_stack: UserStack,
+    /// The thread's Python frames (allocations of Python processes).
+    pub python: PyStack,
 }
 
 /// What a socket syscall did (`enum request_op`).
@@ -319,6 +327,8 @@ pub struct OffCpu {
     pub kernel_stack: i32,
     pub waker: Option<WakerIds>,
     pub stack: UserStack,
+    /// The thread's Python frames while it blocked (blocks in a syscall).
+    pub python: PyStack,
 }
 
 /// Who woke a blocked thread, with stack ids in the off-CPU stack map.
@@ -404,11 +414,14 @@ pub struct PyStack {
 }
 
 impl PyStack {
-    /// The `head.frames` frames at `at` in the record; `None` if it is shorter.
+    /// The `head.frames` frames at `at` in the record, and where the
+    /// `head.slots` slots end; `None` if the record is shorter.
     fn from_raw(head: &raw::PyHead, record: &[u8], at: usize) -> Option<(PyStack, usize)> {
-        let n = usize::from(head.frames).min(MAX_PY_FRAMES);
+        let slots = usize::from(head.slots).min(MAX_PY_FRAMES);
+        let n = usize::from(head.frames).min(slots);
         let size = std::mem::size_of::<raw::PyFrame>();
-        let bytes = record.get(at..at.checked_add(n * size)?)?;
+        record.get(at..at.checked_add(slots * size)?)?;
+        let bytes = record.get(at..at + n * size)?;
         let frames = bytes
             .chunks_exact(size)
             .map(|c| {
@@ -420,7 +433,7 @@ impl PyStack {
                 })
             })
             .collect::<Option<Vec<_>>>()?;
-        Some((PyStack { status: PyStatus::from_raw(head.status), frames }, at + n * size))
+        Some((PyStack { status: PyStatus::from_raw(head.status), frames }, at + slots * size))
     }
 }
 
@@ -467,7 +480,7 @@ impl Event {
             EVENT_EXEC => Event::Exec { head, comm: c_string(&raw::read::<raw::Proc>(b)?.comm) },
             EVENT_EXIT => Event::Exit { head },
             EVENT_OFFCPU => Event::OffCpu(OffCpu::from_raw(head, &raw::read::<raw::OffCpu>(b)?, b)?),
-            EVENT_MEM => Event::Mem(MemEvent::from_raw(head, &raw::read::<raw::Mem>(b)?)?),
+            EVENT_MEM => Event::Mem(MemEvent::from_raw(head, &raw::read::<raw::Mem>(b)?, b)?),
             EVENT_REQUEST => {
                 let e = raw::read::<raw::Request>(b)?;
                 let at = std::mem::size_of::<raw::Request>();
@@ -481,6 +494,7 @@ impl Event {
 
 impl OffCpu {
     fn from_raw(head: Header, e: &raw::OffCpu, record: &[u8]) -> Option<OffCpu> {
+        let (python, at) = PyStack::from_raw(&e.py, record, std::mem::size_of::<raw::OffCpu>())?;
         Some(OffCpu {
             head,
             blocked_ns: e.blocked_ns,
@@ -493,13 +507,15 @@ impl OffCpu {
                 kernel_stack: e.waker_kernel_stack_id,
             }),
             comm: c_string(&e.comm),
-            stack: UserStack::from_raw(&e.user, record, std::mem::size_of::<raw::OffCpu>())?,
+            stack: UserStack::from_raw(&e.user, record, at)?,
+            python,
         })
     }
 }
 
 impl MemEvent {
-    fn from_raw(head: Header, e: &raw::Mem) -> Option<MemEvent> {
+    fn from_raw(head: Header, e: &raw::Mem, record: &[u8]) -> Option<MemEvent> {
+        let (python, at) = PyStack::from_raw(&e.py, record, std::mem::size_of::<raw::Mem>())?;
         let op = match e.op {
             0 => MemOp::Alloc,
             1 => MemOp::Free,
@@ -514,6 +530,8 @@ impl MemEvent {
             size: e.size,
             old_addr: e.old_addr,
             weight: e.weight,
+            user_stack: UserStack::from_raw(&e.user, record, at)?,
+            python,
         })
     }
 }
@@ -575,7 +593,7 @@ mod tests {
                 raw::Sample,
                 [h, comm, kstack_bytes, ustack_bytes, kstack, ustack, user, py]
             ),
-            fields!("profrec_py_head", raw::PyHead, [frames, status, pad]),
+            fields!("profrec_py_head", raw::PyHead, [frames, status, slots, pad]),
             fields!("profrec_py_frame", raw::PyFrame, [code, tag, instr, flags]),
             fields!(
                 "profrec_py_layout",
@@ -615,7 +633,8 @@ mod tests {
                     waker_user_stack_id,
                     waker_kernel_stack_id,
                     comm,
-                    user
+                    user,
+                    py
                 ]
             ),
             fields!(
@@ -623,7 +642,7 @@ mod tests {
                 raw::Request,
                 [h, enter_ns, ret, fd, op, syscall_nr, payload_len, comm]
             ),
-            fields!("profrec_mem_event", raw::Mem, [h, op, stack_id, addr, size, old_addr, weight]),
+            fields!("profrec_mem_event", raw::Mem, [h, op, stack_id, addr, size, old_addr, weight, user, py]),
         ]
         .concat()
         .into_iter()
@@ -684,7 +703,7 @@ mod tests {
             kstack: [0; MAX_STACK_DEPTH],
             ustack: [0; MAX_STACK_DEPTH],
             user: raw::UserStack { ip: 0x1000, sp: 0x7ffd_0000, bp: 0x7ffd_0040, len: 8, err: 0 },
-            py: raw::PyHead { frames: 2, status: 1, pad: 0 },
+            py: raw::PyHead { frames: 2, status: 1, slots: 2, pad: 0 },
         };
         e.comm[..4].copy_from_slice(b"demo");
         e.ustack[..2].copy_from_slice(&[0x1234, 0x5678]);

@@ -28,7 +28,7 @@ struct Interpreter {
 /// What the Python walks gave, for the capture's loss records and `info`.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct PyCounts {
-    /// Samples of Python processes with at least one Python frame.
+    /// Events (samples, blocks, allocations) with at least one Python frame.
     pub with_frames: u64,
     /// Samples of Python threads whose thread state was not found.
     pub no_thread: u64,

@@ -213,7 +213,8 @@ impl Session {
         let fp_user = self.offcpu_frames(probes, e.user_stack);
         let (user, end) = self.user_frames(e.head.pid, fp_user, &e.stack);
         let kernel = self.offcpu_frames(probes, e.kernel_stack);
-        let stack_id = self.unwound_stack_id(e.head.pid, &kernel, &user, end);
+        let python = self.python_frames(e.head.pid, &e.python)?;
+        let stack_id = self.full_stack_id(e.head.pid, &kernel, &user, end, &python);
         let waker = match e.waker {
             Some(w) => {
                 let wu = self.offcpu_frames(probes, w.user_stack);
@@ -301,6 +302,15 @@ impl Session {
         }
         if e.op == MemOp::Free || e.addr == 0 {
             return Ok(());
+        }
+        if !e.python.frames.is_empty() || !e.user_stack.bytes.is_empty() {
+            // Python processes: the stack is the Python frames and the
+            // unwound (or frame-pointer) native ones; no cache by stack id.
+            let (mut user, end) = self.user_frames(head.pid, probes.mem_stack(e.stack), &e.user_stack);
+            self.strip_sampler_frames(head.pid, &mut user);
+            let python = self.python_frames(head.pid, &e.python)?;
+            let stack_id = self.full_stack_id(head.pid, &[], &user, end, &python);
+            return self.push_alloc(head, e.addr, e.size, e.weight, stack_id);
         }
         let stack_id = match self.mem_stacks.get(&e.stack) {
             Some(&id) => id,

@@ -183,12 +183,8 @@ impl Session {
             meta.extra.push((settings::UNWIND_WALK_NS.into(), unwound.walk_time.as_nanos().to_string()));
         }
         if python.with_frames > 0 {
-            log::info!(
-                "Python frames in {} samples ({} code objects read)",
-                python.with_frames,
-                python.codes
-            );
-            meta.extra.push((settings::PYTHON_SAMPLES.into(), python.with_frames.to_string()));
+            log::info!("Python frames in {} events ({} code objects read)", python.with_frames, python.codes);
+            meta.extra.push((settings::PYTHON_EVENTS.into(), python.with_frames.to_string()));
         }
         let r = self.writer.push_meta(meta);
         self.write(r)?;
