@@ -27,6 +27,7 @@ const CASES: &[&str] = &[
     "allocs",
     "allocs_sampled",
     "nofp",
+    "python",
 ];
 
 fn fixtures() -> PathBuf {
@@ -89,6 +90,9 @@ fn outputs(case: &str) {
     if m.alloc_count > 0 {
         memory_outputs(case, &m);
     }
+    if m.python_samples > 0 {
+        python_outputs(case, &m);
+    }
 
     // info without the absolute path, which differs between checkouts
     let mut i = info(&m, (1, 0));
@@ -96,6 +100,27 @@ fn outputs(case: &str) {
     let mut text = Vec::new();
     write_info(&i, &mut text).unwrap();
     check(case, "info.txt", &text);
+}
+
+/// The other views of Python frames: Python only, native only, and the
+/// lines being run.
+fn python_outputs(case: &str, m: &Material) {
+    use profcap_analyze::symbolize::PythonFrames;
+    for (name, how) in
+        [("python-only-folded.txt", PythonFrames::Only), ("native-folded.txt", PythonFrames::Native)]
+    {
+        let mut o = offline();
+        o.symbolize.python = how;
+        let mut folded = Vec::new();
+        write_folded(&build(m, &o).unwrap(), &mut folded).unwrap();
+        check(case, name, &folded);
+    }
+    let mut o = offline();
+    o.symbolize.lines = true;
+    o.symbolize.python = PythonFrames::Only;
+    let mut top = Vec::new();
+    write_top(&build(m, &o).unwrap(), TopBy::Function, 30, &mut top).unwrap();
+    check(case, "lines-top.txt", &top);
 }
 
 /// Allocated bytes, bytes in use at the end and at the peak, the leak
@@ -219,6 +244,11 @@ fn golden_nofp() {
 }
 
 #[test]
+fn golden_python() {
+    outputs("python");
+}
+
+#[test]
 fn fixture_nofp_raw_stacks_unwind_offline_exactly_as_recorded_on_the_box() {
     // Not golden: the replay of the unwinder itself. Every kept raw stack,
     // unwound here from the capture's embedded unwind tables alone, gives
@@ -302,6 +332,40 @@ fn every_fixture_has_a_readme_and_a_golden_test() {
             assert!(dir.join("README.md").exists(), "fixture {name} has no README.md");
         }
     }
+}
+
+#[test]
+fn fixture_python_names_the_python_functions_under_their_callers() {
+    // Not golden: the meaning, checked directly. hot gets 3 units of work, cold 1.
+    let cap = fixtures().join("python/capture.cap");
+    let m = Material::load(&cap, true).unwrap();
+    let p = build(&m, &offline()).unwrap();
+    let with = |f: &str| -> i64 {
+        p.stacks.iter().filter(|(s, _)| s.iter().any(|x| x.name.starts_with(f))).map(|(_, v)| v).sum()
+    };
+    let (hot, cold) = (with("py::pywork.hot "), with("py::pywork.cold "));
+    let share = 100.0 * hot as f64 / (hot + cold) as f64;
+    assert!((share - 75.0).abs() < 8.0, "hot {share:.1}% of hot+cold");
+    // Every stack in spin has the whole caller chain, rooted in the native entry.
+    let chain = [
+        "py::pywork.<module>",
+        "py::pywork.main",
+        "py::pywork.level1",
+        "py::pywork.level2",
+        "py::pywork.Worker.step",
+    ];
+    for (frames, _) in
+        p.stacks.iter().filter(|(s, _)| s.iter().any(|x| x.name.starts_with("py::pywork.spin ")))
+    {
+        let py: Vec<&str> = frames
+            .iter()
+            .filter(|f| f.name.starts_with("py::"))
+            .map(|f| f.name.split(' ').next().unwrap())
+            .collect();
+        assert_eq!(&py[..5], &chain, "{py:?}");
+        assert_eq!(frames[0].name.as_ref(), "_start");
+    }
+    assert!(m.python_samples as f64 > 0.9 * m.sample_count as f64);
 }
 
 #[test]
