@@ -3,21 +3,22 @@
 #
 # 1. Shares: fixtures/programs/pywork.py (hot gets 3 units of work, cold 1,
 #    through <module> -> main -> level1 -> level2 -> Worker.step) on every
-#    CPython here (pyenv 3.8-3.13, Debian's python3.11), SECONDS each, at
+#    CPython here (pyenv 3.8-3.13, Debian's python3.11), SHARE_S each, at
 #    99 Hz under profrec and under `py-spy record`: hot's share of hot+cold
 #    against the program's own measure (perf_counter around each call), and
 #    the share of spin's samples with the whole Python caller chain.
-# 2. Overhead at 99 Hz on pywork.py (CPython 3.12): rounds per second alone,
+# 2. Overhead at 99 Hz on pywork.py (CPython 3.12, RUN_S per run): rounds per second alone,
 #    under profrec, under py-spy; REPS rounds interleaved, medians and the
 #    spread; the machine's busy CPU (/proc/stat) per second beside it, which
 #    counts the BPF walk and profrec wherever they run.
 # 3. Bytes per sample of the capture.
-# Usage: bench/python.sh [SECONDS] [REPS]   (defaults 10, 5)
+# Usage: bench/python.sh [SHARE_S] [RUN_S] [REPS]   (defaults 30, 10, 5)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/common.sh
-SECONDS_EACH=${1:-10}
-REPS=${2:-5}
+SHARE_S=${1:-30}
+SECONDS_EACH=${2:-10}
+REPS=${3:-5}
 FREQ=99
 cargo build --release --quiet -p profcap-recorder -p profcap-analyze
 PYSPY_VERSION=0.4.3
@@ -70,16 +71,16 @@ for m in 8 9 10 11 12 13; do
 done
 interpreters+=(/usr/bin/python3.11)
 
-echo "== 1. shares, $SECONDS_EACH s each at $FREQ Hz (hot's share of hot+cold; full = whole Python caller chain)"
-printf '  %-34s %7s | %8s %6s %6s | %8s %6s %6s\n' interpreter truth profrec diff full py-spy diff full
+echo "== 1. shares, $SHARE_S s each at $FREQ Hz (hot's share of hot+cold; full = whole Python caller chain)"
+printf '  %-46s %7s | %8s %6s %6s | %8s %6s %6s\n' interpreter truth profrec diff full py-spy diff full
 for py in "${interpreters[@]}"; do
-  truth_a=$("$rec" -q -F $FREQ -o "$tmp/a.cap" -- "$py" $prog "$SECONDS_EACH" | awk '{print $4}')
+  truth_a=$("$rec" -q -F $FREQ -o "$tmp/a.cap" -- "$py" $prog "$SHARE_S" | awk '{print $4}')
   "$ana" folded --python only "$tmp/a.cap" > "$tmp/a.folded"
   read -r ours ours_full _ < <(shares "$tmp/a.folded" profcap)
-  "$pyspy" record -r $FREQ -f raw -o "$tmp/b.folded" -- "$py" $prog "$SECONDS_EACH" > "$tmp/b.out" 2>/dev/null || true
+  "$pyspy" record -r $FREQ -f raw -o "$tmp/b.folded" -- "$py" $prog "$SHARE_S" > "$tmp/b.out" 2>/dev/null || true
   truth_b=$(awk '/hot_share/ {print $4}' "$tmp/b.out")
   read -r theirs theirs_full _ < <(shares "$tmp/b.folded" pyspy)
-  printf '  %-34s %7s | %8s %+6.1f %5s%% | %8s %+6.1f %5s%%   (py-spy run truth %s)\n' "$py" "$truth_a" \
+  printf '  %-46s %7s | %8s %+6.1f %5s%% | %8s %+6.1f %5s%%   (py-spy run truth %s)\n' "$py" "$truth_a" \
     "$ours" "$(echo "$ours - $truth_a" | bc)" "$ours_full" "$theirs" "$(echo "$theirs - $truth_b" | bc)" "$theirs_full" "$truth_b"
 done
 

@@ -176,7 +176,7 @@ fn python_names_by_tid(m: &Material) -> std::collections::BTreeMap<u32, std::col
 }
 
 #[test]
-fn threads_subprocesses_freed_code_and_deep_recursion_never_mislead() {
+fn threads_subprocesses_freed_code_deep_recursion_and_native_threads_never_mislead() {
     if !root_or_skip() {
         return;
     }
@@ -226,6 +226,26 @@ fn threads_subprocesses_freed_code_and_deep_recursion_never_mislead() {
             .find(|l| l.source == "python" && l.reason.contains("more than 128"))
             .map_or(0, |l| l.count);
         assert!(cut > 0, "{label}: walks cut at the limit are counted");
+        // A native thread with no Python thread state: native frames only,
+        // and its walks are counted as such.
+        let native: Vec<&Vec<profcap_analyze::symbolize::Frame>> = p
+            .stacks
+            .iter()
+            .map(|(f, _)| f)
+            .filter(|f| {
+                f.last().is_some_and(|l| l.name.contains("strlen")) && names(f).contains(&"start_thread")
+            })
+            .collect();
+        assert!(!native.is_empty(), "{label}: the native thread was sampled");
+        for f in &native {
+            assert!(f.iter().all(|x| x.kind != FrameKind::Python), "{label}: {:?}", names(f));
+        }
+        let no_thread = m
+            .lost
+            .iter()
+            .find(|l| l.source == "python" && l.reason == "thread state not found")
+            .map_or(0, |l| l.count);
+        assert!(no_thread >= native.len() as u64, "{label}: {no_thread} walks without a thread state");
         eprintln!(
             "{label}: python losses {:?}",
             m.lost.iter().filter(|l| l.source == "python").collect::<Vec<_>>()
@@ -303,4 +323,46 @@ fn blocked_and_allocating_python_keeps_its_python_frames() {
         assert!(alloc.samples >= 20, "{label}: allocations were sampled");
         assert!(in_make >= 90.0 && in_keep >= in_make, "{label}: make_big {in_make:.1}%, keep {in_keep:.1}%");
     }
+}
+
+#[test]
+fn x_perf_trampolines_are_python_frames_and_never_doubled() {
+    if !root_or_skip() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let cap = dir.path().join("xperf.cap");
+    let argv =
+        vec![pyenv(12).display().to_string(), "-X".into(), "perf".into(), program("pywork.py"), "1".into()];
+    run(&cap, argv, 499);
+    let (m, merged) = profile(&cap, Grouping::default());
+    // Merged: the walk's frames only (a trampoline's name has no line).
+    let (full, in_spin) = full_chain_share(&merged);
+    assert!(in_spin > 0 && full >= 99.0, "full chain in {full:.1}% of {in_spin}");
+    let doubled = merged
+        .stacks
+        .iter()
+        .flat_map(|(f, _)| f)
+        .filter(|f| f.name.as_ref() == "py::pywork.hot (pywork.py)")
+        .count();
+    assert_eq!(doubled, 0, "trampoline frames left beside the walk's");
+    // Native: the perf map's trampolines, shown as Python frames. (Native
+    // unwinding stops at the first trampoline from the leaf: 3.12's keep no
+    // frame pointer and have no unwind rules, so only the innermost shows.)
+    let mut o = ProfileOptions::default();
+    o.symbolize.local_files = false;
+    o.symbolize.python = profcap_analyze::symbolize::PythonFrames::Native;
+    let native = build(&m, &o).unwrap();
+    let trampolines: i64 = native
+        .stacks
+        .iter()
+        .filter(|(f, _)| {
+            f.iter().any(|x| x.kind == FrameKind::Python && x.name.as_ref() == "py::pywork.spin (pywork.py)")
+        })
+        .map(|(_, v)| v)
+        .sum();
+    assert!(
+        trampolines as f64 > 0.5 * in_spin as f64,
+        "{trampolines} of {in_spin} samples in spin's trampoline"
+    );
 }

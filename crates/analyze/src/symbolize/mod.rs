@@ -195,11 +195,14 @@ impl<'a> Symbolizer<'a> {
         });
         let i = syms.partition_point(|s| s.0 <= addr);
         let (start, size, name) = syms.get(i.checked_sub(1)?)?;
-        (addr < start + size.max(&1)).then(|| Frame {
-            name: Arc::clone(name),
-            module: Arc::from("[jit]"),
-            kind: FrameKind::Jit,
-        })
+        if addr >= start + size.max(&1) {
+            return None;
+        }
+        // CPython's `-X perf` trampolines: one per Python function.
+        if let Some(frame) = python::perf_map_frame(name) {
+            return Some(frame);
+        }
+        Some(Frame { name: Arc::clone(name), module: Arc::from("[jit]"), kind: FrameKind::Jit })
     }
 
     /// All frames of a stack, root first (outermost user frame first, then
@@ -237,6 +240,8 @@ impl<'a> Symbolizer<'a> {
         if stack.python.is_empty() || self.opts.python == PythonFrames::Native {
             out.extend(native.iter().flat_map(|f| f.iter().cloned()));
         } else {
+            // `-X perf` trampolines name the same functions the walk did.
+            native.retain(|f| !f.iter().all(|x| x.kind == FrameKind::Python));
             let lines = self.opts.lines;
             let runs: Vec<Vec<Frame>> = python::runs(&stack.python)
                 .into_iter()

@@ -40,6 +40,20 @@ fn module_of(filename: &str) -> &str {
     }
 }
 
+/// The frame of a perf-map symbol of CPython's `-X perf` trampolines
+/// (3.12+: `py::QUALNAME:FILE`), as a Python frame named like the walk's
+/// (without a line: the trampoline does not know it); `None` for others.
+pub(super) fn perf_map_frame(symbol: &str) -> Option<Frame> {
+    let rest = symbol.strip_prefix("py::")?;
+    let (function, file) = rest.split_once(':')?;
+    let base = file.rsplit('/').next().unwrap_or(file);
+    Some(Frame {
+        name: Arc::from(format!("py::{}.{function} ({base})", module_of(file))),
+        module: Arc::from(base),
+        kind: FrameKind::Python,
+    })
+}
+
 /// Names Python frames, caching one frame per code object (and line).
 #[derive(Debug, Default)]
 pub(super) struct PythonNames {
@@ -177,6 +191,17 @@ mod tests {
             names(&merged),
             ["main", "_PyEval_EvalFrameDefault", "_PyFunction_Vectorcall", "ext_call", "only", "list_sort"]
         );
+    }
+
+    #[test]
+    fn perf_map_trampolines_read_as_python_frames() {
+        let f = perf_map_frame("py::Worker.step:/srv/app/pywork.py").unwrap();
+        assert_eq!(
+            (&*f.name, &*f.module, f.kind),
+            ("py::pywork.Worker.step (pywork.py)", "pywork.py", FrameKind::Python)
+        );
+        assert!(perf_map_frame("LazyCompile:*foo /x.js:1").is_none());
+        assert!(perf_map_frame("py::no_file").is_none());
     }
 
     #[test]
