@@ -21,7 +21,7 @@ use profcap_analyze::requests::{
     self, capture_spans, join, load_span_file, Selection, SortBy, Span, SpanIndex,
 };
 use profcap_analyze::symbolize::PythonFrames;
-use profcap_analyze::{build, Filter, Grouping, Material, Profile, ProfileOptions, SymbolizeOptions};
+use profcap_analyze::{build, Filter, Grouping, Material, Profile, ProfileOptions, Shape, SymbolizeOptions};
 use profcap_format::SampleKind;
 
 /// Analyze profcap captures offline: flame graphs, folded stacks, top tables,
@@ -314,6 +314,19 @@ struct Common {
     /// Add a root frame per process.
     #[arg(long, help_heading = "Stacks")]
     per_process: bool,
+    /// Keep only the stacks with a frame matching this regular expression
+    /// (repeatable: any of them); percentages are then of what is kept.
+    /// E.g. `--focus '^py::app\.handle'`.
+    #[arg(long, value_name = "REGEX", help_heading = "Stacks")]
+    focus: Vec<String>,
+    /// Leave out the stacks with a frame matching this regular expression
+    /// (repeatable), e.g. `--exclude '^\[unknown\]$'`.
+    #[arg(long, value_name = "REGEX", help_heading = "Stacks")]
+    exclude: Vec<String>,
+    /// Turn the stacks around, leaf first: a bottom-up view of who calls the
+    /// hottest functions.
+    #[arg(long, help_heading = "Stacks")]
+    reverse: bool,
     /// Add a root frame per thread (below the process frame with --per-process).
     #[arg(long, help_heading = "Stacks")]
     per_thread: bool,
@@ -400,9 +413,22 @@ impl Common {
             PythonMode::Only => PythonFrames::Only,
             PythonMode::Native => PythonFrames::Native,
         };
+        let regexes = |what: &str, v: &[String]| -> Result<Vec<regex::Regex>> {
+            v.iter()
+                .map(|r| {
+                    regex::Regex::new(r)
+                        .map_err(|e| anyhow::anyhow!("--{what} {r:?} is not a regular expression: {e}"))
+                })
+                .collect()
+        };
+        let mut shape = Shape::default();
+        shape.focus = regexes("focus", &self.focus)?;
+        shape.exclude = regexes("exclude", &self.exclude)?;
+        shape.reverse = self.reverse;
         let mut opts = ProfileOptions::default();
         opts.filter = filter;
         opts.grouping = grouping;
+        opts.shape = shape;
         opts.symbolize = symbolize;
         opts.strict = self.strict;
         Ok(opts)

@@ -19,7 +19,7 @@ pub mod unwind;
 use std::path::PathBuf;
 
 pub use capture::Material;
-pub use profile::{build, Filter, Grouping, Profile, ProfileOptions};
+pub use profile::{build, Filter, Grouping, Profile, ProfileOptions, Shape};
 pub use symbolize::SymbolizeOptions;
 
 /// Errors of analysis.

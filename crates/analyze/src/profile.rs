@@ -64,8 +64,31 @@ pub struct ProfileOptions {
     pub filter: Filter,
     pub grouping: Grouping,
     pub symbolize: SymbolizeOptions,
+    /// Stacks kept, left out or turned around after symbolization.
+    pub shape: Shape,
     /// Fail on a damaged capture instead of skipping damaged chunks. Default: false.
     pub strict: bool,
+}
+
+/// What is done to the symbolized stacks (as pprof's `--focus`/`--ignore`
+/// and inferno's `--reverse`). Default: nothing.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct Shape {
+    /// Keep only the stacks with a frame whose name matches one of these.
+    pub focus: Vec<regex::Regex>,
+    /// Leave out the stacks with a frame whose name matches one of these.
+    pub exclude: Vec<regex::Regex>,
+    /// Leaf first: a bottom-up view (who calls the hot functions).
+    pub reverse: bool,
+}
+
+impl Shape {
+    /// Whether a stack is kept.
+    fn keeps(&self, frames: &[Frame]) -> bool {
+        let any = |res: &[regex::Regex]| frames.iter().any(|f| res.iter().any(|r| r.is_match(&f.name)));
+        (self.focus.is_empty() || any(&self.focus)) && !any(&self.exclude)
+    }
 }
 
 /// Symbolized stacks with their summed values.
@@ -195,7 +218,8 @@ impl<'a> Keep<'a> {
 /// Per-thread aggregation state of the second pass.
 #[derive(Default)]
 struct Agg {
-    values: FxHashMap<Key, i64>,
+    /// Per key: the summed value and the number of samples.
+    values: FxHashMap<Key, (i64, u64)>,
     samples: u64,
     total: i64,
     unit: Option<ValueUnit>,
@@ -208,8 +232,10 @@ impl Agg {
         } else {
             (other.values, self.values)
         };
-        for (k, v) in small {
-            *big.entry(k).or_default() += v;
+        for (k, (v, n)) in small {
+            let e = big.entry(k).or_default();
+            e.0 += v;
+            e.1 += n;
         }
         self.values = big;
         self.samples += other.samples;
@@ -225,7 +251,7 @@ pub fn build(m: &Material, opts: &ProfileOptions) -> Result<Profile> {
     let wall = opts.filter.wall;
     let memory = matches!(kind, SampleKind::Alloc | SampleKind::Inuse) && !wall;
     let started = std::time::Instant::now();
-    let Agg { values, samples, total, unit } = aggregate(m, opts, kind)?;
+    let Agg { values, mut samples, mut total, unit } = aggregate(m, opts, kind)?;
     if samples == 0 && m.sample_count > 0 && !wall && !memory && !m.kind_counts.contains_key(kind.name()) {
         let kinds: Vec<_> = m.kind_counts.keys().copied().collect();
         return Err(Error::NoSamples(format!(
@@ -243,8 +269,13 @@ pub fn build(m: &Material, opts: &ProfileOptions) -> Result<Profile> {
         m.sample_count as f64 / secs.max(1e-9) / 1e6
     );
     let started = std::time::Instant::now();
-    let (merged, missing) = symbolize_keys(m, opts, values);
+    let shaping = !opts.shape.focus.is_empty() || !opts.shape.exclude.is_empty();
+    let Symbolized { merged, missing, kept } = symbolize_keys(m, opts, values);
     log::info!("symbolized {} stacks in {:.3}s", merged.len(), started.elapsed().as_secs_f64());
+    if shaping {
+        // Percentages are of what --focus and --exclude keep.
+        (samples, total) = kept;
+    }
     Ok(Profile {
         kind,
         unit: unit.unwrap_or(match kind {
@@ -303,7 +334,9 @@ fn aggregate(m: &Material, opts: &ProfileOptions, kind: SampleKind) -> Result<Ag
                     stack_id: w.stack_id,
                 }),
             };
-            *a.values.entry(key).or_default() += value;
+            let e = a.values.entry(key).or_default();
+            e.0 += value;
+            e.1 += 1;
         },
         Agg::merge,
     )
@@ -312,11 +345,8 @@ fn aggregate(m: &Material, opts: &ProfileOptions, kind: SampleKind) -> Result<Ag
 /// Each key's frames, root first (grouping frames, markers, the stack and
 /// its waker's), merged where they name the same frames; and the objects
 /// that had nothing to symbolize with.
-fn symbolize_keys(
-    m: &Material,
-    opts: &ProfileOptions,
-    values: FxHashMap<Key, i64>,
-) -> (BTreeMap<Vec<Frame>, i64>, BTreeSet<String>) {
+/// Also the samples and the value the shape kept.
+fn symbolize_keys(m: &Material, opts: &ProfileOptions, values: FxHashMap<Key, (i64, u64)>) -> Symbolized {
     let wall = opts.filter.wall;
     let mut sym = Symbolizer::new(m, opts.symbolize.clone());
     let mut merged: BTreeMap<Vec<Frame>, i64> = BTreeMap::new();
@@ -324,7 +354,8 @@ fn symbolize_keys(
     keys.sort_by_key(|(k, _)| (k.pid, k.tid, k.generation, k.stack_id));
     let mut grouping = opts.grouping;
     grouping.thread = opts.grouping.thread || wall;
-    for (key, value) in keys {
+    let mut kept = (0u64, 0i64);
+    for (key, (value, count)) in keys {
         let mut frames = root_frames(m, grouping, key);
         if wall {
             frames.push(marker(if key.offcpu { "[off-CPU]" } else { "[on-CPU]" }));
@@ -337,9 +368,24 @@ fn symbolize_keys(
             waker.reverse(); // leaf first: the wakeup call sits next to the blocked stack
             frames.extend(waker);
         }
+        if !opts.shape.keeps(&frames) {
+            continue;
+        }
+        if opts.shape.reverse {
+            frames.reverse();
+        }
+        kept = (kept.0 + count, kept.1.saturating_add(value));
         *merged.entry(frames).or_default() += value;
     }
-    (merged, sym.missing)
+    Symbolized { merged, missing: sym.missing, kept }
+}
+
+/// What [`symbolize_keys`] gives.
+struct Symbolized {
+    merged: BTreeMap<Vec<Frame>, i64>,
+    missing: BTreeSet<String>,
+    /// Samples and value the shape kept.
+    kept: (u64, i64),
 }
 
 /// Aggregates allocations (`alloc`) or live blocks (`inuse`) by stack.
@@ -390,7 +436,9 @@ fn memory_agg(
             offcpu: false,
             waker: None,
         };
-        *agg.values.entry(key).or_default() += value;
+        let e = agg.values.entry(key).or_default();
+        e.0 += value;
+        e.1 += 1;
         agg.samples += 1;
         agg.total = agg.total.saturating_add(value);
     };

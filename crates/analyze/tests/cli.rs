@@ -650,3 +650,22 @@ fn help_groups_the_shared_options() {
     let samples = text.find("\nSamples:").unwrap();
     assert!(text.find("--pid").unwrap() > samples, "{text}");
 }
+
+#[test]
+fn focus_exclude_and_reverse_shape_every_stack_command() {
+    let cap = fixture("cpu_split");
+    let cap = cap.to_str().unwrap();
+    let o = run(&["folded", "--focus", "^work_b$", cap]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let lines: Vec<String> = stdout(&o).lines().map(String::from).collect();
+    assert!(!lines.is_empty() && lines.iter().all(|l| l.split(';').any(|f| f == "work_b")), "{lines:?}");
+    let o = run(&["folded", "--reverse", "--exclude", "^work_b$", cap]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(!out.contains("work_b"));
+    // Leaf first: no reversed stack starts at the process entry.
+    assert!(out.lines().all(|l| !l.starts_with("_start;")), "{out}");
+    let o = run(&["top", "--focus", "(", cap]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("--focus \"(\" is not a regular expression"), "{}", stderr(&o));
+}
