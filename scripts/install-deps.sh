@@ -7,6 +7,11 @@ missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
 done
+# By what they provide: node's own packages may have brought npm, pip jsonschema.
+command -v npm >/dev/null 2>&1 || missing+=(npm)
+python3 -c 'import jsonschema' 2>/dev/null || missing+=(python3-jsonschema)
+# The browser test of the speedscope export.
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive

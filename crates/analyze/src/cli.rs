@@ -4,7 +4,6 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -12,17 +11,17 @@ use profcap_analyze::diff::{diff_flame_graph, diff_table, regressions, write_tab
 use profcap_analyze::export::{
     flame_graph, write_folded, write_pprof, write_top, write_top_json, FlameOptions, TopBy,
 };
-use profcap_analyze::export::{timeline_svg, write_leaks};
+use profcap_analyze::export::{speedscope_json, timeline_svg, write_leaks, write_speedscope};
 use profcap_analyze::export::{write_info, write_requests};
 use profcap_analyze::info::info;
 use profcap_analyze::memory::{timeline, InuseAt, MemEvent};
 use profcap_analyze::profile::list_samples;
-use profcap_analyze::requests::{
-    self, capture_spans, join, load_span_file, Selection, SortBy, Span, SpanIndex,
-};
-use profcap_analyze::symbolize::PythonFrames;
-use profcap_analyze::{build, Filter, Grouping, Material, Profile, ProfileOptions, Shape, SymbolizeOptions};
+use profcap_analyze::requests::{self, capture_spans, join, SortBy, SpanIndex};
+use profcap_analyze::{build, Material, SymbolizeOptions};
 use profcap_format::SampleKind;
+
+mod common;
+use common::{load, profile, Common};
 
 /// Analyze profcap captures offline: flame graphs, folded stacks, top tables,
 /// pprof, and diffs of two captures. Works on any machine, without root and
@@ -118,6 +117,16 @@ enum Command {
         #[arg(short, long, value_name = "FILE")]
         output: Option<PathBuf>,
     },
+    /// Write a speedscope profile (JSON) for https://www.speedscope.app or the
+    /// `speedscope` npm package: one profile per thread, its samples in time
+    /// order (on-CPU, or --kind offcpu).
+    Speedscope {
+        #[command(flatten)]
+        input: Input,
+        /// Output file. Default: the capture's name with .speedscope.json.
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
     /// List the HTTP requests of a capture recorded with `profrec --requests`
     /// (or of a --spans file): trace id, method, path, status, latency, and the
     /// on-CPU and off-CPU time of the threads that served them.
@@ -204,30 +213,9 @@ enum RequestSort {
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
-enum PythonMode {
-    Merged,
-    Only,
-    Native,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
 enum By {
     Function,
     Module,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum Kind {
-    /// On-CPU samples.
-    Cpu,
-    /// Time threads spent blocked.
-    Offcpu,
-    /// On-CPU and off-CPU time together, per thread.
-    Wall,
-    /// Bytes allocated.
-    Alloc,
-    /// Bytes in use.
-    Inuse,
 }
 
 /// The capture and the options every profile command shares.
@@ -259,268 +247,6 @@ struct DiffReport {
     /// the same.
     #[arg(long)]
     json: bool,
-}
-
-#[derive(Debug, Args)]
-struct Common {
-    /// Sample kind. Default: cpu if recorded, else what the capture has.
-    #[arg(long, value_enum, help_heading = "Samples")]
-    kind: Option<Kind>,
-    /// Off-CPU: show who woke each thread (and from where) above the blocked
-    /// stack; needs a capture recorded with `profrec --wakers`.
-    #[arg(long, help_heading = "Samples")]
-    wakers: bool,
-    /// Only these processes (comma-separated pids).
-    #[arg(long, value_delimiter = ',', value_name = "PID", help_heading = "Samples")]
-    pid: Vec<u32>,
-    /// Only these threads (comma-separated tids).
-    #[arg(long, value_delimiter = ',', value_name = "TID", help_heading = "Samples")]
-    tid: Vec<u32>,
-    /// Only processes or threads with this name (repeatable).
-    #[arg(long, value_name = "NAME", help_heading = "Samples")]
-    comm: Vec<String>,
-    /// Start this many seconds after the first sample.
-    #[arg(long, value_name = "SECONDS", help_heading = "Samples")]
-    from: Option<f64>,
-    /// End this many seconds after the first sample.
-    #[arg(long, value_name = "SECONDS", help_heading = "Samples")]
-    to: Option<f64>,
-    /// Only samples inside requests with this trace id (traceparent, B3,
-    /// uber-trace-id or X-Request-Id; 8+ leading characters suffice); repeatable.
-    #[arg(long, value_name = "ID", help_heading = "Requests")]
-    trace_id: Vec<String>,
-    /// Only samples inside the request with this id (the ID column of
-    /// `profanalyze requests`); repeatable.
-    #[arg(long, value_name = "ID", help_heading = "Requests")]
-    request: Vec<u64>,
-    /// Only samples inside the N slowest requests.
-    #[arg(long, value_name = "N", help_heading = "Requests")]
-    slowest: Option<usize>,
-    /// Also join against the spans of this OTLP JSON file (OpenTelemetry's
-    /// JSON encoding; each span needs a `thread.id` attribute and a
-    /// `process.pid` span or resource attribute).
-    #[arg(long, value_name = "FILE", help_heading = "Requests")]
-    spans: Option<PathBuf>,
-    /// --kind inuse: the moment to show: `end` (never freed), `peak` (when
-    /// the most bytes were in use), or seconds after the first allocation event.
-    #[arg(long, value_name = "end|peak|SECONDS", value_parser = parse_at, help_heading = "Samples")]
-    at: Option<InuseAt>,
-    /// --kind alloc/inuse: count allocations instead of bytes.
-    #[arg(long, help_heading = "Samples")]
-    counts: bool,
-    /// Leave out kernel frames.
-    #[arg(long, help_heading = "Stacks")]
-    no_kernel: bool,
-    /// Add a root frame per process.
-    #[arg(long, help_heading = "Stacks")]
-    per_process: bool,
-    /// Keep only the stacks with a frame matching this regular expression
-    /// (repeatable: any of them); percentages are then of what is kept.
-    /// E.g. `--focus '^py::app\.handle'`.
-    #[arg(long, value_name = "REGEX", help_heading = "Stacks")]
-    focus: Vec<String>,
-    /// Leave out the stacks with a frame matching this regular expression
-    /// (repeatable), e.g. `--exclude '^\[unknown\]$'`.
-    #[arg(long, value_name = "REGEX", help_heading = "Stacks")]
-    exclude: Vec<String>,
-    /// Turn the stacks around, leaf first: a bottom-up view of who calls the
-    /// hottest functions.
-    #[arg(long, help_heading = "Stacks")]
-    reverse: bool,
-    /// Add a root frame per thread (below the process frame with --per-process).
-    #[arg(long, help_heading = "Stacks")]
-    per_thread: bool,
-    /// Directory with debug files (`.build-id/ab/cdef….debug` or the recorded
-    /// paths below it); repeatable.
-    #[arg(long, value_name = "DIR", help_heading = "Symbols and unwinding")]
-    debug_dir: Vec<PathBuf>,
-    /// Look binaries up under this root instead of /.
-    #[arg(long, value_name = "DIR", help_heading = "Symbols and unwinding")]
-    sysroot: Option<PathBuf>,
-    /// Never read binaries on this machine; use only the capture's material.
-    #[arg(long, help_heading = "Symbols and unwinding")]
-    no_local_files: bool,
-    /// Append file:line to function names where debug info has them.
-    #[arg(long, help_heading = "Symbols and unwinding")]
-    lines: bool,
-    /// Fold inlined functions into their callers.
-    #[arg(long, help_heading = "Symbols and unwinding")]
-    no_inline: bool,
-    /// Python frames: `merged` in place of the interpreter's eval loop (native
-    /// callers above them, C extensions and libraries below), `only` Python
-    /// frames (stacks without any stay native), or `native` frames only.
-    #[arg(long, value_enum, value_name = "HOW", default_value = "merged", help_heading = "Stacks")]
-    python: PythonMode,
-    /// Fail on a damaged capture instead of skipping damaged chunks.
-    #[arg(long, help_heading = "Input")]
-    strict: bool,
-    /// Unwind the raw stacks kept by `profrec --keep-stacks` again here, with
-    /// the capture's unwind tables or, where it has none, those of local files
-    /// found like symbols (--debug-dir, --sysroot): the stacks shown are the
-    /// new ones.
-    #[arg(long, help_heading = "Symbols and unwinding")]
-    unwind: bool,
-}
-
-impl Common {
-    /// Loads the capture, unwinding its raw stacks again with --unwind.
-    fn load(&self, path: &Path) -> Result<Material> {
-        let mut m = load(path, self.strict)?;
-        if self.unwind {
-            let r = m.unwind_raw_stacks(self.strict, &self.profile_options()?.symbolize)?;
-            log::info!("unwound {} raw stacks again; {} the same as recorded", r.samples, r.same_as_recorded);
-        }
-        Ok(m)
-    }
-
-    fn profile_options(&self) -> Result<ProfileOptions> {
-        if let (Some(from), Some(to)) = (self.from, self.to) {
-            if from > to {
-                bail!("--from ({from}) is after --to ({to})");
-            }
-        }
-        let mut filter = Filter::default();
-        filter.pids = self.pid.clone();
-        filter.tids = self.tid.clone();
-        filter.comms = self.comm.clone();
-        filter.kind = self.kind.map(|k| match k {
-            Kind::Cpu => SampleKind::Cpu,
-            Kind::Offcpu | Kind::Wall => SampleKind::OffCpu,
-            Kind::Alloc => SampleKind::Alloc,
-            Kind::Inuse => SampleKind::Inuse,
-        });
-        filter.wall = matches!(self.kind, Some(Kind::Wall));
-        filter.wakers = self.wakers;
-        filter.from_s = self.from;
-        filter.to_s = self.to;
-        filter.no_kernel = self.no_kernel;
-        if self.at.is_some() && !matches!(self.kind, Some(Kind::Inuse)) {
-            bail!("--at needs --kind inuse");
-        }
-        filter.inuse_at = self.at.unwrap_or_default();
-        filter.alloc_counts = self.counts;
-        let mut grouping = Grouping::default();
-        grouping.process = self.per_process;
-        grouping.thread = self.per_thread;
-        let mut symbolize = SymbolizeOptions::default();
-        symbolize.debug_dirs = self.debug_dir.clone();
-        symbolize.sysroot = self.sysroot.clone();
-        symbolize.local_files = !self.no_local_files;
-        symbolize.lines = self.lines;
-        symbolize.inlines = !self.no_inline;
-        symbolize.python = match self.python {
-            PythonMode::Merged => PythonFrames::Merged,
-            PythonMode::Only => PythonFrames::Only,
-            PythonMode::Native => PythonFrames::Native,
-        };
-        let regexes = |what: &str, v: &[String]| -> Result<Vec<regex::Regex>> {
-            v.iter()
-                .map(|r| {
-                    regex::Regex::new(r)
-                        .map_err(|e| anyhow::anyhow!("--{what} {r:?} is not a regular expression: {e}"))
-                })
-                .collect()
-        };
-        let mut shape = Shape::default();
-        shape.focus = regexes("focus", &self.focus)?;
-        shape.exclude = regexes("exclude", &self.exclude)?;
-        shape.reverse = self.reverse;
-        let mut opts = ProfileOptions::default();
-        opts.filter = filter;
-        opts.grouping = grouping;
-        opts.shape = shape;
-        opts.symbolize = symbolize;
-        opts.strict = self.strict;
-        Ok(opts)
-    }
-}
-
-fn parse_at(s: &str) -> std::result::Result<InuseAt, String> {
-    match s {
-        "end" => Ok(InuseAt::End),
-        "peak" => Ok(InuseAt::Peak),
-        _ => match s.parse::<f64>() {
-            Ok(v) if v.is_finite() && v >= 0.0 => Ok(InuseAt::Seconds(v)),
-            _ => Err(format!("`{s}` is not end, peak or a number of seconds")),
-        },
-    }
-}
-
-fn load(path: &Path, strict: bool) -> Result<Material> {
-    // The error names the file already.
-    let m = Material::load(path, strict)?;
-    for w in &m.warnings {
-        log::warn!("{}: {w}", path.display());
-    }
-    Ok(m)
-}
-
-impl Common {
-    fn selection(&self) -> Selection {
-        let mut sel = Selection::default();
-        sel.trace_ids = self.trace_id.clone();
-        sel.request_ids = self.request.clone();
-        sel.slowest = self.slowest;
-        sel.pids = self.pid.clone();
-        sel
-    }
-
-    /// The requests of the capture (and --spans file) that the options select.
-    fn requests(&self, m: &Material) -> Result<Vec<Span>> {
-        let external = match &self.spans {
-            Some(path) => load_span_file(m, path)?,
-            None => Vec::new(),
-        };
-        if m.io.is_empty() && external.is_empty() {
-            bail!(
-                "{} has no request events: record with `profrec --requests`, or give spans with --spans FILE",
-                m.path.display()
-            );
-        }
-        let spans = self.selection().apply(capture_spans(m, external));
-        if spans.is_empty() {
-            bail!(
-                "no request of {} matches; `profanalyze requests {}` lists them",
-                m.path.display(),
-                m.path.display()
-            );
-        }
-        Ok(spans)
-    }
-
-    /// Profile options, with the request selection resolved against `m`.
-    fn options_for(&self, m: &Material) -> Result<ProfileOptions> {
-        Ok(self.options_and_requests(m)?.0)
-    }
-
-    /// Profile options, and the requests they select (`None`: no selection
-    /// and no --spans file).
-    fn options_and_requests(&self, m: &Material) -> Result<(ProfileOptions, Option<Vec<Span>>)> {
-        let mut opts = self.profile_options()?;
-        if !self.selection().is_active() && self.spans.is_none() {
-            return Ok((opts, None));
-        }
-        let spans = self.requests(m)?;
-        log::info!("{} request(s) selected", spans.len());
-        opts.filter.spans = Some(Arc::new(SpanIndex::new(&spans)));
-        Ok((opts, Some(spans)))
-    }
-}
-
-/// Builds the profile and reports objects that could not be symbolized.
-fn profile(m: &Material, opts: &Common) -> Result<Profile> {
-    let p = build(m, &opts.options_for(m)?).with_context(|| format!("analyzing {}", m.path.display()))?;
-    if !p.missing.is_empty() {
-        log::warn!(
-            "no symbols for {} object(s); their frames show as module+offset. Supply the binaries \
-             with --debug-dir DIR or --sysroot DIR, or record with --embed full:",
-            p.missing.len()
-        );
-        for o in &p.missing {
-            log::warn!("  {o}");
-        }
-    }
-    Ok(p)
 }
 
 /// An output file; `-` is standard output, as perf and pprof users expect.
@@ -626,6 +352,19 @@ impl Cli {
                 let output = output.unwrap_or_else(|| default_output(&input.capture, "pb.gz"));
                 let mut out = create(&output)?;
                 write_pprof(&p, duration_ns(&m), &mut out)?;
+                out.flush()?;
+                wrote(self.quiet, &output, "");
+            }
+            Command::Speedscope { input, output } => {
+                let m = input.opts.load(&input.capture)?;
+                let opts = input.opts.options_for(&m)?;
+                let name =
+                    input.capture.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+                // Built whole first: a failure leaves no file behind.
+                let file = speedscope_json(&m, &opts, &name)?;
+                let output = output.unwrap_or_else(|| default_output(&input.capture, "speedscope.json"));
+                let mut out = create(&output)?;
+                write_speedscope(&file, &mut out)?;
                 out.flush()?;
                 wrote(self.quiet, &output, "");
             }

@@ -85,7 +85,7 @@ pub struct Shape {
 
 impl Shape {
     /// Whether a stack is kept.
-    fn keeps(&self, frames: &[Frame]) -> bool {
+    pub(crate) fn keeps(&self, frames: &[Frame]) -> bool {
         let any = |res: &[regex::Regex]| frames.iter().any(|f| res.iter().any(|r| r.is_match(&f.name)));
         (self.focus.is_empty() || any(&self.focus)) && !any(&self.exclude)
     }
@@ -492,6 +492,27 @@ pub struct ListedSample {
     pub value: i64,
     /// The innermost frame of its stack, if it has one.
     pub leaf: Option<Frame>,
+}
+
+/// Every sample that passes the filter, with its value (in no order), and
+/// the kind selected: the per-sample stream exporters build on.
+pub fn selected_samples(m: &Material, opts: &ProfileOptions) -> Result<(SampleKind, Vec<(Sample, i64)>)> {
+    let kind = opts.filter.kind.unwrap_or_else(|| default_kind(m));
+    let keep = Keep::new(m, &opts.filter, kind);
+    let kept = m.fold_samples(
+        opts.strict,
+        Vec::new,
+        |v: &mut Vec<(Sample, i64)>, s| {
+            if let Some(value) = keep.value(s) {
+                v.push((*s, value));
+            }
+        },
+        |mut a, b| {
+            a.extend(b);
+            a
+        },
+    )?;
+    Ok((kind, kept))
 }
 
 /// The first `limit` samples (by id) that pass the filter, each with its leaf frame.

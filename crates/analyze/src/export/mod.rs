@@ -1,5 +1,5 @@
 //! Output formats, one module each: folded stacks, flame graphs, top tables,
-//! pprof, the leak table, the memory timeline, the samples and requests tables and
+//! pprof, speedscope, the leak table, the memory timeline, the samples and requests tables and
 //! the `info` summary. (The diff table and graph stay in `diff/`, which builds on these.)
 
 mod flame;
@@ -10,6 +10,7 @@ mod memtimeline;
 mod pprof;
 mod requests_table;
 mod samples;
+mod speedscope;
 mod top;
 
 pub use flame::{flame_graph, FlameOptions};
@@ -20,4 +21,5 @@ pub use memtimeline::timeline_svg;
 pub use pprof::write_pprof;
 pub use requests_table::write_requests;
 pub use samples::{write_samples, write_samples_json};
+pub use speedscope::{speedscope_json, write_speedscope};
 pub use top::{top_table, write_top, write_top_json, TopBy, TopRow};
