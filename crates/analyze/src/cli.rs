@@ -11,7 +11,9 @@ use profcap_analyze::diff::{diff_flame_graph, diff_table, regressions, write_tab
 use profcap_analyze::export::{
     flame_graph, write_folded, write_pprof, write_top, write_top_json, FlameOptions, TopBy,
 };
-use profcap_analyze::export::{speedscope_json, timeline_svg, write_leaks, write_speedscope};
+use profcap_analyze::export::{
+    heatmap_svg, speedscope_json, timeline_svg, write_leaks, write_speedscope, HeatmapOptions,
+};
 use profcap_analyze::export::{write_info, write_requests};
 use profcap_analyze::info::info;
 use profcap_analyze::memory::{timeline, InuseAt, MemEvent};
@@ -116,6 +118,19 @@ enum Command {
         /// Output file. Default: the capture's name with .pb.gz.
         #[arg(short, long, value_name = "FILE")]
         output: Option<PathBuf>,
+    },
+    /// Draw a sub-second heatmap (SVG): a column per second, a row per
+    /// 20 ms, coloured by on-CPU time (or --kind offcpu): spikes stand out,
+    /// and each cell's tooltip gives the `flame --from --to` command for it.
+    Heatmap {
+        #[command(flatten)]
+        input: Input,
+        /// Output file. Default: the capture's name with .heatmap.svg.
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+        /// Rows per column (fractions of a second).
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        rows: u32,
     },
     /// Write a speedscope profile (JSON) for https://www.speedscope.app or the
     /// `speedscope` npm package: one profile per thread, its samples in time
@@ -352,6 +367,20 @@ impl Cli {
                 let output = output.unwrap_or_else(|| default_output(&input.capture, "pb.gz"));
                 let mut out = create(&output)?;
                 write_pprof(&p, duration_ns(&m), &mut out)?;
+                out.flush()?;
+                wrote(self.quiet, &output, "");
+            }
+            Command::Heatmap { input, output, rows } => {
+                let m = input.opts.load(&input.capture)?;
+                let opts = input.opts.options_for(&m)?;
+                let mut h = HeatmapOptions::default();
+                h.rows = rows;
+                h.capture = input.capture.display().to_string();
+                let mut svg = Vec::new();
+                heatmap_svg(&m, &opts, &h, &mut svg)?;
+                let output = output.unwrap_or_else(|| default_output(&input.capture, "heatmap.svg"));
+                let mut out = create(&output)?;
+                out.write_all(&svg)?;
                 out.flush()?;
                 wrote(self.quiet, &output, "");
             }

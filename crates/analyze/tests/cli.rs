@@ -669,3 +669,32 @@ fn focus_exclude_and_reverse_shape_every_stack_command() {
     assert!(!o.status.success());
     assert!(stderr(&o).contains("--focus \"(\" is not a regular expression"), "{}", stderr(&o));
 }
+
+#[test]
+fn heatmap_draws_every_cell_of_the_capture_and_refuses_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("h.svg");
+    let cap = fixture("cpu_split");
+    let o = run(&["heatmap", "--rows", "25", cap.to_str().unwrap(), "-o", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let svg = std::fs::read_to_string(&out).unwrap();
+    // cpu_split runs 2 s: 2 or 3 one-second columns of 25 cells.
+    let cells = svg.matches("<rect").count();
+    assert!(cells == 50 || cells == 75, "{cells} cells");
+    assert!(svg.contains("--from 0.000 --to 0.040"), "the first cell's command");
+    // A CPU-bound program: no cell of its first second is empty.
+    assert!(svg.matches("rgb(250,250,250)").count() < 25, "{svg}");
+    let mem = dir.path().join("m.svg");
+    let o = run(&[
+        "heatmap",
+        "--kind",
+        "alloc",
+        fixture("allocs").to_str().unwrap(),
+        "-o",
+        mem.to_str().unwrap(),
+    ]);
+    assert!(!o.status.success() && stderr(&o).contains("on-CPU or off-CPU"), "{}", stderr(&o));
+    assert!(!mem.exists());
+    let o = run(&["heatmap", "--rows", "0", cap.to_str().unwrap()]);
+    assert!(!o.status.success());
+}

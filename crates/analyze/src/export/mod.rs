@@ -4,6 +4,7 @@
 
 mod flame;
 mod folded;
+mod heatmap;
 mod info_text;
 mod leaks;
 mod memtimeline;
@@ -15,6 +16,7 @@ mod top;
 
 pub use flame::{flame_graph, FlameOptions};
 pub use folded::{folded_lines, frame_label, write_folded};
+pub use heatmap::{heatmap_svg, HeatmapOptions};
 pub use info_text::write_info;
 pub use leaks::{write_leaks, write_leaks_json};
 pub use memtimeline::timeline_svg;
