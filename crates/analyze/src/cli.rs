@@ -203,6 +203,14 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print a completion script for a shell, e.g.
+    /// `profanalyze completions bash > /usr/share/bash-completion/completions/profanalyze`.
+    Completions { shell: clap_complete::Shell },
+    /// Write the man pages (profanalyze.1 and one per command) into DIR.
+    Man {
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
     /// Compare two captures: a differential flame graph and the functions
     /// whose share changed most.
     Diff {
@@ -281,6 +289,27 @@ fn writer(path: Option<&Path>) -> Result<Box<dyn Write>> {
 /// with `extension`, in the current directory (as perf writes perf.data).
 fn default_output(capture: &Path, extension: &str) -> PathBuf {
     Path::new(capture.file_name().unwrap_or(capture.as_os_str())).with_extension(extension)
+}
+
+/// profanalyze.1 and profanalyze-COMMAND.1 for each command, into `dir`.
+fn write_man_pages(dir: &Path, quiet: bool) -> Result<()> {
+    use clap::CommandFactory;
+    let cmd = Cli::command();
+    let mut pages = vec![("profanalyze.1".to_owned(), cmd.clone())];
+    for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
+        let name = format!("profanalyze-{}", sub.get_name());
+        // A one-shot command: the few page names may live to the end.
+        let name: &'static str = Box::leak(name.into_boxed_str());
+        pages.push((format!("{name}.1"), sub.clone().name(name).bin_name(name)));
+    }
+    for (file, page) in pages {
+        let path = dir.join(file);
+        let mut out = Vec::new();
+        clap_mangen::Man::new(page).render(&mut out)?;
+        std::fs::write(&path, out).with_context(|| format!("writing {}", path.display()))?;
+        wrote(quiet, &path, "");
+    }
+    Ok(())
 }
 
 /// "profanalyze: wrote FILE…" unless the output was standard output.
@@ -474,6 +503,15 @@ impl Cli {
                 }
                 out.flush()?;
             }
+            Command::Completions { shell } => {
+                use clap::CommandFactory;
+                let mut script = Vec::new();
+                clap_complete::generate(shell, &mut Cli::command(), "profanalyze", &mut script);
+                let mut out = writer(None)?;
+                out.write_all(&script)?;
+                out.flush()?;
+            }
+            Command::Man { dir } => write_man_pages(&dir, self.quiet)?,
             Command::Diff { before, after, opts, report } => {
                 return run_diff(&before, &after, &opts, &report);
             }

@@ -698,3 +698,24 @@ fn heatmap_draws_every_cell_of_the_capture_and_refuses_memory() {
     let o = run(&["heatmap", "--rows", "0", cap.to_str().unwrap()]);
     assert!(!o.status.success());
 }
+
+#[test]
+fn completions_and_man_pages_cover_every_command() {
+    let o = run(&["completions", "bash"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let script = stdout(&o);
+    for cmd in ["flame", "heatmap", "speedscope", "diff", "top"] {
+        assert!(script.contains(cmd), "bash completion knows {cmd}");
+    }
+    assert!(!run(&["completions", "tcsh"]).status.success(), "an unknown shell is refused");
+    let dir = tempfile::tempdir().unwrap();
+    let o = run(&["man", dir.path().to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    for page in ["profanalyze.1", "profanalyze-flame.1", "profanalyze-heatmap.1", "profanalyze-speedscope.1"]
+    {
+        let text = std::fs::read_to_string(dir.path().join(page)).unwrap();
+        assert!(text.contains(".TH"), "{page} is a man page");
+    }
+    let o = run(&["man", "/nonexistent/dir"]);
+    assert!(!o.status.success() && stderr(&o).contains("/nonexistent/dir"), "{}", stderr(&o));
+}

@@ -6,6 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use std::io::Write as _;
+
 use clap::{ArgGroup, Parser, ValueEnum};
 use profcap_recorder::{record, EmbedMode, MemMode, RecordOptions, Target};
 
@@ -35,12 +37,12 @@ use profcap_recorder::{record, EmbedMode, MemMode, RecordOptions, Target};
 /// (128+signal if it was killed), 2 if profrec itself fails.
 #[derive(Debug, Parser)]
 #[command(name = "profrec", version, verbatim_doc_comment)]
-#[command(group(ArgGroup::new("target").required(true).args(["pid", "all", "command"])))]
+#[command(group(ArgGroup::new("target").required(true).args(["pid", "all", "command", "completions", "man"])))]
 struct Cli {
     /// The capture file to write: a new file (mode 0600) renamed over FILE once
     /// recording has started; a symlink there is replaced, never followed.
-    #[arg(short, long, value_name = "FILE")]
-    output: PathBuf,
+    #[arg(short, long, value_name = "FILE", required_unless_present_any = ["completions", "man"])]
+    output: Option<PathBuf>,
 
     /// Attach to these running processes (comma-separated); their threads and
     /// children are followed.
@@ -170,6 +172,15 @@ struct Cli {
     #[arg(short, long)]
     quiet: bool,
 
+    /// Print a completion script for this shell and exit, e.g.
+    /// `profrec --completions bash > /usr/share/bash-completion/completions/profrec`.
+    #[arg(long, value_name = "SHELL", help_heading = "Installing")]
+    completions: Option<clap_complete::Shell>,
+
+    /// Write the man page (profrec.1) into this directory and exit.
+    #[arg(long, value_name = "DIR", help_heading = "Installing")]
+    man: Option<PathBuf>,
+
     /// The command to start and record, after `--`.
     #[arg(last = true, value_name = "COMMAND")]
     command: Vec<String>,
@@ -230,7 +241,8 @@ impl Cli {
                 self.freq
             );
         }
-        let mut opts = RecordOptions::new(self.output.clone(), target);
+        let output = self.output.clone().context("--output FILE is needed")?;
+        let mut opts = RecordOptions::new(output, target);
         opts.freq = self.freq;
         let max_stack = profcap_recorder::probes::MAX_STACK_COPY as u32;
         if self.stack_bytes > max_stack {
@@ -328,6 +340,23 @@ fn main() -> std::process::ExitCode {
 }
 
 fn run(cli: &Cli) -> anyhow::Result<u8> {
+    use clap::CommandFactory;
+    if let Some(shell) = cli.completions {
+        let mut script = Vec::new();
+        clap_complete::generate(shell, &mut Cli::command(), "profrec", &mut script);
+        // A closed pipe (`| head`) is not an error.
+        let mut out = std::io::stdout();
+        let _ = out.write_all(&script).and_then(|()| out.flush());
+        return Ok(0);
+    }
+    if let Some(dir) = &cli.man {
+        let path = dir.join("profrec.1");
+        let mut page = Vec::new();
+        clap_mangen::Man::new(Cli::command()).render(&mut page)?;
+        std::fs::write(&path, page).with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("profrec: wrote {}", path.display());
+        return Ok(0);
+    }
     let opts = cli.options()?;
     let stop = Arc::new(AtomicBool::new(false));
     let flag = Arc::clone(&stop);
