@@ -16,6 +16,7 @@ use profcap_format::{
     SymbolBlob,
 };
 
+use crate::progress::Progress;
 use crate::sockets::{IoAssembler, IoEvent};
 use crate::{Error, Result};
 
@@ -66,6 +67,11 @@ pub struct Material {
 /// Key of a blob (the rule lives in the format crate).
 pub use profcap_format::blob_key;
 
+/// The file's size (0 if unknown), for progress.
+fn file_len(path: &Path) -> u64 {
+    std::fs::metadata(path).map_or(0, |m| m.len())
+}
+
 fn open(path: &Path, strict: bool) -> Result<CaptureReader<std::fs::File>> {
     CaptureReader::open(path, ReadOptions::strict(strict)).map_err(|source| match source {
         e @ profcap_format::Error::Open { .. } => Error::Open(e),
@@ -84,7 +90,9 @@ impl Material {
             ..Material::default()
         };
         let mut heads = IoAssembler::default();
-        for batch in reader.by_ref() {
+        let mut progress = Progress::new(&format!("reading {}", path.display()), file_len(path));
+        while let Some(batch) = reader.next() {
+            progress.set(reader.stats().file_bytes);
             let batch = batch.map_err(|source| Error::Capture { path: path.to_owned(), source })?;
             if let Some(meta) = batch.meta {
                 m.meta = meta;
@@ -161,6 +169,7 @@ impl Material {
     {
         const IN_FLIGHT: usize = 16;
         let mut reader = open(&self.path, strict)?;
+        let mut progress = Progress::new(&format!("analyzing {}", self.path.display()), file_len(&self.path));
         let mut acc = init();
         let mut next_id = 0u64;
         loop {
@@ -174,6 +183,7 @@ impl Material {
                     None => break,
                 }
             }
+            progress.set(reader.stats().file_bytes);
             if group.is_empty() {
                 return Ok(acc);
             }

@@ -10,6 +10,7 @@ pub mod export;
 pub mod info;
 pub mod memory;
 pub mod profile;
+mod progress;
 pub mod requests;
 pub mod sockets;
 pub mod symbolize;

@@ -719,3 +719,26 @@ fn completions_and_man_pages_cover_every_command() {
     let o = run(&["man", "/nonexistent/dir"]);
     assert!(!o.status.success() && stderr(&o).contains("/nonexistent/dir"), "{}", stderr(&o));
 }
+
+#[test]
+fn progress_shows_on_a_terminal_only() {
+    let cap = fixture("nofp");
+    let bin = env!("CARGO_BIN_EXE_profanalyze");
+    // `script` gives the command a terminal; the delay is cut to 0 so that
+    // a small capture shows its bar.
+    let o = Command::new("script")
+        .args(["-qec", &format!("{bin} top -n 1 {}", cap.display()), "/dev/null"])
+        .env("PROFCAP_PROGRESS_AFTER_MS", "0")
+        .output()
+        .expect("script (util-linux)");
+    let tty = String::from_utf8_lossy(&o.stdout);
+    assert!(tty.contains("reading ") && tty.contains("KiB"), "{tty}");
+    assert!(tty.contains("compare_slow"), "the table follows: {tty}");
+    // Not a terminal: never a bar, whatever the delay.
+    let o = Command::new(bin)
+        .args(["top", "-n", "1", cap.to_str().unwrap()])
+        .env("PROFCAP_PROGRESS_AFTER_MS", "0")
+        .output()
+        .unwrap();
+    assert!(!stderr(&o).contains("reading "), "{}", stderr(&o));
+}
