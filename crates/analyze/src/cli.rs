@@ -17,7 +17,7 @@ use profcap_analyze::export::{
 use profcap_analyze::export::{write_info, write_requests};
 use profcap_analyze::info::info;
 use profcap_analyze::memory::{timeline, InuseAt, MemEvent};
-use profcap_analyze::profile::list_samples;
+use profcap_analyze::profile::{list_samples, time_ordered};
 use profcap_analyze::requests::{self, capture_spans, join, SortBy, SpanIndex};
 use profcap_analyze::{build, Material, SymbolizeOptions};
 use profcap_format::SampleKind;
@@ -88,6 +88,10 @@ enum Command {
         /// Icicle graph: roots at the top.
         #[arg(long)]
         inverted: bool,
+        /// A flame chart: time on the x axis (each thread's samples in time
+        /// order, the threads one after the other), stacks not merged.
+        #[arg(long)]
+        flame_chart: bool,
     },
     /// Print folded stacks (`frame;frame;… value`), the input of many tools.
     Folded {
@@ -356,13 +360,18 @@ impl Cli {
                 }
                 out.flush()?;
             }
-            Command::Flame { input, output, title, inverted } => {
+            Command::Flame { input, output, title, inverted, flame_chart } => {
                 let m = input.opts.load(&input.capture)?;
-                let p = profile(&m, &input.opts)?;
+                let p = if flame_chart {
+                    time_ordered(&m, &input.opts.options_for(&m)?)?
+                } else {
+                    profile(&m, &input.opts)?
+                };
                 let output = output.unwrap_or_else(|| default_output(&input.capture, "svg"));
                 let mut fo = FlameOptions::default();
                 fo.title = title;
                 fo.inverted = inverted;
+                fo.chart = flame_chart;
                 let mut out = create(&output)?;
                 flame_graph(&p, &fo, &mut out)?;
                 out.flush()?;

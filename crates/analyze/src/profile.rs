@@ -515,6 +515,62 @@ pub fn selected_samples(m: &Material, opts: &ProfileOptions) -> Result<(SampleKi
     Ok((kind, kept))
 }
 
+/// The samples `opts` selects in time order, thread by thread, for a flame
+/// chart: a root frame per thread, runs of samples with the same stack as
+/// one entry (so `stacks` is in time order and not merged across time).
+pub fn time_ordered(m: &Material, opts: &ProfileOptions) -> Result<Profile> {
+    let (kind, mut samples) = selected_samples(m, opts)?;
+    if matches!(kind, SampleKind::Alloc | SampleKind::Inuse) || opts.filter.wall {
+        return Err(Error::NoSamples("a flame chart takes on-CPU or off-CPU samples".into()));
+    }
+    samples.sort_unstable_by_key(|(s, _)| (s.tid, s.time_ns, s.id));
+    let generations = m.generations();
+    let mut sym = Symbolizer::new(m, opts.symbolize.clone());
+    let mut grouping = opts.grouping;
+    grouping.thread = true;
+    let mut cache: FxHashMap<(u32, u32, u64, u64), Option<Vec<Frame>>> = FxHashMap::default();
+    let mut stacks: Vec<(Vec<Frame>, i64)> = Vec::new();
+    let (mut kept, mut total, mut unit) = (0u64, 0i64, None);
+    for (s, value) in samples {
+        let g = Material::generation_at(generations.get(&s.pid).map_or(&[][..], Vec::as_slice), s.time_ns);
+        let frames = cache.entry((s.pid, s.tid, g, s.stack_id)).or_insert_with(|| {
+            let key = Key {
+                pid: s.pid,
+                tid: s.tid,
+                generation: g,
+                stack_id: s.stack_id,
+                offcpu: false,
+                waker: None,
+            };
+            let mut f = root_frames(m, grouping, key);
+            f.extend(sym.stack_frames(s.pid, g, s.stack_id, !opts.filter.no_kernel));
+            opts.shape.keeps(&f).then_some(f)
+        });
+        let Some(frames) = frames else { continue };
+        unit.get_or_insert(s.unit);
+        kept += 1;
+        total = total.saturating_add(value);
+        match stacks.last_mut() {
+            Some((last, v)) if last == frames => *v += value,
+            _ => stacks.push((frames.clone(), value)),
+        }
+    }
+    Ok(Profile {
+        kind,
+        unit: unit.unwrap_or(if kind == SampleKind::OffCpu {
+            ValueUnit::Nanoseconds
+        } else {
+            ValueUnit::Count
+        }),
+        stacks,
+        samples: kept,
+        total,
+        freq: m.freq(),
+        missing: sym.missing,
+        wall: false,
+    })
+}
+
 /// The first `limit` samples (by id) that pass the filter, each with its leaf frame.
 pub fn list_samples(m: &Material, opts: &ProfileOptions, limit: usize) -> Result<Vec<ListedSample>> {
     let kind = opts.filter.kind.unwrap_or_else(|| default_kind(m));

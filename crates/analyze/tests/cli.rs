@@ -742,3 +742,17 @@ fn progress_shows_on_a_terminal_only() {
         .unwrap();
     assert!(!stderr(&o).contains("reading "), "{}", stderr(&o));
 }
+
+#[test]
+fn a_flame_chart_is_drawn_and_memory_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("chart.svg");
+    let o =
+        run(&["flame", "--flame-chart", fixture("python").to_str().unwrap(), "-o", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let svg = std::fs::read_to_string(&out).unwrap();
+    assert!(svg.contains("py::pywork.spin"), "a chart of the samples");
+    let o =
+        run(&["flame", "--flame-chart", "--kind", "alloc", fixture("allocs").to_str().unwrap(), "-o", "-"]);
+    assert!(!o.status.success() && stderr(&o).contains("flame chart"), "{}", stderr(&o));
+}

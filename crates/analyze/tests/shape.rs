@@ -67,3 +67,23 @@ fn reverse_puts_the_leaf_first_and_keeps_every_value() {
     r.sort();
     assert_eq!(a, r);
 }
+
+#[test]
+fn a_flame_chart_keeps_time_order_and_every_value() {
+    let cap = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/python/capture.cap");
+    let m = Material::load(&cap, true).unwrap();
+    let mut o = ProfileOptions::default();
+    o.symbolize.local_files = false;
+    let merged = build(&m, &o).unwrap();
+    let chart = profcap_analyze::profile::time_ordered(&m, &o).unwrap();
+    assert_eq!(chart.total, merged.total);
+    assert_eq!(chart.samples, merged.samples);
+    // Runs of one stack are one entry; the same stack comes back later.
+    assert!(chart.stacks.windows(2).all(|w| w[0].0 != w[1].0));
+    assert!(chart.stacks.len() > merged.stacks.len());
+    // Time order: the interpreter starts up before it runs pywork's code, and
+    // every stack has the thread's root frame.
+    let first_work = chart.stacks.iter().position(|(f, _)| has(f, "py::pywork.spin ")).unwrap();
+    assert!(chart.stacks[..first_work].iter().any(|(f, _)| has(f, "Py_InitializeFromConfig")));
+    assert!(chart.stacks.iter().all(|(f, _)| f[0].name.ends_with(')')));
+}

@@ -21,6 +21,9 @@ pub struct FlameOptions {
     pub subtitle: Option<String>,
     /// Icicle graph (root at the top). Default: false.
     pub inverted: bool,
+    /// A flame chart: the stacks in the order given (time), not merged or
+    /// sorted by name; for a [`crate::profile::time_ordered`] profile.
+    pub chart: bool,
 }
 
 /// The unit flame graph values are given in, the factor from raw values
@@ -77,6 +80,7 @@ pub fn flame_graph(p: &Profile, opts: &FlameOptions, out: impl Write) -> Result<
         if opts.inverted { flamegraph::Direction::Inverted } else { flamegraph::Direction::Straight };
     o.deterministic = true;
     o.hash = true;
+    o.flame_chart = opts.chart;
     let mut palette = palette(p);
     if o.subtitle.is_none() {
         let python = p.stacks.iter().any(|(frames, _)| frames.iter().any(|f| f.kind == FrameKind::Python));
