@@ -12,7 +12,8 @@ use profcap_analyze::export::{
     flame_graph, write_folded, write_pprof, write_top, write_top_json, FlameOptions, TopBy,
 };
 use profcap_analyze::export::{
-    heatmap_svg, speedscope_json, timeline_svg, write_leaks, write_speedscope, HeatmapOptions,
+    heatmap_svg, speedscope_json, timeline_strips_svg, timeline_svg, write_leaks, write_speedscope,
+    HeatmapOptions,
 };
 use profcap_analyze::export::{write_info, write_requests};
 use profcap_analyze::info::info;
@@ -135,6 +136,15 @@ enum Command {
         /// Rows per column (fractions of a second).
         #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=1000))]
         rows: u32,
+    },
+    /// Draw per-thread timeline strips (SVG): a row per thread, time across,
+    /// on-CPU samples in red and off-CPU blocks (`profrec --off-cpu`) in blue.
+    Timeline {
+        #[command(flatten)]
+        input: Input,
+        /// Output file. Default: the capture's name with .timeline.svg.
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
     },
     /// Write a speedscope profile (JSON) for https://www.speedscope.app or the
     /// `speedscope` npm package: one profile per thread, its samples in time
@@ -417,6 +427,17 @@ impl Cli {
                 let mut svg = Vec::new();
                 heatmap_svg(&m, &opts, &h, &mut svg)?;
                 let output = output.unwrap_or_else(|| default_output(&input.capture, "heatmap.svg"));
+                let mut out = create(&output)?;
+                out.write_all(&svg)?;
+                out.flush()?;
+                wrote(self.quiet, &output, "");
+            }
+            Command::Timeline { input, output } => {
+                let m = input.opts.load(&input.capture)?;
+                let opts = input.opts.options_for(&m)?;
+                let mut svg = Vec::new();
+                timeline_strips_svg(&m, &opts, &mut svg)?;
+                let output = output.unwrap_or_else(|| default_output(&input.capture, "timeline.svg"));
                 let mut out = create(&output)?;
                 out.write_all(&svg)?;
                 out.flush()?;

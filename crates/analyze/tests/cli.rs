@@ -756,3 +756,23 @@ fn a_flame_chart_is_drawn_and_memory_is_refused() {
         run(&["flame", "--flame-chart", "--kind", "alloc", fixture("allocs").to_str().unwrap(), "-o", "-"]);
     assert!(!o.status.success() && stderr(&o).contains("flame chart"), "{}", stderr(&o));
 }
+
+#[test]
+fn timeline_strips_show_each_threads_runs_and_blocks() {
+    let cap = fixture("blocker");
+    let reader = profcap_format::CaptureReader::open(&cap, Default::default()).unwrap();
+    let samples: Vec<profcap_format::Sample> = reader.flat_map(|b| b.unwrap().samples).collect();
+    let offcpu = samples.iter().filter(|s| s.kind == profcap_format::SampleKind::OffCpu).count();
+    let tids: std::collections::BTreeSet<u32> = samples.iter().map(|s| s.tid).collect();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("t.svg");
+    let o = run(&["timeline", cap.to_str().unwrap(), "-o", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let svg = std::fs::read_to_string(&out).unwrap();
+    for tid in &tids {
+        assert!(svg.contains(&format!(" ({tid})</text>")), "a row for thread {tid}");
+    }
+    assert_eq!(svg.matches("<title>blocked ").count(), offcpu, "one bar per off-CPU block");
+    assert!(svg.contains("spinner ("), "the spinning thread has its row");
+    assert!(svg.contains("fill=\"rgb(230,"), "on-CPU samples are drawn");
+}

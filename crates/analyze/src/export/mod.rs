@@ -12,6 +12,7 @@ mod pprof;
 mod requests_table;
 mod samples;
 mod speedscope;
+mod timeline;
 mod top;
 
 pub use flame::{flame_graph, FlameOptions};
@@ -24,4 +25,5 @@ pub use pprof::write_pprof;
 pub use requests_table::write_requests;
 pub use samples::{write_samples, write_samples_json};
 pub use speedscope::{speedscope_json, write_speedscope};
+pub use timeline::{timeline_strips_svg, MAX_THREADS};
 pub use top::{top_table, write_top, write_top_json, TopBy, TopRow};
