@@ -9,11 +9,11 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use profcap_analyze::diff::{diff_flame_graph, diff_table, regressions, write_table};
 use profcap_analyze::export::{
-    flame_graph, write_folded, write_pprof, write_top, write_top_json, FlameOptions, TopBy,
+    firefox_profile, heatmap_svg, speedscope_json, timeline_strips_svg, timeline_svg, write_leaks,
+    write_speedscope, HeatmapOptions,
 };
 use profcap_analyze::export::{
-    heatmap_svg, speedscope_json, timeline_strips_svg, timeline_svg, write_leaks, write_speedscope,
-    HeatmapOptions,
+    flame_graph, write_folded, write_pprof, write_top, write_top_json, FlameOptions, TopBy,
 };
 use profcap_analyze::export::{write_info, write_requests};
 use profcap_analyze::info::info;
@@ -143,6 +143,16 @@ enum Command {
         #[command(flatten)]
         input: Input,
         /// Output file. Default: the capture's name with .timeline.svg.
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+    /// Write a Firefox Profiler profile (processed format, JSON) for
+    /// profiler.firefox.com: a track per thread with its samples over time,
+    /// off-CPU blocks and HTTP requests (trace ids) as markers.
+    Firefox {
+        #[command(flatten)]
+        input: Input,
+        /// Output file. Default: the capture's name with .firefox.json.
         #[arg(short, long, value_name = "FILE")]
         output: Option<PathBuf>,
     },
@@ -440,6 +450,18 @@ impl Cli {
                 let output = output.unwrap_or_else(|| default_output(&input.capture, "timeline.svg"));
                 let mut out = create(&output)?;
                 out.write_all(&svg)?;
+                out.flush()?;
+                wrote(self.quiet, &output, "");
+            }
+            Command::Firefox { input, output } => {
+                let m = input.opts.load(&input.capture)?;
+                let opts = input.opts.options_for(&m)?;
+                let name =
+                    input.capture.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+                let profile = firefox_profile(&m, &opts, &name)?;
+                let output = output.unwrap_or_else(|| default_output(&input.capture, "firefox.json"));
+                let mut out = create(&output)?;
+                serde_json::to_writer(&mut out, &profile)?;
                 out.flush()?;
                 wrote(self.quiet, &output, "");
             }

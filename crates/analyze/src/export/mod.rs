@@ -2,6 +2,7 @@
 //! pprof, speedscope, the leak table, the memory timeline, the samples and requests tables and
 //! the `info` summary. (The diff table and graph stay in `diff/`, which builds on these.)
 
+mod firefox;
 mod flame;
 mod folded;
 mod heatmap;
@@ -15,6 +16,7 @@ mod speedscope;
 mod timeline;
 mod top;
 
+pub use firefox::firefox_profile;
 pub use flame::{flame_graph, FlameOptions};
 pub use folded::{folded_lines, frame_label, write_folded};
 pub use heatmap::{heatmap_svg, HeatmapOptions};
