@@ -12,7 +12,7 @@
 #    spread; the machine's busy CPU (/proc/stat) per second beside it, which
 #    counts the BPF walk and profrec wherever they run.
 # 3. Bytes per sample of the capture.
-# Usage: bench/python.sh [SHARE_S] [RUN_S] [REPS]   (defaults 30, 10, 5)
+# Usage: bench/python.sh [SHARE_S] [RUN_S] [REPS]   (defaults 30, 10, 5; SHARE_S 0 skips part 1)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/common.sh
@@ -71,6 +71,7 @@ for m in 8 9 10 11 12 13; do
 done
 interpreters+=(/usr/bin/python3.11)
 
+if [ "$SHARE_S" -gt 0 ]; then
 echo "== 1. shares, $SHARE_S s each at $FREQ Hz (hot's share of hot+cold; full = whole Python caller chain)"
 printf '  %-46s %7s | %8s %6s %6s | %8s %6s %6s\n' interpreter truth profrec diff full py-spy diff full
 for py in "${interpreters[@]}"; do
@@ -83,6 +84,7 @@ for py in "${interpreters[@]}"; do
   printf '  %-46s %7s | %8s %+6.1f %5s%% | %8s %+6.1f %5s%%   (py-spy run truth %s)\n' "$py" "$truth_a" \
     "$ours" "$(echo "$ours - $truth_a" | bc)" "$ours_full" "$theirs" "$(echo "$theirs - $truth_b" | bc)" "$theirs_full" "$truth_b"
 done
+fi
 
 echo "== 2. overhead at $FREQ Hz on pywork.py, CPython 3.12 ($REPS rounds interleaved, medians)"
 py312=$(ls -d ~/.pyenv/versions/3.12.* | sort -V | tail -1)/bin/python3.12
