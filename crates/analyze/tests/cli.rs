@@ -776,3 +776,28 @@ fn timeline_strips_show_each_threads_runs_and_blocks() {
     assert!(svg.contains("spinner ("), "the spinning thread has its row");
     assert!(svg.contains("fill=\"rgb(230,"), "on-CPU samples are drawn");
 }
+
+#[test]
+fn diff_graph_tooltips_name_the_unit_of_what_they_compare() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        ("blocker", &["--kind", "offcpu"][..], "µs"),
+        ("cpu_split", &[][..], "µs"),
+        ("allocs", &["--kind", "alloc"][..], "bytes"),
+    ];
+    for (case, kind, unit) in cases {
+        let cap = fixture(case);
+        let out = dir.path().join(format!("{case}.svg"));
+        let mut args =
+            vec!["diff", cap.to_str().unwrap(), cap.to_str().unwrap(), "-o", out.to_str().unwrap()];
+        args.extend(kind);
+        let o = run(&args);
+        assert!(o.status.success(), "{case}: {}", stderr(&o));
+        let svg = std::fs::read_to_string(&out).unwrap();
+        assert!(
+            svg.contains(&format!(" {unit}, ")) || svg.contains(&format!(" {unit})")),
+            "{case}: tooltips in {unit}"
+        );
+        assert!(!svg.contains(" samples, "), "{case}: not called samples");
+    }
+}

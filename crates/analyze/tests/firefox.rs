@@ -64,3 +64,21 @@ fn httpd_exports_its_threads_blocks_and_requests() {
     assert!(!requests.is_empty());
     assert_eq!(requests, want);
 }
+
+#[test]
+fn memory_in_use_is_a_counter_track_that_ends_where_the_replay_does() {
+    let cap = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/allocs/capture.cap");
+    let m = Material::load(&cap, true).unwrap();
+    let mut o = ProfileOptions::default();
+    o.symbolize.local_files = false;
+    let v: serde_json::Value = serde_json::to_value(firefox_profile(&m, &o, "allocs.cap").unwrap()).unwrap();
+    let counters = v["counters"].as_array().unwrap();
+    assert_eq!(counters.len(), 1, "one process, one counter");
+    assert_eq!(counters[0]["name"], "Memory in use");
+    // The deltas add up to what is in use at the end, by the analyzer's own replay.
+    let samples = &counters[0]["samples"];
+    let sum: f64 = samples["count"].as_array().unwrap().iter().map(|c| c.as_f64().unwrap()).sum();
+    let end = profcap_analyze::memory::timeline(&m, true, 2000, |_| true).unwrap();
+    let want = end.values().next().unwrap().last().unwrap().1 as f64;
+    assert!((sum - want).abs() < 1.0, "{sum} vs {want}");
+}

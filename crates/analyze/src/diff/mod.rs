@@ -133,8 +133,15 @@ pub fn write_table_json(
 /// A differential flame graph of `b` against `a`: shapes are `b`'s, red where
 /// a frame grew and blue where it shrank, with `a` scaled to `b`'s total.
 pub fn diff_flame_graph(a: &Profile, b: &Profile, title: &str, out: impl Write) -> Result<()> {
-    let fa = folded_lines(a, |v| v).join("\n");
-    let fb = folded_lines(b, |v| v).join("\n");
+    // Values in the unit the tooltips name: time in microseconds (on-CPU
+    // samples at each side's own frequency), memory in bytes.
+    let (unit, scale_a, scale_b) = match (a.ns_per_unit(), b.ns_per_unit()) {
+        (Some(na), Some(nb)) => ("µs", na / 1e3, nb / 1e3),
+        _ if b.unit == profcap_format::ValueUnit::Bytes => ("bytes", 1.0, 1.0),
+        _ => ("samples", 1.0, 1.0),
+    };
+    let fa = folded_lines(a, |v| (v as f64 * scale_a).round() as i64).join("\n");
+    let fb = folded_lines(b, |v| (v as f64 * scale_b).round() as i64).join("\n");
     let mut diffed = Vec::new();
     let dopts = differential::Options { normalize: true, ..Default::default() };
     differential::from_readers(dopts, fa.as_bytes(), fb.as_bytes(), &mut diffed)
@@ -145,6 +152,6 @@ pub fn diff_flame_graph(a: &Profile, b: &Profile, title: &str, out: impl Write) 
     let mut o = flamegraph::Options::default();
     o.title = title.to_owned();
     o.deterministic = true;
-    o.count_name = "samples".to_owned();
+    o.count_name = unit.to_owned();
     flamegraph::from_reader(&mut o, diffed.as_slice(), out).map_err(Error::Output)
 }

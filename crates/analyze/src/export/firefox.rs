@@ -1,9 +1,9 @@
 //! The Firefox Profiler's processed profile format (through the
 //! `fxprof-processed-profile` crate, as samply writes it): a process per
 //! pid, a track per thread with its on-CPU samples over time, off-CPU blocks
-//! and HTTP requests (with their trace ids) as markers on their threads, and
-//! frames in categories by what they are (native, kernel, inlined, JIT,
-//! Python). Open it at profiler.firefox.com ("Load a profile from file").
+//! and HTTP requests (with their trace ids) as markers on their threads,
+//! memory in use as a counter track per process, and frames in categories by
+//! what they are (native, kernel, inlined, JIT, Python). Open it at profiler.firefox.com ("Load a profile from file").
 
 use std::collections::HashMap;
 
@@ -151,6 +151,17 @@ struct Tracks {
 }
 
 impl Tracks {
+    fn process(
+        &mut self,
+        p: &mut FxProfile,
+        m: &Material,
+        pid: u32,
+    ) -> fxprof_processed_profile::ProcessHandle {
+        *self.processes.entry(pid).or_insert_with(|| {
+            p.add_process(&m.process_name(pid), pid, Timestamp::from_nanos_since_reference(0))
+        })
+    }
+
     fn thread(&mut self, p: &mut FxProfile, m: &Material, pid: u32, tid: u32) -> ThreadHandle {
         if let Some(&t) = self.threads.get(&(pid, tid)) {
             return t;
@@ -164,6 +175,38 @@ impl Tracks {
         self.threads.insert((pid, tid), t);
         t
     }
+}
+
+/// Memory in use per process (allocations less frees, `profrec --mem`), as
+/// a counter track of each process.
+fn memory_counters(
+    m: &Material,
+    opts: &ProfileOptions,
+    p: &mut FxProfile,
+    tracks: &mut Tracks,
+    at: &dyn Fn(u64) -> Timestamp,
+) -> Result<()> {
+    if m.alloc_count == 0 {
+        return Ok(());
+    }
+    let series = crate::memory::timeline(m, opts.strict, 2000, |_| true)?;
+    let mut pids: Vec<_> = series.keys().copied().collect();
+    pids.sort_unstable();
+    for pid in pids {
+        let process = tracks.process(p, m, pid);
+        let counter = p.add_counter(
+            process,
+            "Memory in use",
+            "Memory",
+            "bytes allocated and not freed (profrec --mem)",
+        );
+        let mut last = 0f64;
+        for &(t, bytes) in &series[&pid] {
+            p.add_counter_sample(counter, at(t), bytes as f64 - last, 1);
+            last = bytes as f64;
+        }
+    }
+    Ok(())
 }
 
 /// The samples `opts` selects (on-CPU samples; off-CPU blocks as markers),
@@ -180,8 +223,8 @@ pub fn firefox_profile(m: &Material, opts: &ProfileOptions, product: &str) -> Re
     } else {
         (SampleKind::OffCpu, Vec::new())
     };
-    if samples.is_empty() && blocks.is_empty() {
-        return Err(Error::NoSamples("no on-CPU or off-CPU samples pass the filters".into()));
+    if samples.is_empty() && blocks.is_empty() && m.alloc_count == 0 {
+        return Err(Error::NoSamples("no on-CPU or off-CPU samples or allocations pass the filters".into()));
     }
     samples.sort_unstable_by_key(|(s, _)| (s.time_ns, s.id));
     blocks.sort_unstable_by_key(|(s, _)| (s.time_ns, s.id));
@@ -229,6 +272,7 @@ pub fn firefox_profile(m: &Material, opts: &ProfileOptions, product: &str) -> Re
             }
         }
     }
+    memory_counters(m, opts, &mut p, &mut tracks, &at)?;
     for span in capture_spans(m, Vec::new()) {
         let Some(&tid) = span.tids.first() else { continue };
         let thread = tracks.thread(&mut p, m, span.pid, tid);
