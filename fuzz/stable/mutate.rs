@@ -21,7 +21,9 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use profcap_analyze::export::{top_table, write_folded, write_pprof, TopBy};
+use profcap_analyze::export::{
+    labelled_groups, top_table, write_folded, write_pprof, write_pprof_labelled, PprofTimes, TopBy,
+};
 use profcap_analyze::{build, Material, ProfileOptions};
 use profcap_format::{encode_batch, Batch, CaptureReader, ChunkHeader, ChunkKind, FileHeader, ReadOptions};
 
@@ -222,10 +224,19 @@ fn analyze(path: &Path) {
     if let Ok(p) = build(&m, &opts) {
         let _ = write_folded(&p, &mut std::io::sink());
         let _ = top_table(&p, TopBy::Function);
-        let _ = write_pprof(&p, 1_000_000_000, std::io::sink());
+        let _ = write_pprof(&p, None, PprofTimes::default(), std::io::sink());
         let flame = profcap_analyze::export::FlameOptions::default();
         let _ = profcap_analyze::export::flame_graph(&p, &flame, std::io::sink());
     }
+    // The per-sample exports.
+    if let Ok((kind, groups)) = labelled_groups(&m, &opts) {
+        let _ = write_pprof_labelled(kind, Some(1e6), &groups, PprofTimes::default(), std::io::sink());
+    }
+    let _ = profcap_analyze::export::speedscope_json(&m, &opts, "x");
+    let _ = profcap_analyze::export::firefox_profile(&m, &opts, "x");
+    let _ = profcap_analyze::export::heatmap_svg(&m, &opts, &Default::default(), &mut std::io::sink());
+    let _ = profcap_analyze::export::timeline_strips_svg(&m, &opts, &mut std::io::sink());
+    let _ = profcap_analyze::profile::time_ordered(&m, &opts);
     let _ = profcap_analyze::memory::peak(&m, false, |_| true);
     let spans = profcap_analyze::requests::capture_spans(&m, Vec::new());
     let _ = profcap_analyze::requests::join(&m, &spans, &opts.symbolize, false);

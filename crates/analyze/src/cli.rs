@@ -13,7 +13,8 @@ use profcap_analyze::export::{
     write_speedscope, HeatmapOptions,
 };
 use profcap_analyze::export::{
-    flame_graph, write_folded, write_pprof, write_top, write_top_json, FlameOptions, TopBy,
+    flame_graph, labelled_groups, write_folded, write_pprof, write_pprof_labelled, write_top, write_top_json,
+    FlameOptions, PprofTimes, TopBy,
 };
 use profcap_analyze::export::{write_info, write_requests};
 use profcap_analyze::info::info;
@@ -421,10 +422,41 @@ impl Cli {
             }
             Command::Pprof { input, output } => {
                 let m = input.opts.load(&input.capture)?;
-                let p = profile(&m, &input.opts)?;
+                let opts = input.opts.options_for(&m)?;
+                // The recorded command's program names the profile (the lowest pid with one).
+                let mut pids: Vec<_> = m.processes.iter().collect();
+                pids.sort_by_key(|(pid, _)| **pid);
+                let main = pids.iter().find_map(|(_, ps)| ps.iter().rev().find(|p| !p.exe.is_empty()));
+                let main = main.map(|p| p.exe.rsplit('/').next().unwrap_or(&p.exe).to_owned());
+                let times =
+                    PprofTimes { start_wall_ns: m.meta.start_wall_ns, duration_ns: duration_ns(&m), main };
+                let kind = opts.filter.kind.unwrap_or_else(|| profcap_analyze::profile::default_kind(&m));
+                let mut pb = Vec::new();
+                if matches!(kind, SampleKind::Cpu | SampleKind::OffCpu) && !opts.filter.wall {
+                    // Per sample: labelled with pid, tid, names and trace id.
+                    let (kind, groups) = labelled_groups(&m, &opts)?;
+                    let ns = profcap_analyze::units::sample_period_ns(m.freq());
+                    write_pprof_labelled(kind, ns, &groups, times, &mut pb)?;
+                } else {
+                    let p = profile(&m, &input.opts)?;
+                    // Memory: objects beside bytes, as Go heap profiles have.
+                    let objects = if matches!(p.kind, SampleKind::Alloc | SampleKind::Inuse) {
+                        let mut o = opts.clone();
+                        o.filter.alloc_counts = true;
+                        Some(build(&m, &o)?)
+                    } else {
+                        None
+                    };
+                    let (bytes, objects) = if opts.filter.alloc_counts {
+                        (objects.unwrap_or(p.clone()), Some(p))
+                    } else {
+                        (p, objects)
+                    };
+                    write_pprof(&bytes, objects.as_ref(), times, &mut pb)?;
+                }
                 let output = output.unwrap_or_else(|| default_output(&input.capture, "pb.gz"));
                 let mut out = create(&output)?;
-                write_pprof(&p, duration_ns(&m), &mut out)?;
+                out.write_all(&pb)?;
                 out.flush()?;
                 wrote(self.quiet, &output, "");
             }

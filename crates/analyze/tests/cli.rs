@@ -801,3 +801,52 @@ fn diff_graph_tooltips_name_the_unit_of_what_they_compare() {
         assert!(!svg.contains(" samples, "), "{case}: not called samples");
     }
 }
+
+/// `go tool pprof ARGS` on a fresh export of `case` (extra profanalyze args `more`).
+fn pprof_says(case: &str, more: &[&str], args: &[&str]) -> String {
+    let go = which("go")
+        .expect("`go` is needed to check pprof output (scripts/install-deps.sh installs golang-go)");
+    let dir = tempfile::tempdir().unwrap();
+    let pb = dir.path().join("x.pb.gz");
+    let cap = fixture(case);
+    let mut a = vec!["pprof", cap.to_str().unwrap(), "-o", pb.to_str().unwrap(), "--no-local-files"];
+    a.extend(more);
+    let o = run(&a);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = Command::new(go)
+        .args(["tool", "pprof"])
+        .args(args)
+        .arg(&pb)
+        .env("HOME", dir.path())
+        .env("GOCACHE", dir.path().join("cache"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "go tool pprof {args:?} failed: {}", stderr(&o));
+    stdout(&o)
+}
+
+#[test]
+fn pprof_samples_carry_labels_go_sample_types_and_plain_names() {
+    // Labels: who took each sample and the request it belongs to.
+    let tags = pprof_says("httpd", &[], &["-tags"]);
+    for key in ["pid:", "tid:", "thread_name:", "process_name:", "trace_id:"] {
+        assert!(tags.contains(key), "-tags shows {key}: {tags}");
+    }
+    assert!(tags.contains("4bf92f3577b34da6a3ce929d0e0e4736"), "a W3C trace id of the fixture: {tags}");
+    // The program names the profile; names carry no folded-format suffix.
+    let top = pprof_says("httpd", &[], &["-top", "-nodecount=200"]);
+    assert!(top.starts_with("File: httpd"), "{top}");
+    assert!(!top.contains("_[k]") && !top.contains("_[i]"), "{top}");
+    assert!(top.contains("Time: ") && top.contains("Duration: "), "time_nanos and duration_nanos: {top}");
+    // Go's sample types: objects beside bytes for memory, off-CPU in ns.
+    let raw = pprof_says("allocs", &["--kind", "alloc"], &["-raw"]);
+    assert!(raw.contains("alloc_objects/count alloc_space/bytes"), "{raw}");
+    let raw = pprof_says("allocs", &["--kind", "inuse", "--counts"], &["-raw"]);
+    assert!(raw.contains("inuse_objects/count inuse_space/bytes"), "{raw}");
+    let objects = pprof_says("allocs", &["--kind", "alloc"], &["-sample_index=alloc_objects", "-top"]);
+    assert!(objects.contains("Type: alloc_objects"), "{objects}");
+    let raw = pprof_says("blocker", &["--kind", "offcpu"], &["-raw"]);
+    assert!(raw.contains("off_cpu/nanoseconds"), "{raw}");
+    let raw = pprof_says("blocker", &["--kind", "wall"], &["-raw"]);
+    assert!(raw.contains("wall/nanoseconds"), "{raw}");
+}

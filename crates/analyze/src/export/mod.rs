@@ -23,7 +23,7 @@ pub use heatmap::{heatmap_svg, HeatmapOptions};
 pub use info_text::write_info;
 pub use leaks::{write_leaks, write_leaks_json};
 pub use memtimeline::timeline_svg;
-pub use pprof::write_pprof;
+pub use pprof::{labelled_groups, write_pprof, write_pprof_labelled, LabelledKey, PprofTimes};
 pub use requests_table::write_requests;
 pub use samples::{write_samples, write_samples_json};
 pub use speedscope::{speedscope_json, write_speedscope};

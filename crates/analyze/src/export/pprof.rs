@@ -10,8 +10,10 @@ use flate2::write::GzEncoder;
 use profcap_format::SampleKind;
 use prost::Message;
 
-use crate::profile::Profile;
-use crate::symbolize::Frame;
+use crate::capture::Material;
+use crate::profile::{selected_samples, Profile, ProfileOptions};
+use crate::requests::{capture_spans, SpanIndex};
+use crate::symbolize::{Frame, Symbolizer};
 use crate::{Error, Result};
 
 #[derive(Clone, PartialEq, Message)]
@@ -28,6 +30,8 @@ struct PbProfile {
     function: Vec<PbFunction>,
     #[prost(string, repeated, tag = "6")]
     string_table: Vec<String>,
+    #[prost(int64, tag = "9")]
+    time_nanos: i64,
     #[prost(int64, tag = "10")]
     duration_nanos: i64,
     #[prost(message, optional, tag = "11")]
@@ -50,6 +54,18 @@ struct PbSample {
     location_id: Vec<u64>,
     #[prost(int64, repeated, tag = "2")]
     value: Vec<i64>,
+    #[prost(message, repeated, tag = "3")]
+    label: Vec<PbLabel>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct PbLabel {
+    #[prost(int64, tag = "1")]
+    key: i64,
+    #[prost(int64, tag = "2")]
+    str: i64,
+    #[prost(int64, tag = "3")]
+    num: i64,
 }
 
 #[derive(Clone, PartialEq, Message)]
@@ -86,13 +102,16 @@ struct PbFunction {
     name: i64,
     #[prost(int64, tag = "3")]
     system_name: i64,
+    #[prost(int64, tag = "4")]
+    filename: i64,
 }
 
 #[derive(Default)]
 struct Builder {
     p: PbProfile,
     strings: HashMap<String, i64>,
-    functions: HashMap<String, u64>,
+    /// By (name, module): a kernel and a user function may share a name.
+    functions: HashMap<(String, String), u64>,
     mappings: HashMap<String, u64>,
     locations: HashMap<Frame, u64>,
 }
@@ -116,13 +135,17 @@ impl Builder {
         if let Some(&id) = self.locations.get(f) {
             return id;
         }
-        let fid = match self.functions.get(&*f.name) {
+        let key = (f.name.to_string(), f.module.to_string());
+        let fid = match self.functions.get(&key) {
             Some(&id) => id,
             None => {
                 let id = self.p.function.len() as u64 + 1;
-                let name = self.string(&super::frame_label(f));
-                self.p.function.push(PbFunction { id, name, system_name: name });
-                self.functions.insert(f.name.to_string(), id);
+                // The plain name: folded output's kind suffixes (_[k]) are
+                // for flame graph tools, not pprof; the object is the file.
+                let name = self.string(&f.name);
+                let filename = self.string(&f.module);
+                self.p.function.push(PbFunction { id, name, system_name: name, filename });
+                self.functions.insert(key, id);
                 id
             }
         };
@@ -143,34 +166,167 @@ impl Builder {
     }
 }
 
-/// Writes `p` as a gzipped pprof profile.
-pub fn write_pprof(p: &Profile, duration_ns: u64, out: impl Write) -> Result<()> {
-    let mut b = Builder::default();
-    b.string("");
-    let ns = p.ns_per_unit();
-    let types: Vec<(&str, &str)> = match p.kind {
+impl Builder {
+    fn label_str(&mut self, key: &str, value: &str) -> PbLabel {
+        PbLabel { key: self.string(key), str: self.string(value), num: 0 }
+    }
+
+    fn label_num(&mut self, key: &str, value: i64) -> PbLabel {
+        PbLabel { key: self.string(key), str: 0, num: value }
+    }
+
+    fn finish(self, out: impl Write) -> Result<()> {
+        let mut gz = GzEncoder::new(out, flate2::Compression::default());
+        gz.write_all(&self.p.encode_to_vec()).map_err(Error::Output)?;
+        gz.finish().map_err(Error::Output)?;
+        Ok(())
+    }
+}
+
+/// What a pprof export covers: the capture's wall-clock start and length,
+/// and the main program's file name (pprof's first mapping names the
+/// profile's `File:`).
+#[derive(Debug, Clone, Default)]
+pub struct PprofTimes {
+    pub start_wall_ns: u64,
+    pub duration_ns: u64,
+    pub main: Option<String>,
+}
+
+/// The sample types of a kind, as the Go runtime names them.
+fn sample_types(kind: SampleKind, wall: bool) -> Vec<(&'static str, &'static str)> {
+    match kind {
+        _ if wall => vec![("wall", "nanoseconds")],
         SampleKind::Cpu => vec![("samples", "count"), ("cpu", "nanoseconds")],
         SampleKind::OffCpu => vec![("off_cpu", "nanoseconds")],
-        SampleKind::Alloc => vec![("alloc_space", "bytes")],
-        SampleKind::Inuse => vec![("inuse_space", "bytes")],
+        SampleKind::Alloc => vec![("alloc_objects", "count"), ("alloc_space", "bytes")],
+        SampleKind::Inuse => vec![("inuse_objects", "count"), ("inuse_space", "bytes")],
         SampleKind::Unknown(_) => vec![("samples", "count")],
-    };
-    b.p.sample_type = types.iter().map(|(t, u)| b.value_type(t, u)).collect();
-    if p.kind == SampleKind::Cpu {
-        b.p.period_type = Some(b.value_type("cpu", "nanoseconds"));
-        b.p.period = ns.unwrap_or(0.0) as i64;
     }
-    b.p.duration_nanos = i64::try_from(duration_ns).unwrap_or(i64::MAX);
+}
+
+fn header(b: &mut Builder, kind: SampleKind, wall: bool, ns_per_sample: Option<f64>, times: &PprofTimes) {
+    b.string("");
+    if let Some(main) = &times.main {
+        let filename = b.string(main);
+        b.p.mapping.push(PbMapping { id: 1, filename, has_functions: true });
+        b.mappings.insert(main.clone(), 1);
+    }
+    b.p.sample_type = sample_types(kind, wall).iter().map(|(t, u)| b.value_type(t, u)).collect();
+    if kind == SampleKind::Cpu && !wall {
+        b.p.period_type = Some(b.value_type("cpu", "nanoseconds"));
+        b.p.period = ns_per_sample.unwrap_or(0.0) as i64;
+    }
+    b.p.time_nanos = i64::try_from(times.start_wall_ns).unwrap_or(0);
+    b.p.duration_nanos = i64::try_from(times.duration_ns).unwrap_or(i64::MAX);
+}
+
+/// Writes an aggregated profile `p` as a gzipped pprof profile: one sample
+/// per stack, without labels. For memory kinds `objects` is the same
+/// selection counted in allocations (`--counts`), for the `*_objects` value.
+pub fn write_pprof(p: &Profile, objects: Option<&Profile>, times: PprofTimes, out: impl Write) -> Result<()> {
+    let mut b = Builder::default();
+    let ns = p.ns_per_unit();
+    header(&mut b, p.kind, p.wall, ns, &times);
+    let counts: HashMap<&[Frame], i64> =
+        objects.map(|o| o.stacks.iter().map(|(f, v)| (f.as_slice(), *v)).collect()).unwrap_or_default();
     for (frames, v) in &p.stacks {
         let location_id: Vec<u64> = frames.iter().rev().map(|f| b.location(f)).collect();
         let value = match p.kind {
+            _ if p.wall => vec![*v],
             SampleKind::Cpu => vec![*v, (*v as f64 * ns.unwrap_or(0.0)) as i64],
+            SampleKind::Alloc | SampleKind::Inuse => {
+                vec![counts.get(frames.as_slice()).copied().unwrap_or(0), *v]
+            }
             _ => vec![*v],
         };
-        b.p.sample.push(PbSample { location_id, value });
+        b.p.sample.push(PbSample { location_id, value, label: Vec::new() });
     }
-    let mut gz = GzEncoder::new(out, flate2::Compression::default());
-    gz.write_all(&b.p.encode_to_vec()).map_err(Error::Output)?;
-    gz.finish().map_err(Error::Output)?;
-    Ok(())
+    b.finish(out)
+}
+
+/// One labelled sample of a per-sample export: who (pid, tid, names), in
+/// which request (its trace id, and the caller's span id the request
+/// carried), with which stack.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct LabelledKey {
+    pub pid: u32,
+    pub tid: u32,
+    pub process_name: String,
+    pub thread_name: String,
+    pub trace_id: Option<String>,
+    pub parent_span_id: Option<String>,
+    pub frames: Vec<Frame>,
+}
+
+/// Writes on-CPU or off-CPU samples grouped by [`LabelledKey`] (summed
+/// values) as a gzipped pprof profile with labels `pid`, `tid`,
+/// `process_name`, `thread_name`, and `trace_id`/`parent_span_id` where a
+/// sample is joined to a request.
+pub fn write_pprof_labelled(
+    kind: SampleKind,
+    ns_per_sample: Option<f64>,
+    groups: &[(LabelledKey, i64)],
+    times: PprofTimes,
+    out: impl Write,
+) -> Result<()> {
+    let mut b = Builder::default();
+    header(&mut b, kind, false, ns_per_sample, &times);
+    for (k, v) in groups {
+        let location_id: Vec<u64> = k.frames.iter().rev().map(|f| b.location(f)).collect();
+        let value = match kind {
+            SampleKind::Cpu => vec![*v, (*v as f64 * ns_per_sample.unwrap_or(0.0)) as i64],
+            _ => vec![*v],
+        };
+        let mut label = vec![
+            b.label_num("pid", i64::from(k.pid)),
+            b.label_num("tid", i64::from(k.tid)),
+            b.label_str("process_name", &k.process_name),
+            b.label_str("thread_name", &k.thread_name),
+        ];
+        if let Some(t) = &k.trace_id {
+            label.push(b.label_str("trace_id", t));
+        }
+        if let Some(sp) = &k.parent_span_id {
+            label.push(b.label_str("parent_span_id", sp));
+        }
+        b.p.sample.push(PbSample { location_id, value, label });
+    }
+    b.finish(out)
+}
+
+/// The on-CPU or off-CPU samples `opts` selects, grouped by who took them,
+/// the request they belong to and their stack (`--focus`/`--exclude` apply).
+pub fn labelled_groups(m: &Material, opts: &ProfileOptions) -> Result<(SampleKind, Vec<(LabelledKey, i64)>)> {
+    let (kind, samples) = selected_samples(m, opts)?;
+    let spans = if m.io.is_empty() { Vec::new() } else { capture_spans(m, Vec::new()) };
+    let index = SpanIndex::new(&spans);
+    let generations = m.generations();
+    let mut sym = Symbolizer::new(m, opts.symbolize.clone());
+    let mut stacks: HashMap<(u32, u64, u64), Option<Vec<Frame>>> = HashMap::new();
+    let mut groups: HashMap<LabelledKey, i64> = HashMap::new();
+    for (s, value) in samples {
+        let g = Material::generation_at(generations.get(&s.pid).map_or(&[][..], Vec::as_slice), s.time_ns);
+        let frames = stacks.entry((s.pid, g, s.stack_id)).or_insert_with(|| {
+            let f = sym.stack_frames(s.pid, g, s.stack_id, !opts.filter.no_kernel);
+            opts.shape.keeps(&f).then_some(f)
+        });
+        let Some(frames) = frames else { continue };
+        let span =
+            index.overlapping(s.pid, s.tid, s.time_ns, s.time_ns).first().and_then(|&(i, _)| spans.get(i));
+        let trace = span.and_then(|sp| sp.trace.as_ref());
+        let key = LabelledKey {
+            pid: s.pid,
+            tid: s.tid,
+            process_name: m.process_name(s.pid),
+            thread_name: m.threads.get(&s.tid).cloned().unwrap_or_default(),
+            trace_id: trace.map(|t| t.trace_id.clone()),
+            parent_span_id: trace.and_then(|t| t.parent_span_id.clone()),
+            frames: frames.clone(),
+        };
+        *groups.entry(key).or_default() += value;
+    }
+    let mut groups: Vec<_> = groups.into_iter().collect();
+    groups.sort_by(|a, b| (a.0.pid, a.0.tid, &a.0.frames).cmp(&(b.0.pid, b.0.tid, &b.0.frames)));
+    Ok((kind, groups))
 }
