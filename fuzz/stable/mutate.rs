@@ -230,7 +230,7 @@ fn analyze(path: &Path) {
     }
     // The per-sample exports.
     if let Ok((kind, groups)) = labelled_groups(&m, &opts) {
-        let _ = write_pprof_labelled(kind, Some(1e6), &groups, PprofTimes::default(), std::io::sink());
+        let _ = write_pprof_labelled(&m, &opts, kind, &groups, PprofTimes::default(), std::io::sink());
     }
     let _ = profcap_analyze::export::speedscope_json(&m, &opts, "x");
     let _ = profcap_analyze::export::firefox_profile(&m, &opts, "x");

@@ -435,8 +435,7 @@ impl Cli {
                 if matches!(kind, SampleKind::Cpu | SampleKind::OffCpu) && !opts.filter.wall {
                     // Per sample: labelled with pid, tid, names and trace id.
                     let (kind, groups) = labelled_groups(&m, &opts)?;
-                    let ns = profcap_analyze::units::sample_period_ns(m.freq());
-                    write_pprof_labelled(kind, ns, &groups, times, &mut pb)?;
+                    write_pprof_labelled(&m, &opts, kind, &groups, times, &mut pb)?;
                 } else {
                     let p = profile(&m, &input.opts)?;
                     // Memory: objects beside bytes, as Go heap profiles have.

@@ -850,3 +850,29 @@ fn pprof_samples_carry_labels_go_sample_types_and_plain_names() {
     let raw = pprof_says("blocker", &["--kind", "wall"], &["-raw"]);
     assert!(raw.contains("wall/nanoseconds"), "{raw}");
 }
+
+#[test]
+fn pprof_locations_have_addresses_mappings_with_build_ids_and_source_lines() {
+    let raw = pprof_says("cpu_split", &[], &["-raw"]);
+    let mappings = raw.split("Mappings").nth(1).unwrap();
+    // The program first, with its address range, file offset and build id.
+    let first = mappings.lines().find(|l| l.trim_start().starts_with("1:")).unwrap();
+    assert!(first.contains("/cpu_split") && !first.contains("0x0/0x0/0x0"), "{first}");
+    let id = profcap_analyze::symbolize::hex(
+        &profcap_format::CaptureReader::open(fixture("cpu_split"), Default::default())
+            .unwrap()
+            .flat_map(|b| b.unwrap().mappings)
+            .find(|m| m.path.ends_with("/cpu_split"))
+            .unwrap()
+            .build_id,
+    );
+    assert!(first.contains(&id), "the recorded build id {id}: {first}");
+    let locations = raw.split("Locations").nth(1).unwrap().split("Mappings").next().unwrap();
+    assert!(locations.lines().filter(|l| l.contains("work_a")).all(|l| l.contains(": 0x")), "{locations}");
+    // Source lines: Python frames' lines, shown by -list against the source.
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/programs");
+    let list = pprof_says("python", &[], &["-source_path", dir.to_str().unwrap(), "-list", "pywork.hot"]);
+    assert!(list.contains("def hot(n):") && list.contains("return spin(3 * n)"), "{list}");
+    let hot_line = list.lines().find(|l| l.contains("return spin(3 * n)")).unwrap();
+    assert!(hot_line.contains("ms"), "time on hot's line: {list}");
+}

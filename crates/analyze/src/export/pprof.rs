@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::io::Write;
+use std::sync::Arc;
 
 use flate2::write::GzEncoder;
 use profcap_format::SampleKind;
@@ -72,10 +73,22 @@ struct PbLabel {
 struct PbMapping {
     #[prost(uint64, tag = "1")]
     id: u64,
+    #[prost(uint64, tag = "2")]
+    memory_start: u64,
+    #[prost(uint64, tag = "3")]
+    memory_limit: u64,
+    #[prost(uint64, tag = "4")]
+    file_offset: u64,
     #[prost(int64, tag = "5")]
     filename: i64,
+    #[prost(int64, tag = "6")]
+    build_id: i64,
     #[prost(bool, tag = "7")]
     has_functions: bool,
+    #[prost(bool, tag = "8")]
+    has_filenames: bool,
+    #[prost(bool, tag = "9")]
+    has_line_numbers: bool,
 }
 
 #[derive(Clone, PartialEq, Message)]
@@ -84,6 +97,8 @@ struct PbLocation {
     id: u64,
     #[prost(uint64, tag = "2")]
     mapping_id: u64,
+    #[prost(uint64, tag = "3")]
+    address: u64,
     #[prost(message, repeated, tag = "4")]
     line: Vec<PbLine>,
 }
@@ -92,6 +107,8 @@ struct PbLocation {
 struct PbLine {
     #[prost(uint64, tag = "1")]
     function_id: u64,
+    #[prost(int64, tag = "2")]
+    line: i64,
 }
 
 #[derive(Clone, PartialEq, Message)]
@@ -154,13 +171,18 @@ impl Builder {
             None => {
                 let id = self.p.mapping.len() as u64 + 1;
                 let filename = self.string(&f.module);
-                self.p.mapping.push(PbMapping { id, filename, has_functions: true });
+                self.p.mapping.push(PbMapping { id, filename, has_functions: true, ..PbMapping::default() });
                 self.mappings.insert(f.module.to_string(), id);
                 id
             }
         };
         let id = self.p.location.len() as u64 + 1;
-        self.p.location.push(PbLocation { id, mapping_id: mid, line: vec![PbLine { function_id: fid }] });
+        self.p.location.push(PbLocation {
+            id,
+            mapping_id: mid,
+            address: 0,
+            line: vec![PbLine { function_id: fid, line: 0 }],
+        });
         self.locations.insert(f.clone(), id);
         id
     }
@@ -209,7 +231,7 @@ fn header(b: &mut Builder, kind: SampleKind, wall: bool, ns_per_sample: Option<f
     b.string("");
     if let Some(main) = &times.main {
         let filename = b.string(main);
-        b.p.mapping.push(PbMapping { id: 1, filename, has_functions: true });
+        b.p.mapping.push(PbMapping { id: 1, filename, has_functions: true, ..PbMapping::default() });
         b.mappings.insert(main.clone(), 1);
     }
     b.p.sample_type = sample_types(kind, wall).iter().map(|(t, u)| b.value_type(t, u)).collect();
@@ -256,28 +278,43 @@ pub struct LabelledKey {
     pub thread_name: String,
     pub trace_id: Option<String>,
     pub parent_span_id: Option<String>,
-    pub frames: Vec<Frame>,
+    /// The stack: its capture id and the mapping generation it is read in.
+    pub stack_id: u64,
+    pub generation: u64,
 }
 
 /// Writes on-CPU or off-CPU samples grouped by [`LabelledKey`] (summed
 /// values) as a gzipped pprof profile with labels `pid`, `tid`,
 /// `process_name`, `thread_name`, and `trace_id`/`parent_span_id` where a
-/// sample is joined to a request.
+/// sample is joined to a request. Locations are per address, each with its
+/// mapping (range, file offset, build id) and its functions' source lines,
+/// inlined ones first; Python frames take the place of the eval loop.
 pub fn write_pprof_labelled(
+    m: &Material,
+    opts: &ProfileOptions,
     kind: SampleKind,
-    ns_per_sample: Option<f64>,
     groups: &[(LabelledKey, i64)],
     times: PprofTimes,
     out: impl Write,
 ) -> Result<()> {
-    let mut b = Builder::default();
-    header(&mut b, kind, false, ns_per_sample, &times);
+    let ns_per_sample = crate::units::sample_period_ns(m.freq());
+    let mut a = AddrBuilder {
+        b: Builder::default(),
+        sym: Symbolizer::new(m, opts.symbolize.clone()),
+        m,
+        ..AddrBuilder::empty(m)
+    };
+    // Real mappings here: the main program's is moved first (pprof's `File:`).
+    let main = times.main.clone();
+    header(&mut a.b, kind, false, ns_per_sample, &PprofTimes { main: None, ..times });
+    let kernel = !opts.filter.no_kernel;
     for (k, v) in groups {
-        let location_id: Vec<u64> = k.frames.iter().rev().map(|f| b.location(f)).collect();
+        let location_id = a.stack(k.pid, k.generation, k.stack_id, kernel);
         let value = match kind {
             SampleKind::Cpu => vec![*v, (*v as f64 * ns_per_sample.unwrap_or(0.0)) as i64],
             _ => vec![*v],
         };
+        let b = &mut a.b;
         let mut label = vec![
             b.label_num("pid", i64::from(k.pid)),
             b.label_num("tid", i64::from(k.tid)),
@@ -292,7 +329,192 @@ pub fn write_pprof_labelled(
         }
         b.p.sample.push(PbSample { location_id, value, label });
     }
-    b.finish(out)
+    if let Some(main) = main {
+        let strings = &a.b.p.string_table;
+        let is_main = |mp: &PbMapping| {
+            let file = usize::try_from(mp.filename).ok().and_then(|i| strings.get(i));
+            file.is_some_and(|f| f.rsplit('/').next() == Some(main.as_str()))
+        };
+        if let Some(i) = a.b.p.mapping.iter().position(is_main) {
+            a.b.p.mapping.swap(0, i);
+        }
+    }
+    a.b.finish(out)
+}
+
+/// Locations per address, functions per (name, source file), mappings per
+/// process mapping.
+struct AddrBuilder<'a> {
+    b: Builder,
+    sym: Symbolizer<'a>,
+    m: &'a Material,
+    mappings: HashMap<(u32, u64, u64), u64>,
+    kernel_mapping: Option<u64>,
+    funcs: HashMap<(Arc<str>, Arc<str>), u64>,
+    native: HashMap<(u64, u64, bool), (u64, bool)>,
+    kernel: HashMap<u64, u64>,
+    python: HashMap<(Arc<str>, u32), u64>,
+    stacks: HashMap<(u32, u64, u64), Vec<u64>>,
+}
+
+impl<'a> AddrBuilder<'a> {
+    fn empty(m: &'a Material) -> AddrBuilder<'a> {
+        AddrBuilder {
+            b: Builder::default(),
+            sym: Symbolizer::new(m, Default::default()),
+            m,
+            mappings: HashMap::new(),
+            kernel_mapping: None,
+            funcs: HashMap::new(),
+            native: HashMap::new(),
+            kernel: HashMap::new(),
+            python: HashMap::new(),
+            stacks: HashMap::new(),
+        }
+    }
+
+    fn function(&mut self, name: &Arc<str>, file: &Arc<str>) -> u64 {
+        if let Some(&id) = self.funcs.get(&(Arc::clone(name), Arc::clone(file))) {
+            return id;
+        }
+        let id = self.b.p.function.len() as u64 + 1;
+        let (n, f) = (self.b.string(name), self.b.string(file));
+        self.b.p.function.push(PbFunction { id, name: n, system_name: n, filename: f });
+        self.funcs.insert((Arc::clone(name), Arc::clone(file)), id);
+        id
+    }
+
+    fn location(&mut self, mapping_id: u64, address: u64, line: Vec<PbLine>) -> u64 {
+        let id = self.b.p.location.len() as u64 + 1;
+        self.b.p.location.push(PbLocation { id, mapping_id, address, line });
+        id
+    }
+
+    fn mapping(&mut self, pid: u32, map: &profcap_format::Mapping) -> u64 {
+        let key = (pid, map.start, map.seen_ns);
+        if let Some(&id) = self.mappings.get(&key) {
+            return id;
+        }
+        let id = self.b.p.mapping.len() as u64 + 1;
+        let (filename, build_id) =
+            (self.b.string(&map.path), self.b.string(&crate::symbolize::hex(&map.build_id)));
+        self.b.p.mapping.push(PbMapping {
+            id,
+            memory_start: map.start,
+            memory_limit: map.end,
+            file_offset: map.file_offset,
+            filename,
+            build_id,
+            has_functions: true,
+            has_filenames: true,
+            has_line_numbers: true,
+        });
+        self.mappings.insert(key, id);
+        id
+    }
+
+    /// A user address's location, and whether it is the eval loop's.
+    fn native(&mut self, pid: u32, generation: u64, addr: u64, leaf: bool) -> (u64, bool) {
+        if let Some(&l) = self.native.get(&(u64::from(pid) << 32 ^ generation, addr, leaf)) {
+            return l;
+        }
+        let (mapping, lines) = self.sym.source_lines(pid, generation, addr, leaf);
+        let mapping_id = mapping.as_ref().map_or(0, |map| self.mapping(pid, map));
+        let module: Arc<str> = mapping.as_ref().map_or(Arc::from("[unknown]"), |map| {
+            Arc::from(map.path.rsplit('/').next().unwrap_or(&map.path))
+        });
+        let eval = lines.iter().any(|l| Symbolizer::is_eval_loop(&l.function));
+        let line: Vec<PbLine> = if lines.is_empty() {
+            let at = mapping.as_ref().map_or(addr, |map| addr - map.start + map.file_offset);
+            let name: Arc<str> = Arc::from(format!("{module}+0x{at:x}"));
+            vec![PbLine { function_id: self.function(&name, &module), line: 0 }]
+        } else {
+            lines
+                .iter()
+                .map(|l| {
+                    let file = l.file.clone().unwrap_or_else(|| Arc::clone(&module));
+                    PbLine { function_id: self.function(&l.function, &file), line: i64::from(l.line) }
+                })
+                .collect()
+        };
+        let id = self.location(mapping_id, addr, line);
+        self.native.insert((u64::from(pid) << 32 ^ generation, addr, leaf), (id, eval));
+        (id, eval)
+    }
+
+    fn kernel(&mut self, addr: u64) -> u64 {
+        if let Some(&id) = self.kernel.get(&addr) {
+            return id;
+        }
+        let mapping = match self.kernel_mapping {
+            Some(id) => id,
+            None => {
+                let id = self.b.p.mapping.len() as u64 + 1;
+                let filename = self.b.string("[kernel]");
+                self.b.p.mapping.push(PbMapping {
+                    id,
+                    filename,
+                    has_functions: true,
+                    ..PbMapping::default()
+                });
+                self.kernel_mapping = Some(id);
+                id
+            }
+        };
+        let f = self.sym.kernel_frame(addr);
+        let function_id = self.function(&f.name, &f.module);
+        let id = self.location(mapping, addr, vec![PbLine { function_id, line: 0 }]);
+        self.kernel.insert(addr, id);
+        id
+    }
+
+    fn python(&mut self, f: &Frame, line: u32) -> u64 {
+        if let Some(&id) = self.python.get(&(Arc::clone(&f.name), line)) {
+            return id;
+        }
+        // The name without its `(file:line)`: pprof has fields for those.
+        let name: Arc<str> = Arc::from(f.name.split(" (").next().unwrap_or(&f.name));
+        let function_id = self.function(&name, &f.module);
+        let id = self.location(0, 0, vec![PbLine { function_id, line: i64::from(line) }]);
+        self.python.insert((Arc::clone(&f.name), line), id);
+        id
+    }
+
+    /// A stack's location ids, leaf first: kernel, then user addresses with
+    /// the Python runs in place of the eval loops (innermost run for the
+    /// innermost loop; runs left over at the root), `[truncated]` last.
+    fn stack(&mut self, pid: u32, generation: u64, stack_id: u64, kernel: bool) -> Vec<u64> {
+        if let Some(s) = self.stacks.get(&(pid, generation, stack_id)) {
+            return s.clone();
+        }
+        let Some(stack) = self.m.stacks.get(&stack_id) else { return Vec::new() };
+        let mut out = Vec::new();
+        if kernel {
+            out.extend(stack.kernel.iter().map(|&a| self.kernel(a)));
+        }
+        let mut runs = self.sym.python_runs(stack_id);
+        runs.reverse(); // innermost first
+        let mut runs = runs.into_iter();
+        for (i, &addr) in stack.user.iter().enumerate() {
+            let (id, eval) = self.native(pid, generation, addr, i == 0);
+            match if eval { runs.next() } else { None } {
+                Some(run) => {
+                    out.extend(run.iter().rev().map(|(f, l)| self.python(f, *l)).collect::<Vec<_>>())
+                }
+                None => out.push(id),
+            }
+        }
+        for run in runs {
+            out.extend(run.iter().rev().map(|(f, l)| self.python(f, *l)).collect::<Vec<_>>());
+        }
+        if stack.end.is_truncated() {
+            let name: Arc<str> = Arc::from(crate::symbolize::TRUNCATED);
+            let function_id = self.function(&name, &name);
+            out.push(self.location(0, 0, vec![PbLine { function_id, line: 0 }]));
+        }
+        self.stacks.insert((pid, generation, stack_id), out.clone());
+        out
+    }
 }
 
 /// The on-CPU or off-CPU samples `opts` selects, grouped by who took them,
@@ -315,6 +537,7 @@ pub fn labelled_groups(m: &Material, opts: &ProfileOptions) -> Result<(SampleKin
         let span =
             index.overlapping(s.pid, s.tid, s.time_ns, s.time_ns).first().and_then(|&(i, _)| spans.get(i));
         let trace = span.and_then(|sp| sp.trace.as_ref());
+        let _ = frames;
         let key = LabelledKey {
             pid: s.pid,
             tid: s.tid,
@@ -322,11 +545,12 @@ pub fn labelled_groups(m: &Material, opts: &ProfileOptions) -> Result<(SampleKin
             thread_name: m.threads.get(&s.tid).cloned().unwrap_or_default(),
             trace_id: trace.map(|t| t.trace_id.clone()),
             parent_span_id: trace.and_then(|t| t.parent_span_id.clone()),
-            frames: frames.clone(),
+            stack_id: s.stack_id,
+            generation: g,
         };
         *groups.entry(key).or_default() += value;
     }
     let mut groups: Vec<_> = groups.into_iter().collect();
-    groups.sort_by(|a, b| (a.0.pid, a.0.tid, &a.0.frames).cmp(&(b.0.pid, b.0.tid, &b.0.frames)));
+    groups.sort_by_key(|(k, _)| (k.pid, k.tid, k.stack_id, k.generation));
     Ok((kind, groups))
 }

@@ -17,9 +17,11 @@ use std::sync::Arc;
 
 pub use demangle::demangle;
 use object_syms::ObjectSyms;
+pub use object_syms::SourceLine;
 pub use python::PythonFrames;
 
 use crate::capture::{blob_key, Material};
+use profcap_format::Mapping;
 
 /// Where to look for binaries and how much to resolve.
 #[derive(Debug, Clone)]
@@ -177,6 +179,57 @@ impl<'a> Symbolizer<'a> {
         };
         self.cache.insert(cache_key, Arc::clone(&frames));
         frames
+    }
+
+    /// The mapping `addr` of `pid` lies in, and the functions there with their
+    /// source lines, innermost first (empty where nothing names the address).
+    pub fn source_lines(
+        &mut self,
+        pid: u32,
+        generation: u64,
+        addr: u64,
+        leaf: bool,
+    ) -> (Option<Mapping>, Vec<SourceLine>) {
+        let Some(mapping) = self.material.mapping_at(pid, generation, addr) else {
+            return (None, Vec::new());
+        };
+        let key = blob_key(&mapping.build_id, &mapping.path);
+        if !self.objects.contains_key(&key) {
+            let syms = ObjectSyms::load(self.material, mapping, &self.opts);
+            self.objects.insert(key.clone(), syms);
+        }
+        let file_offset = addr - mapping.start + mapping.file_offset;
+        let lines =
+            self.objects.get(&key).and_then(Option::as_ref).map(|o| o.source_lines(file_offset, leaf));
+        (Some(mapping.clone()), lines.unwrap_or_default())
+    }
+
+    /// Python frames of a stack in runs (root first), named, for exporters
+    /// that place them themselves; empty with `--python native`.
+    pub fn python_runs(&mut self, stack_id: u64) -> Vec<Vec<(Frame, u32)>> {
+        let material = self.material;
+        let Some(stack) = material.stacks.get(&stack_id) else { return Vec::new() };
+        if stack.python.is_empty() || self.opts.python == PythonFrames::Native {
+            return Vec::new();
+        }
+        let lines = self.opts.lines;
+        python::runs(&stack.python)
+            .into_iter()
+            .map(|run| {
+                run.into_iter()
+                    .map(|f| {
+                        let line = material.py_code.get(&f.code).map_or(0, |c| c.line_at(f.offset));
+                        (self.python_names.frame(&material.py_code, f, lines), line)
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// Whether a function name is the interpreter's eval loop (where Python
+    /// frames go).
+    pub fn is_eval_loop(name: &str) -> bool {
+        python::is_eval_loop(name)
     }
 
     /// The JIT symbol of `pid` covering `addr`, from the capture's copy of

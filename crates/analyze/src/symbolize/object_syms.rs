@@ -10,6 +10,14 @@ use super::{demangle, hex, Frame, FrameKind, SymbolizeOptions};
 use crate::capture::{blob_key, Material};
 
 /// What is known to symbolize one object.
+/// A function at an address, and where in its source the address is.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SourceLine {
+    pub function: Arc<str>,
+    pub file: Option<Arc<str>>,
+    pub line: u32,
+}
+
 pub(super) struct ObjectSyms {
     /// Sorted by address.
     symbols: Vec<Symbol>,
@@ -205,6 +213,33 @@ impl ObjectSyms {
 
     /// Frames for the code at `file_offset`, innermost inlined first; empty
     /// when nothing names it.
+    /// The functions at an address with their source file and line, innermost
+    /// (inlined) first: from DWARF where there is some, else the symbol with
+    /// no file (line 0).
+    pub(super) fn source_lines(&self, file_offset: u64, leaf: bool) -> Vec<SourceLine> {
+        let vaddr = self.vaddr(file_offset);
+        let probe = if leaf { vaddr } else { vaddr.saturating_sub(1) };
+        let mut out = Vec::new();
+        if let Some(dwarf) = &self.dwarf {
+            if let Ok(mut iter) = dwarf.find_frames(probe) {
+                while let Ok(Some(f)) = iter.next() {
+                    let Some(Ok(raw)) = f.function.as_ref().map(|func| func.raw_name()) else { continue };
+                    let (file, line) = f
+                        .location
+                        .as_ref()
+                        .map_or((None, 0), |l| (l.file.map(Arc::from), l.line.unwrap_or(0)));
+                    out.push(SourceLine { function: Arc::from(demangle(&raw)), file, line });
+                }
+            }
+        }
+        if out.is_empty() {
+            if let Some(sym) = self.symbol(probe) {
+                out.push(SourceLine { function: Arc::from(demangle(&sym.name)), file: None, line: 0 });
+            }
+        }
+        out
+    }
+
     pub(super) fn frames(
         &self,
         file_offset: u64,
