@@ -45,6 +45,11 @@ use common::{load, profile, Common};
 ///   profanalyze requests web.cap --sort latency  HTTP requests, their CPU and blocked time
 ///   profanalyze flame web.cap --trace-id 4bf92f35 -o req.svg
 ///                                                one request's flame graph
+///   profanalyze flame py.cap --python only       a Python program's functions alone
+///   profanalyze heatmap app.cap                  sub-second heatmap: find the spike,
+///   profanalyze flame app.cap --from 12.3 --to 12.4   then draw the spike alone
+///   profanalyze speedscope app.cap               threads over time, in speedscope
+///   profanalyze firefox app.cap                  tracks and markers, in the Firefox Profiler
 #[derive(Debug, Parser)]
 #[command(name = "profanalyze", version, verbatim_doc_comment)]
 pub struct Cli {
@@ -125,9 +130,11 @@ enum Command {
         #[arg(short, long, value_name = "FILE")]
         output: Option<PathBuf>,
     },
-    /// Draw a sub-second heatmap (SVG): a column per second, a row per
-    /// 20 ms, coloured by on-CPU time (or --kind offcpu): spikes stand out,
-    /// and each cell's tooltip gives the `flame --from --to` command for it.
+    /// Draw a sub-second heatmap of on-CPU (or off-CPU) time (SVG)
+    ///
+    /// A column per second, a row per 20 ms (--rows), each cell coloured by
+    /// the time in it: spikes stand out, and each cell's tooltip gives the
+    /// `flame --from --to` command that draws it.
     Heatmap {
         #[command(flatten)]
         input: Input,
@@ -138,8 +145,11 @@ enum Command {
         #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=1000))]
         rows: u32,
     },
-    /// Draw per-thread timeline strips (SVG): a row per thread, time across,
-    /// on-CPU samples in red and off-CPU blocks (`profrec --off-cpu`) in blue.
+    /// Draw per-thread timeline strips: where each thread ran and waited (SVG)
+    ///
+    /// A row per thread, time across: on-CPU samples in red (darker where
+    /// denser), off-CPU blocks (`profrec --off-cpu`) in blue, as long as they
+    /// lasted.
     Timeline {
         #[command(flatten)]
         input: Input,
@@ -147,9 +157,11 @@ enum Command {
         #[arg(short, long, value_name = "FILE")]
         output: Option<PathBuf>,
     },
-    /// Write a Firefox Profiler profile (processed format, JSON) for
-    /// profiler.firefox.com: a track per thread with its samples over time,
-    /// off-CPU blocks and HTTP requests (trace ids) as markers.
+    /// Write a Firefox Profiler profile (JSON) for profiler.firefox.com
+    ///
+    /// The processed format: a track per thread with its samples over time,
+    /// off-CPU blocks and HTTP requests (with trace ids) as markers, memory in
+    /// use as a counter track, frames by category (native, kernel, Python…).
     Firefox {
         #[command(flatten)]
         input: Input,
@@ -157,9 +169,11 @@ enum Command {
         #[arg(short, long, value_name = "FILE")]
         output: Option<PathBuf>,
     },
-    /// Write a speedscope profile (JSON) for https://www.speedscope.app or the
-    /// `speedscope` npm package: one profile per thread, its samples in time
-    /// order (on-CPU, or --kind offcpu).
+    /// Write a speedscope profile (JSON) for speedscope.app
+    ///
+    /// One profile per thread, its samples in time order (on-CPU, or --kind
+    /// offcpu); open it at https://www.speedscope.app or with the `speedscope`
+    /// npm package offline.
     Speedscope {
         #[command(flatten)]
         input: Input,
@@ -228,8 +242,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Print a completion script for a shell, e.g.
-    /// `profanalyze completions bash > /usr/share/bash-completion/completions/profanalyze`.
+    /// Print a shell completion script
+    ///
+    /// E.g. `profanalyze completions bash > /usr/share/bash-completion/completions/profanalyze`.
     Completions { shell: clap_complete::Shell },
     /// Write the man pages (profanalyze.1 and one per command) into DIR.
     Man {
