@@ -211,8 +211,6 @@ impl ObjectSyms {
         rules::pick_symbol(&self.symbols, probe).map(|i| &self.symbols[i])
     }
 
-    /// Frames for the code at `file_offset`, innermost inlined first; empty
-    /// when nothing names it.
     /// The functions at an address with their source file and line, innermost
     /// (inlined) first: from DWARF where there is some, else the symbol with
     /// no file (line 0).
@@ -240,6 +238,8 @@ impl ObjectSyms {
         out
     }
 
+    /// Frames for the code at `file_offset`, innermost inlined first; empty
+    /// when nothing names it.
     pub(super) fn frames(
         &self,
         file_offset: u64,
@@ -247,41 +247,22 @@ impl ObjectSyms {
         module: &Arc<str>,
         opts: &SymbolizeOptions,
     ) -> Vec<Frame> {
-        let vaddr = self.vaddr(file_offset);
-        let probe = if leaf { vaddr } else { vaddr.saturating_sub(1) };
-        let mut out = Vec::new();
-        if let Some(dwarf) = &self.dwarf {
-            if let Ok(mut iter) = dwarf.find_frames(probe) {
-                while let Ok(Some(f)) = iter.next() {
-                    let Some(func) = f.function.as_ref() else {
-                        continue;
-                    };
-                    let Ok(raw) = func.raw_name() else { continue };
-                    let mut name = demangle(&raw);
-                    if opts.lines {
-                        if let Some(loc) = &f.location {
-                            if let (Some(file), Some(line)) = (loc.file, loc.line) {
-                                name = format!("{name} ({}:{line})", file.rsplit('/').next().unwrap_or(file));
-                            }
-                        }
-                    }
-                    out.push(Frame {
-                        name: Arc::from(name),
-                        module: Arc::clone(module),
-                        kind: FrameKind::Inlined,
-                    });
-                }
-            }
-        }
-        if out.is_empty() {
-            if let Some(sym) = self.symbol(probe) {
-                out.push(Frame {
-                    name: Arc::from(demangle(&sym.name)),
-                    module: Arc::clone(module),
-                    kind: FrameKind::User,
-                });
-            }
-        }
+        let mut out: Vec<Frame> = self
+            .source_lines(file_offset, leaf)
+            .into_iter()
+            .map(|l| {
+                let name = match &l.file {
+                    Some(file) if opts.lines && l.line > 0 => Arc::from(format!(
+                        "{} ({}:{})",
+                        l.function,
+                        file.rsplit('/').next().unwrap_or(file),
+                        l.line
+                    )),
+                    _ => l.function,
+                };
+                Frame { name, module: Arc::clone(module), kind: FrameKind::Inlined }
+            })
+            .collect();
         if let Some(last) = out.last_mut() {
             last.kind = FrameKind::User;
         }
