@@ -88,6 +88,10 @@ pub struct RecordOptions {
     pub mem: MemMode,
     /// With [`MemMode::Sampled`]: mean bytes between sampled allocations. Default: 2 MiB (tcmalloc's default).
     pub sample_bytes: u64,
+    /// With [`MemMode::Attach`]: also probe CPython's allocator
+    /// (`PyObject_Malloc` family): exact, and slow for allocation-heavy
+    /// Python code. Default: false.
+    pub mem_python: bool,
     /// Tests only: in sampled mode, give the sampler no ring, so that it
     /// reports through its uprobe functions (its fallback). Default: false.
     #[doc(hidden)]
@@ -144,6 +148,7 @@ impl RecordOptions {
             mem: MemMode::Off,
             sample_bytes: 2 * 1024 * 1024,
             mem_test_no_ring: false,
+            mem_python: false,
             test_handle_late: Duration::ZERO,
             duration: None,
             embed: EmbedMode::Symbols,

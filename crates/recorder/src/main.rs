@@ -113,6 +113,16 @@ struct Cli {
     #[arg(long, requires = "mem")]
     preload: bool,
 
+    /// With --mem (attach mode): also trace CPython's own allocator
+    /// (PyObject_Malloc/Calloc/Realloc/Free and the PyMem_ family), where
+    /// most Python objects are made without malloc. Exact, with each
+    /// allocation's Python frames, but every small-object allocation then
+    /// costs a uprobe: allocation-heavy Python code runs tens to hundreds of
+    /// times slower. Without it, Python's allocations reach --mem only
+    /// through malloc (objects over 512 bytes, arenas, buffers).
+    #[arg(long, requires = "mem", conflicts_with = "preload")]
+    mem_python: bool,
+
     /// With --mem --preload: mean bytes allocated between two sampled allocations.
     #[arg(long, default_value_t = 2 * 1024 * 1024, value_name = "BYTES", requires = "preload")]
     sample_bytes: u64,
@@ -265,6 +275,7 @@ impl Cli {
             bail!("--payload-raw needs --requests (or --events requests)");
         }
         opts.payload_raw = self.payload_raw;
+        opts.mem_python = self.mem_python;
         opts.mem = match (self.mem, self.preload) {
             (false, _) => MemMode::Off,
             (true, false) => MemMode::Attach,

@@ -88,6 +88,7 @@ pub fn allocator_objects(pid: u32) -> Vec<PathBuf> {
         let name = Path::new(&m.path).file_name().and_then(|n| n.to_str()).unwrap_or("");
         let is_exe = exe.as_deref() == Some(Path::new(&m.path));
         let wanted = is_exe
+            || name.starts_with("libpython")
             || name.starts_with("libc.so")
             || name.starts_with("libc-")
             || ["libjemalloc", "libmimalloc", "libtcmalloc"].iter().any(|l| name.starts_with(l));
@@ -104,6 +105,35 @@ pub fn allocator_objects(pid: u32) -> Vec<PathBuf> {
 fn is_dynamic(path: &Path) -> bool {
     let Ok(file) = MappedFile::open(path) else { return true };
     crate::elf::has_interpreter(file.bytes()).unwrap_or(true)
+}
+
+/// The `libpython3.X.so` an executable needs, found through its RUNPATH or
+/// RPATH (`$ORIGIN` expanded), as the loader will (pyenv's builds link it so).
+fn needed_libpython(exe: &Path) -> Option<PathBuf> {
+    use object::read::elf::{Dyn, FileHeader};
+    let file = MappedFile::open(exe).ok()?;
+    let data = file.bytes();
+    let elf = object::elf::FileHeader64::<object::Endianness>::parse(data).ok()?;
+    let endian = elf.endian().ok()?;
+    let sections = elf.sections(endian, data).ok()?;
+    let (dynamic, index) = sections.dynamic(endian, data).ok()??;
+    let strings = sections.strings(endian, data, index).ok()?;
+    let (mut needed, mut paths) = (None, Vec::new());
+    for d in dynamic {
+        let tag = d.d_tag(endian) as u32;
+        let Ok(value) = d.string(endian, strings) else { continue };
+        let value = String::from_utf8_lossy(value).into_owned();
+        match tag {
+            object::elf::DT_NEEDED if value.starts_with("libpython") => needed = Some(value),
+            object::elf::DT_RUNPATH | object::elf::DT_RPATH => {
+                paths.extend(value.split(':').map(String::from))
+            }
+            _ => {}
+        }
+    }
+    let needed = needed?;
+    let origin = exe.parent()?.to_string_lossy().into_owned();
+    paths.iter().map(|p| PathBuf::from(p.replace("$ORIGIN", &origin)).join(&needed)).find(|p| p.is_file())
 }
 
 /// The executable a command name starts (looked up on PATH as execvp does).
@@ -135,6 +165,8 @@ pub fn allocator_objects_for_command(argv0: &str) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let exe = command_path(argv0);
     let dynamic = exe.as_deref().is_none_or(is_dynamic);
+    // A Python built with a shared libpython allocates its objects there.
+    out.extend(exe.as_deref().and_then(needed_libpython));
     out.extend(exe);
     if !dynamic {
         return out;

@@ -22,6 +22,12 @@ fn completions_and_the_man_page_need_no_recording() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let page = std::fs::read_to_string(dir.path().join("profrec.1")).unwrap();
     assert!(page.contains(".TH") && page.contains("off\\-cpu"), "a man page of profrec's options");
+    // --mem-python is for attach mode only.
+    let o = profrec(&["-o", "/tmp/never.cap", "--mem", "--preload", "--mem-python", "--", "true"]);
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("--mem-python"));
+    let o = profrec(&["-o", "/tmp/never.cap", "--mem-python", "--", "true"]);
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("--mem"));
+    assert!(!std::path::Path::new("/tmp/never.cap").exists());
     // Recording still needs its output and target.
     let o = profrec(&["--all"]);
     assert!(!o.status.success());

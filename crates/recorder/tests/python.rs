@@ -366,3 +366,53 @@ fn x_perf_trampolines_are_python_frames_and_never_doubled() {
         "{trampolines} of {in_spin} samples in spin's trampoline"
     );
 }
+
+#[test]
+fn with_mem_python_every_python_object_allocation_is_seen_and_named() {
+    if !root_or_skip() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    // Debian's python3.11 has the allocator in its executable; pyenv's in libpython (RUNPATH).
+    for (label, python) in [("Debian 3.11", PathBuf::from("/usr/bin/python3.11")), ("pyenv 3.12", pyenv(12))]
+    {
+        let cap = dir.path().join("pyallocs.cap");
+        let mut o = RecordOptions::new(
+            cap.clone(),
+            Target::Spawn(vec![python.display().to_string(), program("pyallocs.py")]),
+        );
+        o.freq = 99;
+        o.mem = profcap_recorder::MemMode::Attach;
+        o.mem_python = true;
+        let summary = record(&o, Arc::new(AtomicBool::new(false))).unwrap();
+        assert_eq!(summary.child_exit, Some(0));
+        let m = Material::load(&cap, true).unwrap();
+        // bytes(10000) is one PyObject_Calloc of 10033 bytes, made 1000 times in make().
+        let (mut sized, mut in_make) = (0u64, 0u64);
+        m.for_each_batch(true, |b| {
+            for a in b.allocs.iter().filter(|a| a.size == 10033) {
+                sized += a.weight.max(1);
+                let names: Vec<&str> = m
+                    .stacks
+                    .get(&a.stack_id)
+                    .map(|s| {
+                        s.python
+                            .iter()
+                            .map(|&f| profcap_format::python::PyFrame::decode(f).code)
+                            .collect::<Vec<_>>()
+                    })
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter_map(|c| m.py_code.get(&c).map(|code| code.name.as_str()))
+                    .collect();
+                if names.first() == Some(&"make") {
+                    in_make += a.weight.max(1);
+                }
+            }
+        })
+        .unwrap();
+        eprintln!("{label}: {sized} allocations of 10033 bytes, {in_make} named make");
+        assert_eq!(sized, 1000, "{label}: every bytes(10000) allocation, once");
+        assert_eq!(in_make, 1000, "{label}: each in make()");
+    }
+}

@@ -25,6 +25,8 @@ pub struct MemProbes {
     /// Sampled mode: the preloaded sampler library, whose two report
     /// functions get probes instead.
     pub sampler: Option<std::path::PathBuf>,
+    /// Attach mode: CPython's allocator functions too (`--mem-python`).
+    pub python: bool,
 }
 
 /// Allocator function names (suffixes) and their `enum alloc_fn` cookie.
@@ -42,6 +44,55 @@ const ALLOC_FNS: [(&str, u64); 9] = [
 /// Prefixes of allocators' symbols: libc's own, jemalloc (also as Rust's
 /// tikv-jemallocator builds it), mimalloc, tcmalloc.
 const ALLOC_PREFIXES: [&str; 5] = ["", "je_", "_rjem_", "mi_", "tc_"];
+
+/// CPython's object and memory domains: most Python objects never reach
+/// malloc (pymalloc serves them from arenas), so these are probed as an
+/// allocator of their own (nested calls into malloc count once, as ever).
+const PYTHON_FNS: [(&str, u64); 6] = [
+    ("PyObject_Malloc", 0),
+    ("PyObject_Calloc", 1),
+    ("PyObject_Realloc", 2),
+    ("PyMem_Malloc", 0),
+    ("PyMem_Calloc", 1),
+    ("PyMem_Realloc", 2),
+];
+const PYTHON_FREES: [&str; 2] = ["PyObject_Free", "PyMem_Free"];
+
+type Uprobe<'a> =
+    dyn Fn(&libbpf_rs::ProgramMut<'_>, &std::path::Path, &str, bool, u64) -> libbpf_rs::Result<Link> + 'a;
+
+/// Attaches the allocation programs to CPython's allocator functions in the
+/// objects that define them; how many objects had them.
+fn attach_python(
+    mem: &MemSkel<'_>,
+    objects: &[std::path::PathBuf],
+    uprobe: &Uprobe<'_>,
+    links: &mut Vec<Link>,
+) -> Result<usize> {
+    let mut attached = 0;
+    for object in objects {
+        let names = crate::mem::function_names(object);
+        if !names.contains("PyObject_Malloc") || !names.contains("PyObject_Free") {
+            continue;
+        }
+        log::info!("attaching allocation probes to PyObject_Malloc etc. in {}", object.display());
+        for (name, cookie) in PYTHON_FNS.iter().filter(|(n, _)| names.contains(*n)) {
+            for ret in [false, true] {
+                let prog = if ret { &mem.progs.alloc_exit } else { &mem.progs.alloc_enter };
+                let link = uprobe(prog, object, name, ret, *cookie)
+                    .map_err(|e| load_error(&format!("attach uprobe {name} in {}", object.display()), e))?;
+                links.push(link);
+            }
+        }
+        for name in PYTHON_FREES.iter().filter(|n| names.contains(**n)) {
+            let link = uprobe(&mem.progs.free_enter, object, name, false, 0)
+                .map_err(|e| load_error(&format!("attach uprobe {name} in {}", object.display()), e))?;
+            links.push(link);
+        }
+        attached += 1;
+    }
+    Ok(attached)
+}
 
 /// Loads the allocation programs and attaches them to the allocator functions.
 pub(super) fn load(
@@ -112,6 +163,9 @@ pub(super) fn load(
             }
             attached += 1;
         }
+    }
+    if m.python {
+        attached += attach_python(&mem, &m.objects, &uprobe, links)?;
     }
     if attached == 0 {
         return Err(Error::Bpf {

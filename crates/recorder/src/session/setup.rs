@@ -108,13 +108,19 @@ fn mem_probes(opts: &RecordOptions, held: &Held, sampling: &Sampling) -> Result<
     let sampler = sampling.library.as_ref().map(|s| s.path().to_owned());
     Ok(Some(match (opts.mem, &opts.target, held.pid()) {
         (MemMode::Off, _, _) => return Ok(None),
-        (MemMode::Sampled, _, Some(pid)) => MemProbes { pid, objects: Vec::new(), sampler },
-        (MemMode::Attach, Target::Spawn(argv), Some(pid)) => {
-            MemProbes { pid, objects: crate::mem::allocator_objects_for_command(&argv[0]), sampler: None }
-        }
-        (MemMode::Attach, Target::Pids(pids), _) if pids.len() == 1 => {
-            MemProbes { pid: pids[0], objects: crate::mem::allocator_objects(pids[0]), sampler: None }
-        }
+        (MemMode::Sampled, _, Some(pid)) => MemProbes { pid, objects: Vec::new(), sampler, python: false },
+        (MemMode::Attach, Target::Spawn(argv), Some(pid)) => MemProbes {
+            pid,
+            objects: crate::mem::allocator_objects_for_command(&argv[0]),
+            sampler: None,
+            python: opts.mem_python,
+        },
+        (MemMode::Attach, Target::Pids(pids), _) if pids.len() == 1 => MemProbes {
+            pid: pids[0],
+            objects: crate::mem::allocator_objects(pids[0]),
+            sampler: None,
+            python: opts.mem_python,
+        },
         (MemMode::Sampled, _, _) => {
             return Err(Error::Usage(
                 "--mem --preload needs a command to start (profrec --mem --preload -- CMD)",
