@@ -331,6 +331,11 @@ fn default_output(capture: &Path, extension: &str) -> PathBuf {
     Path::new(capture.file_name().unwrap_or(capture.as_os_str())).with_extension(extension)
 }
 
+/// The capture's file name, to name what is made from it.
+fn capture_name(capture: &Path) -> String {
+    capture.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned())
+}
+
 /// profanalyze.1 and profanalyze-COMMAND.1 for each command, into `dir`.
 fn write_man_pages(dir: &Path, quiet: bool) -> Result<()> {
     use clap::CommandFactory;
@@ -361,6 +366,18 @@ fn wrote(quiet: bool, output: &Path, what: &str) {
 
 fn duration_ns(m: &Material) -> u64 {
     m.meta.end_mono_ns.saturating_sub(m.meta.start_mono_ns)
+}
+
+/// Writes an output made whole in memory (so a failure leaves no file
+/// behind) to `output`, or by default the capture's name with `ext` in the
+/// current directory.
+fn save(quiet: bool, output: Option<PathBuf>, capture: &Path, ext: &str, bytes: &[u8]) -> Result<()> {
+    let output = output.unwrap_or_else(|| default_output(capture, ext));
+    let mut out = create(&output)?;
+    out.write_all(bytes)?;
+    out.flush()?;
+    wrote(quiet, &output, "");
+    Ok(())
 }
 
 impl Cli {
@@ -468,11 +485,7 @@ impl Cli {
                     };
                     write_pprof(&bytes, objects.as_ref(), times, &mut pb)?;
                 }
-                let output = output.unwrap_or_else(|| default_output(&input.capture, "pb.gz"));
-                let mut out = create(&output)?;
-                out.write_all(&pb)?;
-                out.flush()?;
-                wrote(self.quiet, &output, "");
+                save(self.quiet, output, &input.capture, "pb.gz", &pb)?;
             }
             Command::Heatmap { input, output, rows } => {
                 let m = input.opts.load(&input.capture)?;
@@ -482,47 +495,28 @@ impl Cli {
                 h.capture = input.capture.display().to_string();
                 let mut svg = Vec::new();
                 heatmap_svg(&m, &opts, &h, &mut svg)?;
-                let output = output.unwrap_or_else(|| default_output(&input.capture, "heatmap.svg"));
-                let mut out = create(&output)?;
-                out.write_all(&svg)?;
-                out.flush()?;
-                wrote(self.quiet, &output, "");
+                save(self.quiet, output, &input.capture, "heatmap.svg", &svg)?;
             }
             Command::Timeline { input, output } => {
                 let m = input.opts.load(&input.capture)?;
                 let opts = input.opts.options_for(&m)?;
                 let mut svg = Vec::new();
                 timeline_strips_svg(&m, &opts, &mut svg)?;
-                let output = output.unwrap_or_else(|| default_output(&input.capture, "timeline.svg"));
-                let mut out = create(&output)?;
-                out.write_all(&svg)?;
-                out.flush()?;
-                wrote(self.quiet, &output, "");
+                save(self.quiet, output, &input.capture, "timeline.svg", &svg)?;
             }
             Command::Firefox { input, output } => {
                 let m = input.opts.load(&input.capture)?;
                 let opts = input.opts.options_for(&m)?;
-                let name =
-                    input.capture.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned());
-                let profile = firefox_profile(&m, &opts, &name)?;
-                let output = output.unwrap_or_else(|| default_output(&input.capture, "firefox.json"));
-                let mut out = create(&output)?;
-                serde_json::to_writer(&mut out, &profile)?;
-                out.flush()?;
-                wrote(self.quiet, &output, "");
+                let profile = firefox_profile(&m, &opts, &capture_name(&input.capture))?;
+                save(self.quiet, output, &input.capture, "firefox.json", &serde_json::to_vec(&profile)?)?;
             }
             Command::Speedscope { input, output } => {
                 let m = input.opts.load(&input.capture)?;
                 let opts = input.opts.options_for(&m)?;
-                let name =
-                    input.capture.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned());
-                // Built whole first: a failure leaves no file behind.
-                let file = speedscope_json(&m, &opts, &name)?;
-                let output = output.unwrap_or_else(|| default_output(&input.capture, "speedscope.json"));
-                let mut out = create(&output)?;
-                write_speedscope(&file, &mut out)?;
-                out.flush()?;
-                wrote(self.quiet, &output, "");
+                let file = speedscope_json(&m, &opts, &capture_name(&input.capture))?;
+                let mut json = Vec::new();
+                write_speedscope(&file, &mut json)?;
+                save(self.quiet, output, &input.capture, "speedscope.json", &json)?;
             }
             Command::Requests { input, sort, limit, json } => {
                 let m = input.opts.load(&input.capture)?;
