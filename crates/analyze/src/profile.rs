@@ -515,6 +515,60 @@ pub fn selected_samples(m: &Material, opts: &ProfileOptions) -> Result<(SampleKi
     Ok((kind, kept))
 }
 
+/// The stacks of the per-sample stream: each (pid, mapping generation,
+/// stack) symbolized once, with whether `--focus`/`--exclude` keep it.
+#[derive(Debug)]
+pub struct SampleStacks<'a> {
+    sym: Symbolizer<'a>,
+    generations: FxHashMap<u32, Vec<u64>>,
+    kernel: bool,
+    shape: Shape,
+    /// By (pid, generation, stack id): the frames, and whether they are kept.
+    cache: FxHashMap<(u32, u64, u64), KeptFrames>,
+}
+
+type KeptFrames = (Arc<[Frame]>, bool);
+
+impl<'a> SampleStacks<'a> {
+    pub fn new(m: &'a Material, opts: &ProfileOptions) -> SampleStacks<'a> {
+        SampleStacks {
+            sym: Symbolizer::new(m, opts.symbolize.clone()),
+            generations: m.generations(),
+            kernel: !opts.filter.no_kernel,
+            shape: opts.shape.clone(),
+            cache: FxHashMap::default(),
+        }
+    }
+
+    /// The mapping generation a sample's addresses are read in.
+    pub fn generation(&self, s: &Sample) -> u64 {
+        Material::generation_at(self.generations.get(&s.pid).map_or(&[][..], Vec::as_slice), s.time_ns)
+    }
+
+    /// A sample's generation, frames (root first) and whether the shape keeps them.
+    pub fn frames(&mut self, s: &Sample) -> (u64, Arc<[Frame]>, bool) {
+        let g = self.generation(s);
+        let (sym, kernel, shape) = (&mut self.sym, self.kernel, &self.shape);
+        let (f, keep) = self.cache.entry((s.pid, g, s.stack_id)).or_insert_with(|| {
+            let f = sym.stack_frames(s.pid, g, s.stack_id, kernel);
+            let keep = shape.keeps(&f);
+            (Arc::from(f), keep)
+        });
+        (g, Arc::clone(f), *keep)
+    }
+
+    /// A sample's generation and frames, if the shape keeps them.
+    pub fn kept(&mut self, s: &Sample) -> Option<(u64, Arc<[Frame]>)> {
+        let (g, f, keep) = self.frames(s);
+        keep.then_some((g, f))
+    }
+
+    /// Objects that could not be symbolized, as "path (build id)".
+    pub fn missing(self) -> BTreeSet<String> {
+        self.sym.missing
+    }
+}
+
 /// The samples `opts` selects in time order, thread by thread, for a flame
 /// chart: a root frame per thread, runs of samples with the same stack as
 /// one entry (so `stacks` is in time order and not merged across time).
@@ -524,15 +578,14 @@ pub fn time_ordered(m: &Material, opts: &ProfileOptions) -> Result<Profile> {
         return Err(Error::NoSamples("a flame chart takes on-CPU or off-CPU samples".into()));
     }
     samples.sort_unstable_by_key(|(s, _)| (s.tid, s.time_ns, s.id));
-    let generations = m.generations();
-    let mut sym = Symbolizer::new(m, opts.symbolize.clone());
+    let mut sample_stacks = SampleStacks::new(m, opts);
     let mut grouping = opts.grouping;
     grouping.thread = true;
     let mut cache: FxHashMap<(u32, u32, u64, u64), Option<Vec<Frame>>> = FxHashMap::default();
     let mut stacks: Vec<(Vec<Frame>, i64)> = Vec::new();
     let (mut kept, mut total, mut unit) = (0u64, 0i64, None);
     for (s, value) in samples {
-        let g = Material::generation_at(generations.get(&s.pid).map_or(&[][..], Vec::as_slice), s.time_ns);
+        let g = sample_stacks.generation(&s);
         let frames = cache.entry((s.pid, s.tid, g, s.stack_id)).or_insert_with(|| {
             let key = Key {
                 pid: s.pid,
@@ -542,8 +595,9 @@ pub fn time_ordered(m: &Material, opts: &ProfileOptions) -> Result<Profile> {
                 offcpu: false,
                 waker: None,
             };
+            // The shape sees the thread's root frame too, as in `build`.
             let mut f = root_frames(m, grouping, key);
-            f.extend(sym.stack_frames(s.pid, g, s.stack_id, !opts.filter.no_kernel));
+            f.extend(sample_stacks.frames(&s).1.iter().cloned());
             opts.shape.keeps(&f).then_some(f)
         });
         let Some(frames) = frames else { continue };
@@ -566,7 +620,7 @@ pub fn time_ordered(m: &Material, opts: &ProfileOptions) -> Result<Profile> {
         samples: kept,
         total,
         freq: m.freq(),
-        missing: sym.missing,
+        missing: sample_stacks.missing(),
         wall: false,
     })
 }

@@ -15,9 +15,9 @@ use fxprof_processed_profile::{
 use profcap_format::SampleKind;
 
 use crate::capture::Material;
-use crate::profile::{selected_samples, ProfileOptions};
+use crate::profile::{selected_samples, ProfileOptions, SampleStacks};
 use crate::requests::capture_spans;
-use crate::symbolize::{Frame, FrameKind, Symbolizer, TRUNCATED};
+use crate::symbolize::{Frame, FrameKind, TRUNCATED};
 use crate::{Error, Result};
 
 /// A time a thread spent blocked (an off-CPU sample), with where it blocked.
@@ -235,19 +235,11 @@ pub fn firefox_profile(m: &Material, opts: &ProfileOptions, product: &str) -> Re
     let mut p = FxProfile::new(product, reference, SamplingInterval::from_hz(freq as f32));
     let cats = Categories::new(&mut p);
     let mut tracks = Tracks { processes: HashMap::new(), threads: HashMap::new() };
-    let generations = m.generations();
-    let mut sym = Symbolizer::new(m, opts.symbolize.clone());
-    let mut stacks: HashMap<(u32, u64, u64), Option<Vec<Frame>>> = HashMap::new();
+    let mut sample_stacks = SampleStacks::new(m, opts);
     let period = CpuDelta::from_nanos(1_000_000_000 / u64::from(freq));
     for (kind, list) in [(SampleKind::Cpu, &samples), (SampleKind::OffCpu, &blocks)] {
         for (s, value) in list {
-            let g =
-                Material::generation_at(generations.get(&s.pid).map_or(&[][..], Vec::as_slice), s.time_ns);
-            let frames = stacks.entry((s.pid, g, s.stack_id)).or_insert_with(|| {
-                let f = sym.stack_frames(s.pid, g, s.stack_id, !opts.filter.no_kernel);
-                opts.shape.keeps(&f).then_some(f)
-            });
-            let Some(frames) = frames else { continue };
+            let Some((_, frames)) = sample_stacks.kept(s) else { continue };
             let thread = tracks.thread(&mut p, m, s.pid, s.tid);
             if kind == SampleKind::Cpu {
                 let infos: Vec<FrameInfo> = frames

@@ -12,7 +12,7 @@ use profcap_format::SampleKind;
 use prost::Message;
 
 use crate::capture::Material;
-use crate::profile::{selected_samples, Profile, ProfileOptions};
+use crate::profile::{selected_samples, Profile, ProfileOptions, SampleStacks};
 use crate::requests::{capture_spans, SpanIndex};
 use crate::symbolize::{Frame, Symbolizer};
 use crate::{Error, Result};
@@ -523,21 +523,13 @@ pub fn labelled_groups(m: &Material, opts: &ProfileOptions) -> Result<(SampleKin
     let (kind, samples) = selected_samples(m, opts)?;
     let spans = if m.io.is_empty() { Vec::new() } else { capture_spans(m, Vec::new()) };
     let index = SpanIndex::new(&spans);
-    let generations = m.generations();
-    let mut sym = Symbolizer::new(m, opts.symbolize.clone());
-    let mut stacks: HashMap<(u32, u64, u64), Option<Vec<Frame>>> = HashMap::new();
+    let mut stacks = SampleStacks::new(m, opts);
     let mut groups: HashMap<LabelledKey, i64> = HashMap::new();
     for (s, value) in samples {
-        let g = Material::generation_at(generations.get(&s.pid).map_or(&[][..], Vec::as_slice), s.time_ns);
-        let frames = stacks.entry((s.pid, g, s.stack_id)).or_insert_with(|| {
-            let f = sym.stack_frames(s.pid, g, s.stack_id, !opts.filter.no_kernel);
-            opts.shape.keeps(&f).then_some(f)
-        });
-        let Some(frames) = frames else { continue };
+        let Some((g, _)) = stacks.kept(&s) else { continue };
         let span =
             index.overlapping(s.pid, s.tid, s.time_ns, s.time_ns).first().and_then(|&(i, _)| spans.get(i));
         let trace = span.and_then(|sp| sp.trace.as_ref());
-        let _ = frames;
         let key = LabelledKey {
             pid: s.pid,
             tid: s.tid,

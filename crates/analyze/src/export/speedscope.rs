@@ -10,8 +10,8 @@ use profcap_format::SampleKind;
 use serde_json::json;
 
 use crate::capture::Material;
-use crate::profile::{selected_samples, ProfileOptions};
-use crate::symbolize::{Frame, FrameKind, Symbolizer};
+use crate::profile::{selected_samples, ProfileOptions, SampleStacks};
+use crate::symbolize::{Frame, FrameKind};
 use crate::units::sample_period_ns;
 use crate::{Error, Result};
 
@@ -76,22 +76,16 @@ pub fn speedscope_json(m: &Material, opts: &ProfileOptions, name: &str) -> Resul
         )));
     }
     samples.sort_unstable_by_key(|(s, _)| (s.tid, s.time_ns, s.id));
-    let generations = m.generations();
-    let mut sym = Symbolizer::new(m, opts.symbolize.clone());
+    let mut sample_stacks = SampleStacks::new(m, opts);
     let mut frames = Frames::default();
     let mut stacks: HashMap<(u32, u64, u64), Option<Vec<usize>>> = HashMap::new();
     let mut tracks: BTreeMap<(u32, u32), Track> = BTreeMap::new();
     for (s, value) in samples {
-        let g = Material::generation_at(generations.get(&s.pid).map_or(&[][..], Vec::as_slice), s.time_ns);
+        let g = sample_stacks.generation(&s);
         let stack = stacks.entry((s.pid, g, s.stack_id)).or_insert_with(|| {
-            let mut f = sym.stack_frames(s.pid, g, s.stack_id, !opts.filter.no_kernel);
-            if !opts.shape.keeps(&f) {
-                return None;
-            }
-            if opts.shape.reverse {
-                f.reverse();
-            }
-            Some(f.iter().map(|x| frames.id(x)).collect())
+            let (_, f) = sample_stacks.kept(&s)?;
+            let ids = f.iter().map(|x| frames.id(x));
+            Some(if opts.shape.reverse { ids.rev().collect() } else { ids.collect() })
         });
         let Some(stack) = stack else { continue };
         let track = tracks.entry((s.pid, s.tid)).or_default();

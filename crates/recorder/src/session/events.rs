@@ -115,11 +115,7 @@ impl Session {
 
     /// As [`Self::stack_id`] for a user stack that ended for the reason `end`.
     pub(super) fn unwound_stack_id(&mut self, pid: u32, kernel: &[u64], user: &[u64], end: StackEnd) -> u64 {
-        let (id, new) = self.writer.intern_unwound(kernel, user, end);
-        if new {
-            self.note_new_stack(pid, kernel, user);
-        }
-        id
+        self.full_stack_id(pid, kernel, user, end, &[])
     }
 
     /// The user frames of an event: unwound from its copied stack, or the
