@@ -62,10 +62,37 @@ pub struct Material {
     pub py_code: HashMap<u32, profcap_format::python::PyCode>,
     /// Samples whose stack has Python frames.
     pub python_samples: u64,
+    /// File bytes of the chunks that hold symbol material (symbol blobs,
+    /// kernel symbols): what each file of a continuous recording repeats.
+    pub material_bytes: u64,
 }
 
 /// Key of a blob (the rule lives in the format crate).
 pub use profcap_format::blob_key;
+
+/// The file bytes of a chunk (`stored` of them, `raw` decompressed) that
+/// its symbol material takes, estimated by the material's share of the
+/// decoded records (a chunk may hold samples beside it).
+fn material_share(batch: &Batch, stored: u64, raw: u64) -> u64 {
+    let symbols = |s: &[profcap_format::Symbol]| s.iter().map(|s| 16 + s.name.len() as u64).sum::<u64>();
+    let blobs: u64 = batch
+        .symbols
+        .iter()
+        .map(|b| {
+            let sections: u64 = b.sections.iter().map(|s| s.data.len() as u64).sum();
+            symbols(&b.symbols) + sections + b.elf.len() as u64 + 32 * b.segments.len() as u64
+        })
+        .sum();
+    let kernel = batch
+        .kernel_symbols
+        .as_ref()
+        .map_or(0, |k| symbols(&k.symbols) + k.modules.iter().map(|m| m.len() as u64).sum::<u64>());
+    let material = blobs + kernel;
+    if material == 0 || raw == 0 {
+        return 0;
+    }
+    (stored as f64 * (material as f64 / raw as f64).min(1.0)) as u64
+}
 
 /// The file's size (0 if unknown), for progress.
 fn file_len(path: &Path) -> u64 {
@@ -91,9 +118,13 @@ impl Material {
         };
         let mut heads = IoAssembler::default();
         let mut progress = Progress::new(&format!("reading {}", path.display()), file_len(path));
+        let (mut read_before, mut raw_before) = (0, 0);
         while let Some(batch) = reader.next() {
-            progress.set(reader.stats().file_bytes);
+            let (read, raw) = (reader.stats().file_bytes, reader.stats().raw_bytes);
+            progress.set(read);
             let batch = batch.map_err(|source| Error::Capture { path: path.to_owned(), source })?;
+            m.material_bytes += material_share(&batch, read - read_before, raw - raw_before);
+            (read_before, raw_before) = (read, raw);
             if let Some(meta) = batch.meta {
                 m.meta = meta;
             }

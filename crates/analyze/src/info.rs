@@ -50,6 +50,8 @@ pub struct Info {
     pub uncompressed_bytes: u64,
     pub compression_ratio: f64,
     pub bytes_per_sample: f64,
+    /// File bytes of the chunks with symbol material (see [`Material::material_bytes`]).
+    pub material_bytes: u64,
     pub warnings: Vec<String>,
 }
 
@@ -223,6 +225,7 @@ pub fn info(m: &Material, format_version: (u16, u16)) -> Info {
         compressed_bytes: s.stored_bytes,
         uncompressed_bytes: s.raw_bytes,
         compression_ratio: if s.stored_bytes == 0 { 0.0 } else { s.raw_bytes as f64 / s.stored_bytes as f64 },
+        material_bytes: m.material_bytes,
         bytes_per_sample: if m.sample_count == 0 { 0.0 } else { s.file_bytes as f64 / m.sample_count as f64 },
         warnings: m.warnings.clone(),
     }

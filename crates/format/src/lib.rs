@@ -28,8 +28,8 @@ mod generated {
 pub(crate) use generated::profcap::fb;
 
 pub use container::{
-    ChunkHeader, ChunkKind, FileHeader, CHUNK_HEADER_LEN, FILE_HEADER_LEN, MAX_CHUNK_LEN, VERSION_MAJOR,
-    VERSION_MINOR,
+    ChunkHeader, ChunkKind, FileHeader, CHUNK_HEADER_LEN, FILE_HEADER_LEN, FILE_MAGIC, MAX_CHUNK_LEN,
+    VERSION_MAJOR, VERSION_MINOR,
 };
 pub use decode::DecodeError;
 pub use encode::{encode_batch, IndexEntry};

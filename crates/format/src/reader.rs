@@ -267,6 +267,7 @@ impl<R: Read> CaptureReader<R> {
                 .read_to_end(&mut payload)
                 .map_err(Error::Read)?;
             self.offset += got as u64;
+            self.stats.file_bytes = self.offset;
             if got < h.stored_len as usize {
                 let needed = (CHUNK_HEADER_LEN + h.stored_len as usize) as u64;
                 let available = (CHUNK_HEADER_LEN + got) as u64;

@@ -112,6 +112,14 @@ pub fn write_info(i: &Info, out: &mut impl Write) -> std::io::Result<()> {
         i.compression_ratio,
         i.bytes_per_sample
     )?;
+    if i.file_bytes > 0 {
+        writeln!(
+            out,
+            "material:     about {} ({:.1}% of the file): symbols and kernel symbols for offline analysis",
+            format_bytes(i.material_bytes as i64),
+            100.0 * i.material_bytes as f64 / i.file_bytes as f64
+        )?;
+    }
     for w in &i.warnings {
         writeln!(out, "warning:      {w}")?;
     }
