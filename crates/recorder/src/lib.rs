@@ -23,7 +23,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use elf::EmbedMode;
-pub use session::{record, RecordSummary};
+pub use session::{capture_name, capture_time, record, RecordSummary, STATUS_FILE};
 
 /// What to record.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -124,6 +124,45 @@ pub struct RecordOptions {
     /// or `.gnu_debuglink` names) whose symbols are embedded with those of
     /// the stripped objects. Default: `/usr/lib/debug`.
     pub debug_dirs: Vec<PathBuf>,
+    /// Continuous recording: `output` is a directory that receives a new,
+    /// complete capture every period or size (see [`Rotation`]). Default:
+    /// none (one capture, `output` is its file).
+    pub rotate: Option<Rotation>,
+}
+
+/// When a continuous recording starts its next file, and what it keeps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Rotation {
+    pub every: RotateEvery,
+    /// Oldest captures deleted to stay within this. Default: none (keep all).
+    pub keep: Option<Retention>,
+}
+
+impl Rotation {
+    pub fn new(every: RotateEvery) -> Rotation {
+        Rotation { every, keep: None }
+    }
+}
+
+/// The length of each file of a continuous recording.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RotateEvery {
+    /// A new file at each multiple of this period of wall-clock time (the
+    /// first file ends at the first multiple).
+    Period(Duration),
+    /// A new file once the current one holds this many bytes.
+    Bytes(u64),
+}
+
+/// How much of a continuous recording is kept on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retention {
+    /// Captures that ended longer ago than this are deleted.
+    Age(Duration),
+    /// The oldest captures are deleted while all of them (the one being
+    /// written included) take more than this many bytes.
+    Bytes(u64),
 }
 
 /// The default `--stack-bytes` (see docs/user-guide.md for the measurement).
@@ -158,6 +197,7 @@ impl RecordOptions {
             keep_stacks: false,
             debug_dirs: vec![PathBuf::from(elf::SYSTEM_DEBUG_DIR)],
             detach: false,
+            rotate: None,
         }
     }
 }
@@ -190,6 +230,9 @@ pub enum Error {
     /// The sampling event could not be opened.
     #[error("cannot open the cpu-clock perf event on CPU {cpu}")]
     PerfEvent { cpu: u32, source: std::io::Error },
+    /// The directory of a continuous recording cannot be used.
+    #[error("{path}: {reason}")]
+    Directory { path: PathBuf, reason: String },
     /// The options cannot be used together.
     #[error("{0}")]
     Usage(&'static str),

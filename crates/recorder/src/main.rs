@@ -9,7 +9,9 @@ use anyhow::{bail, Context};
 use std::io::Write as _;
 
 use clap::{ArgGroup, Parser, ValueEnum};
-use profcap_recorder::{record, EmbedMode, MemMode, RecordOptions, Target};
+use profcap_recorder::{record, EmbedMode, MemMode, RecordOptions, Retention, RotateEvery, Target};
+
+mod status;
 
 /// Record on-CPU stacks, and off-CPU (blocked) time with its stacks, of
 /// processes into a capture file, for offline analysis with `profanalyze`
@@ -37,12 +39,38 @@ use profcap_recorder::{record, EmbedMode, MemMode, RecordOptions, Target};
 /// (128+signal if it was killed), 2 if profrec itself fails.
 #[derive(Debug, Parser)]
 #[command(name = "profrec", version, verbatim_doc_comment)]
-#[command(group(ArgGroup::new("target").required(true).args(["pid", "all", "command", "completions", "man"])))]
+#[command(group(ArgGroup::new("target").required(true).args(["pid", "all", "command", "completions", "man", "status"])))]
 struct Cli {
     /// The capture file to write: a new file (mode 0600) renamed over FILE once
     /// recording has started; a symlink there is replaced, never followed.
-    #[arg(short, long, value_name = "FILE", required_unless_present_any = ["completions", "man"])]
+    /// With --rotate: the directory that receives the captures.
+    #[arg(short, long, value_name = "FILE", required_unless_present_any = ["completions", "man", "status"])]
     output: Option<PathBuf>,
+
+    /// Record continuously into the directory -o DIR: a new, complete capture
+    /// every DURATION of wall-clock time (`30s`, `10m`, `1h`; files start at
+    /// multiples of it, 10m at :00, :10, ...) or every SIZE (`64M`, `1G`),
+    /// named HOST-YYYYMMDDTHHMMSS.mmmZ.cap (UTC start). Consecutive files
+    /// neither overlap nor leave a gap; each holds the symbols of what it
+    /// holds, so any one can be analyzed alone. SIGHUP ends the current file
+    /// now (`systemctl reload`); the file being written has no name until it
+    /// is complete. `profanalyze flame DIR --from 14:05 --to 14:10` reads
+    /// the files of a time range.
+    #[arg(long, value_name = "DURATION|SIZE", value_parser = parse_rotate, help_heading = "Continuous recording")]
+    rotate: Option<profcap_recorder::RotateEvery>,
+
+    /// With --rotate: delete the oldest captures of the directory (those of
+    /// earlier runs too) to keep at most DURATION of them (`7d`, `12h`) or
+    /// SIZE of disk (`10G`, the file being written included). Whatever the
+    /// budget, when free space drops below twice the largest capture the
+    /// oldest are deleted first, and each deletion is logged.
+    #[arg(long, value_name = "DURATION|SIZE", value_parser = parse_keep, requires = "rotate", help_heading = "Continuous recording")]
+    keep: Option<profcap_recorder::Retention>,
+
+    /// Print the state of the continuous recording into DIR (from its
+    /// profrec.status file) and exit: 0 if it is recording, 3 if not.
+    #[arg(long, value_name = "DIR", help_heading = "Continuous recording")]
+    status: Option<PathBuf>,
 
     /// Attach to these running processes (comma-separated); their threads and
     /// children are followed.
@@ -313,6 +341,11 @@ impl Cli {
         };
         opts.follow_children = !self.no_follow;
         opts.command_line = std::env::args().collect();
+        if let Some(every) = self.rotate {
+            let mut rotation = profcap_recorder::Rotation::new(every);
+            rotation.keep = self.keep;
+            opts.rotate = Some(rotation);
+        }
         Ok(opts)
     }
 }
@@ -368,13 +401,27 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
         eprintln!("profrec: wrote {}", path.display());
         return Ok(0);
     }
+    if let Some(dir) = &cli.status {
+        return status::print(dir);
+    }
     let opts = cli.options()?;
     let stop = Arc::new(AtomicBool::new(false));
     let flag = Arc::clone(&stop);
     ctrlc::set_handler(move || flag.store(true, Ordering::Relaxed))
         .context("installing the Ctrl-C handler")?;
     let summary = record(&opts, stop).with_context(|| format!("recording into {}", opts.output.display()))?;
-    if !cli.quiet {
+    if !cli.quiet && opts.rotate.is_some() {
+        eprintln!(
+            "profrec: wrote {} captures into {} ({} samples, {:.1} MiB, {} lost) in {:.1}s, using {:.3}s CPU",
+            summary.files,
+            opts.output.display(),
+            summary.samples,
+            summary.file_bytes as f64 / f64::from(1 << 20),
+            summary.lost,
+            summary.elapsed.as_secs_f64(),
+            summary.cpu_time.as_secs_f64(),
+        );
+    } else if !cli.quiet {
         eprintln!(
             "profrec: wrote {} ({} samples, {} stacks, {} processes, {} objects embedded, {} lost) in {:.1}s, using {:.3}s CPU{}",
             opts.output.display(),
@@ -394,6 +441,59 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
     Ok(summary.child_exit.map_or(0, |c| u8::try_from(c).unwrap_or(u8::MAX)))
 }
 
+/// A length of time (`90`, `30s`, `10m`, `1h`, `7d`) or a size (`512K`,
+/// `64M`, `1G`, `2T`, also `64MB`, `64MiB`): a lowercase `m` is minutes.
+fn parse_length(s: &str) -> Result<Result<Duration, u64>, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 =
+        num.parse().map_err(|_| format!("`{s}` is not a duration (30s, 10m, 1h, 7d) or a size (64M, 1G)"))?;
+    if !n.is_finite() || n <= 0.0 {
+        return Err(format!("`{s}` must be more than zero"));
+    }
+    let seconds = match unit {
+        "" | "s" => Some(1.0),
+        "m" | "min" => Some(60.0),
+        "h" => Some(3600.0),
+        "d" => Some(86400.0),
+        _ => None,
+    };
+    if let Some(k) = seconds {
+        return match Duration::try_from_secs_f64(n * k) {
+            Ok(d) if d >= Duration::from_secs(1) && d <= MAX_DURATION => Ok(Ok(d)),
+            _ => Err(format!("`{s}` must be between 1 second and a year")),
+        };
+    }
+    let unit = unit.trim_end_matches("iB").trim_end_matches('B');
+    let shift = match unit.to_ascii_uppercase().as_str() {
+        "K" => 10,
+        "M" => 20,
+        "G" => 30,
+        "T" => 40,
+        _ => return Err(format!("`{s}`: unknown unit `{unit}` (s, m, h, d for time; K, M, G, T for bytes)")),
+    };
+    let bytes = n * f64::from(1u32 << 10).powi(shift / 10);
+    if bytes < f64::from(1u32 << 20) {
+        return Err(format!("`{s}` is less than 1 MiB: each capture holds its own symbols"));
+    }
+    Ok(Err(bytes.min(u64::MAX as f64) as u64))
+}
+
+fn parse_rotate(s: &str) -> Result<RotateEvery, String> {
+    Ok(match parse_length(s)? {
+        Ok(d) => RotateEvery::Period(d),
+        Err(b) => RotateEvery::Bytes(b),
+    })
+}
+
+fn parse_keep(s: &str) -> Result<Retention, String> {
+    Ok(match parse_length(s)? {
+        Ok(d) => Retention::Age(d),
+        Err(b) => Retention::Bytes(b),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -402,6 +502,26 @@ mod tests {
     #[test]
     fn cli_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn rotation_lengths_parse() {
+        assert_eq!(parse_rotate("10m"), Ok(RotateEvery::Period(Duration::from_secs(600))));
+        assert_eq!(parse_rotate("90"), Ok(RotateEvery::Period(Duration::from_secs(90))));
+        assert_eq!(parse_rotate("1.5h"), Ok(RotateEvery::Period(Duration::from_secs(5400))));
+        assert_eq!(parse_rotate("64M"), Ok(RotateEvery::Bytes(64 << 20)));
+        assert_eq!(parse_rotate("64MiB"), Ok(RotateEvery::Bytes(64 << 20)));
+        assert_eq!(parse_keep("1G"), Ok(Retention::Bytes(1 << 30)));
+        assert_eq!(parse_keep("7d"), Ok(Retention::Age(Duration::from_secs(7 * 86400))));
+        for bad in ["", "0", "-5m", "10x", "100K", "0.1s", "nan"] {
+            assert!(parse_rotate(bad).is_err(), "{bad:?}");
+        }
+        let cli =
+            Cli::try_parse_from(["profrec", "-o", "d", "--all", "--rotate", "1h", "--keep", "10G"]).unwrap();
+        let rotation = cli.options().unwrap().rotate.unwrap();
+        assert_eq!(rotation.every, RotateEvery::Period(Duration::from_secs(3600)));
+        assert_eq!(rotation.keep, Some(Retention::Bytes(10 << 30)));
+        assert!(Cli::try_parse_from(["profrec", "-o", "d", "--all", "--keep", "1G"]).is_err());
     }
 
     #[test]

@@ -159,6 +159,14 @@ pub fn check_preloadable(argv0: &str) -> Result<()> {
     }
 }
 
+/// For a command not started yet: its executable (found on PATH) and the
+/// libpython it needs, if any: the files an interpreter of it may live in.
+pub fn interpreter_candidates(argv0: &str) -> Vec<PathBuf> {
+    let exe = command_path(argv0);
+    let lib = exe.as_deref().and_then(needed_libpython);
+    exe.into_iter().chain(lib).collect()
+}
+
 /// For a command not started yet: its executable (found on PATH) and, if
 /// it is dynamically linked, the libc this machine's programs use (profrec's own).
 pub fn allocator_objects_for_command(argv0: &str) -> Vec<PathBuf> {

@@ -103,6 +103,14 @@ impl Unwinding {
         (frames, end)
     }
 
+    /// Drops the unwind tables of an object no process maps any more (the
+    /// address spaces built with them go too).
+    pub fn forget_object(&mut self, object: usize) {
+        if self.infos.remove(&object).is_some() {
+            self.spaces.clear();
+        }
+    }
+
     /// Drops the address space of a process that exited.
     pub fn forget(&mut self, pid: u32) {
         self.spaces.remove(&pid);

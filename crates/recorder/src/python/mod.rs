@@ -51,14 +51,59 @@ pub struct Python {
     examined: BTreeSet<(u32, String)>,
     /// Capture code id of each (pid, code object address, tag); 0 = unreadable.
     codes: HashMap<(u32, u64, u64), u32>,
-    /// Code objects read and not yet written.
+    /// Code objects read, by capture id, for every file that names them.
+    known: HashMap<u32, PyCode>,
+    /// Codes written into the current file.
+    written: std::collections::HashSet<u32>,
+    /// Code objects to write before the stacks that name them.
     new_codes: Vec<PyCode>,
     next_code: u32,
     /// `py_procs` updates for the next pass (`None`: remove).
     to_kernel: Vec<(u32, Option<PyLayout>)>,
+    /// What each file offers the walk, by device and inode: read once per
+    /// file, the first time it is mapped or before a started command runs.
+    objects: HashMap<(u32, u32, u64), Option<Symbols>>,
     /// Unsupported interpreters already warned about.
     warned: BTreeSet<String>,
     pub counts: PyCounts,
+}
+
+/// An interpreter's symbols in its file (virtual addresses of the ELF file)
+/// and the load segments that place them.
+#[derive(Debug, Clone)]
+struct Symbols {
+    runtime: u64,
+    code_type: u64,
+    version: Option<(u8, u8)>,
+    /// (file offset, file size, virtual address) of each load segment.
+    segments: Vec<(u64, u64, u64)>,
+}
+
+impl Symbols {
+    fn read(data: &[u8]) -> Option<Symbols> {
+        let elf = object::File::parse(data).ok()?;
+        Some(Symbols {
+            runtime: symbol_address(&elf, "_PyRuntime")?,
+            code_type: symbol_address(&elf, "PyCode_Type")?,
+            version: version_symbol(&elf, data),
+            segments: elf
+                .segments()
+                .map(|s| {
+                    let (offset, size) = s.file_range();
+                    (offset, size, s.address())
+                })
+                .collect(),
+        })
+    }
+
+    /// Where the object is loaded: the address of virtual address 0, from a
+    /// mapping of it (its start and file offset).
+    fn load_bias(&self, entry: &MapsEntry) -> Option<u64> {
+        self.segments.iter().find_map(|&(offset, size, address)| {
+            (offset <= entry.offset && entry.offset < offset + size)
+                .then(|| entry.start.wrapping_sub(address.wrapping_add(entry.offset - offset)))
+        })
+    }
 }
 
 /// Whether a mapped file may hold a Python interpreter (`python3.12`,
@@ -75,16 +120,6 @@ fn version_from_name(path: &str) -> Option<(u8, u8)> {
     let (major, rest) = rest.split_once('.')?;
     let minor: String = rest.chars().take_while(char::is_ascii_digit).collect();
     Some((major.parse().ok()?, minor.parse().ok()?))
-}
-
-/// Where an object is loaded: the address of virtual address 0, from a
-/// mapping of it (its start and file offset) and its load segments.
-fn load_bias(elf: &object::File<'_>, entry: &MapsEntry) -> Option<u64> {
-    elf.segments().find_map(|s| {
-        let (offset, size) = s.file_range();
-        (offset <= entry.offset && entry.offset < offset + size)
-            .then(|| entry.start.wrapping_sub(s.address().wrapping_add(entry.offset - offset)))
-    })
 }
 
 fn symbol_address(elf: &object::File<'_>, name: &str) -> Option<u64> {
@@ -111,16 +146,15 @@ impl Python {
         if !self.examined.insert((pid, entry.path.clone())) {
             return;
         }
-        let Ok(elf) = object::File::parse(data) else { return };
-        let (Some(runtime), Some(code_type), Some(bias)) =
-            (symbol_address(&elf, "_PyRuntime"), symbol_address(&elf, "PyCode_Type"), load_bias(&elf, entry))
-        else {
+        let key = (entry.dev_major, entry.dev_minor, entry.inode);
+        let Some(syms) = self.objects.entry(key).or_insert_with(|| Symbols::read(data)).clone() else {
             return;
         };
-        let Some(version) = version_symbol(&elf, data).or_else(|| version_from_name(&entry.path)) else {
+        let Some(bias) = syms.load_bias(entry) else { return };
+        let Some(version) = syms.version.or_else(|| version_from_name(&entry.path)) else {
             return;
         };
-        let runtime = bias.wrapping_add(runtime);
+        let (runtime, code_type) = (bias.wrapping_add(syms.runtime), syms.code_type);
         let layout = match version {
             (3, 13) => self.read_debug_offsets(pid, runtime),
             v => layouts::from_table(v).ok_or_else(|| format!("CPython {}.{} is not supported", v.0, v.1)),
@@ -144,6 +178,22 @@ impl Python {
         }
     }
 
+    /// Reads the interpreter symbols of files a command about to start will
+    /// map, so that its interpreter is known at once when they appear (the
+    /// first allocations of a Python program come within milliseconds).
+    pub fn examine_ahead(&mut self, files: &[std::path::PathBuf]) {
+        use std::os::unix::fs::MetadataExt;
+        for path in files.iter().filter(|p| looks_like_python(&p.to_string_lossy())) {
+            let Ok(meta) = std::fs::metadata(path) else { continue };
+            let key = (libc::major(meta.dev()), libc::minor(meta.dev()), meta.ino());
+            if self.objects.contains_key(&key) {
+                continue;
+            }
+            let Ok(file) = crate::elf::MappedFile::open(path) else { continue };
+            self.objects.insert(key, Symbols::read(file.bytes()));
+        }
+    }
+
     fn read_debug_offsets(&self, pid: u32, runtime: u64) -> Result<Layout, String> {
         let mut raw = vec![0u8; layouts::DEBUG_OFFSETS_BYTES];
         if !Memory::new(pid).read(runtime, &mut raw) {
@@ -155,7 +205,13 @@ impl Python {
     /// The process exited or exec'd: its interpreter and code objects go.
     pub fn forget(&mut self, pid: u32) {
         self.examined.retain(|(p, _)| *p != pid);
-        self.codes.retain(|(p, _, _), _| *p != pid);
+        let known = &mut self.known;
+        self.codes.retain(|(p, _, _), id| {
+            if *p == pid {
+                known.remove(id);
+            }
+            *p != pid
+        });
         if self.procs.remove(&pid).is_some() {
             self.to_kernel.push((pid, None));
         }
@@ -166,10 +222,17 @@ impl Python {
         std::mem::take(&mut self.to_kernel)
     }
 
-    /// Code objects read since the last call, to write before the stacks
-    /// that name them.
+    /// Code objects not yet in the current file that frames since the last
+    /// call name, to write before the stacks that name them.
     pub fn take_new_codes(&mut self) -> Vec<PyCode> {
         std::mem::take(&mut self.new_codes)
+    }
+
+    /// A new capture file starts (rotation): each code object is written
+    /// again where a stack of the new file names it.
+    pub fn new_file(&mut self) {
+        self.written.clear();
+        self.new_codes.clear();
     }
 
     /// The capture form of a sample's Python frames (leaf first), reading
@@ -205,7 +268,7 @@ impl Python {
                                 code.qualname,
                                 code.filename
                             );
-                            self.new_codes.push(code);
+                            self.known.insert(self.next_code, code);
                             self.next_code
                         }
                         None => 0,
@@ -216,6 +279,10 @@ impl Python {
             };
             if id == 0 {
                 self.counts.unreadable_code += 1;
+            } else if self.written.insert(id) {
+                if let Some(code) = self.known.get(&id) {
+                    self.new_codes.push(code.clone());
+                }
             }
             let offset = byte_offset(&interp.layout, f.instr);
             out.push(PyFrame { code: id, offset, entry: f.entry }.encode());

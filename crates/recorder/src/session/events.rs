@@ -98,11 +98,11 @@ impl Session {
 
     /// Notes the thread's name and makes sure its process is known.
     pub(super) fn note_task(&mut self, head: Header, comm: String) -> Result<()> {
-        if self.thread_names.get(&head.tid) != Some(&comm) {
+        if self.thread_names.get(&head.tid).is_none_or(|(pid, name)| *pid != head.pid || *name != comm) {
             let thread = Thread { pid: head.pid, tid: head.tid, name: comm.clone(), seen_ns: head.time_ns };
             let r = self.writer.push_thread(thread);
             self.write(r)?;
-            self.thread_names.insert(head.tid, comm);
+            self.thread_names.insert(head.tid, (head.pid, comm));
         }
         self.know_process(head.pid, head.time_ns);
         Ok(())
@@ -396,6 +396,7 @@ impl Session {
             Event::Exit { head } => {
                 self.unwinding.forget(head.pid);
                 self.python.forget(head.pid);
+                self.described.remove(&head.pid);
                 if let Some(state) = self.procs.remove(&head.pid) {
                     let exited = profcap_format::Process {
                         pid: head.pid,

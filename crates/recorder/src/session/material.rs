@@ -44,8 +44,11 @@ impl Session {
             let all = blob.symbols.len();
             elf::prune_symbols(&mut blob, &o.offsets);
             // .eh_frame_hdr only indexes .eh_frame (an unwinder rebuilds it)
-            // and compresses poorly: not worth its bytes in the capture.
-            blob.sections.retain(|s| s.name != ".eh_frame_hdr");
+            // and compresses poorly: not worth its bytes in the capture. The
+            // unwind sections only serve to unwind kept raw stacks again
+            // offline: without --keep-stacks they would be most of each
+            // file (99% of a 2 s file of a continuous recording).
+            blob.sections.retain(|s| self.keep_stacks && s.name != ".eh_frame_hdr");
             log::debug!("{}: {} of {all} symbols name the recorded frames", o.path, blob.symbols.len());
             let r = self.writer.push_symbols(blob);
             self.write(r)?;

@@ -17,12 +17,16 @@ use crate::probes::{Probes, Targets};
 use crate::procfs;
 use events::HeldBack;
 
+mod directory;
 mod events;
 mod material;
 mod output;
+mod rotate;
 mod run;
 mod setup;
 mod space;
+
+pub use directory::{capture_name, capture_time, STATUS_FILE};
 
 use crate::unwind::Unwinding;
 use crate::{Error, MemMode, RecordOptions, Result, Target};
@@ -46,6 +50,8 @@ pub struct RecordSummary {
     /// User stacks unwound (DWARF) and the time the walks took.
     pub unwound_stacks: u64,
     pub unwind_time: Duration,
+    /// Captures written (1, or those of a continuous recording).
+    pub files: u64,
 }
 
 /// How often samples are collected from the ring buffer.
@@ -74,10 +80,26 @@ fn wall_ns() -> u64 {
 struct Session {
     writer: CaptureWriter<BufWriter<File>>,
     path: PathBuf,
+    /// The file being written, put in its place at the start (one capture)
+    /// or once finished (`--rotate`).
+    output: output::Output,
+    /// The current file's starting metadata.
+    meta: Meta,
+    write_options: WriteOptions,
+    /// Events are handled up to this time (the last pass's cut).
+    handled_to: u64,
+    /// Continuous recording (`--rotate`).
+    rotation: Option<rotate::Rotating>,
+    /// What earlier files reported, and their totals.
+    reported: rotate::Reported,
     procs: HashMap<u32, ProcState>,
+    /// The latest description of each live process, written again at the
+    /// start of each file.
+    described: HashMap<u32, profcap_format::Process>,
     objects: Vec<Object>,
     object_ids: HashMap<(u32, u32, u64, String), usize>,
-    thread_names: HashMap<u32, String>,
+    /// Each thread's process and latest name.
+    thread_names: HashMap<u32, (u32, String)>,
     kernel_addrs: BTreeSet<u64>,
     malformed_events: u64,
     /// DWARF unwinding of the copied user stacks.
@@ -114,20 +136,28 @@ struct Session {
 }
 
 impl Session {
-    fn new(opts: &RecordOptions, file: File) -> Result<Session> {
-        let mut write = WriteOptions::default();
+    fn new(opts: &RecordOptions, path: PathBuf, meta: Meta) -> Result<Session> {
+        let mut write_options = WriteOptions::default();
         if opts.keep_stacks {
             // Raw stacks of one thread differ little from sample to sample:
             // chunks of many of them compress far better.
             // (xz at 999 Hz: 96 instead of 102 bytes per sample.)
-            write.chunk_bytes = 8 << 20;
+            write_options.chunk_bytes = 8 << 20;
         }
-        let writer = CaptureWriter::new(BufWriter::with_capacity(1 << 20, file), write)
-            .map_err(|source| Error::Capture { path: opts.output.clone(), source })?;
+        let (output, file) = output::Output::create(&path)?;
+        let writer = CaptureWriter::new(BufWriter::with_capacity(1 << 20, file), write_options.clone())
+            .map_err(|source| Error::Capture { path: path.clone(), source })?;
         Ok(Session {
             writer,
-            path: opts.output.clone(),
+            path,
+            output,
+            meta,
+            write_options,
+            handled_to: 0,
+            rotation: None,
+            reported: rotate::Reported::default(),
             procs: HashMap::new(),
+            described: HashMap::new(),
             objects: Vec::new(),
             object_ids: HashMap::new(),
             thread_names: HashMap::new(),
@@ -150,6 +180,12 @@ impl Session {
             later: HeldBack::default(),
             python: crate::python::Python::default(),
         })
+    }
+
+    /// A writer for the next file of a continuous recording.
+    fn new_writer(&self, file: File) -> Result<CaptureWriter<BufWriter<File>>> {
+        CaptureWriter::new(BufWriter::with_capacity(1 << 20, file), self.write_options.clone())
+            .map_err(|source| Error::Capture { path: self.path.clone(), source })
     }
 
     fn write<T>(&mut self, r: profcap_format::Result<T>) -> Result<T> {
@@ -248,13 +284,27 @@ pub fn record(opts: &RecordOptions, stop: Arc<AtomicBool>) -> Result<RecordSumma
             return Err(Error::NoSuchPid { pid });
         }
     }
-    let (mut output, file) = output::Output::create(&opts.output)?;
-    let mut session = Session::new(opts, file)?;
     let meta = base_meta(opts);
-    let r = session.writer.push_meta(meta.clone());
+    let directory = match &opts.rotate {
+        Some(rotation) => Some(directory::Directory::open(&opts.output, rotation, &meta.hostname)?),
+        None => None,
+    };
+    let path = directory.as_ref().map_or_else(|| opts.output.clone(), |d| d.path_for(meta.start_wall_ns));
+    let mut session = Session::new(opts, path, meta.clone())?;
+    let r = session.writer.push_meta(meta);
     session.write(r)?;
+    if let Some(d) = directory {
+        log::info!("recording into {} ({})", d.dir.display(), directory::describe(d.every()));
+        session.rotation = Some(rotate::Rotating::new(d));
+        session.schedule_boundary();
+        rotate::install_hangup_handler();
+    }
     let sampling = setup::Sampling::prepare(opts)?;
     session.sampler_path = sampling.library.as_ref().map(|s| s.mapped_as().to_owned());
+    if let Target::Spawn(argv) = &opts.target {
+        let files = argv.first().map(|a| crate::mem::interpreter_candidates(a)).unwrap_or_default();
+        session.python.examine_ahead(&files);
+    }
     let (targets, held) = setup::targets(opts, &sampling)?;
     let probes = Probes::load(&targets, &setup::probe_options(opts, &held, &sampling)?)?;
     // Opened before the targets' /proc is read, so no mapping falls between.
@@ -270,11 +320,15 @@ pub fn record(opts: &RecordOptions, stop: Arc<AtomicBool>) -> Result<RecordSumma
     // of kernel time that should not compete with the target's start.
     let (ring, queue) = run::event_ring(&probes)?;
     let child = held.release()?;
-    // Recording has started: only now does the capture replace what was there.
-    output.commit()?;
+    // Recording has started: only now does the capture replace what was there
+    // (a continuous recording's files get their names once complete).
+    if session.rotation.is_none() {
+        session.output.commit()?;
+    }
+    session.write_status("recording");
     let mut src = run::Sources { probes: &probes, ring, queue, mmap_events, sampling, targets, child };
     session.run(opts, &mut src, &stop)?;
-    session.finish(opts, meta, src, (started, cpu_at_start))
+    session.finish(opts, src, (started, cpu_at_start))
 }
 
 /// The kernel's exec and mapping records, or a warning saying what is lost without them.

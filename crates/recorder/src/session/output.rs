@@ -62,6 +62,11 @@ impl Output {
         Ok((Output { dest: dest.to_owned(), dir, state }, file))
     }
 
+    /// An output already in its place (what stands in for one taken away).
+    pub(super) fn done() -> Output {
+        Output { dest: PathBuf::new(), dir: PathBuf::new(), state: State::Committed }
+    }
+
     /// Puts the file in its place (recording has started).
     pub(super) fn commit(&mut self) -> Result<()> {
         let io = |source| Error::Io { path: self.dest.clone(), source };

@@ -6,12 +6,9 @@ use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use profcap_format::rules::{is_filtered, settings};
-use profcap_format::Meta;
-
 use super::events::Batch;
 use super::setup::Sampling;
-use super::{losses, monotonic_ns, own_cpu_time, wall_ns, RecordSummary, Session, POLL_INTERVAL};
+use super::{monotonic_ns, own_cpu_time, wall_ns, RecordSummary, Session, POLL_INTERVAL};
 use crate::mmap_events::MmapEvents;
 use crate::probes::{Event, Probes, Targets};
 use crate::spawn::RunningChild;
@@ -104,7 +101,10 @@ impl Session {
                 std::thread::sleep(opts.test_handle_late);
             }
             let batch = src.collect();
-            self.process_batch(src.probes, batch, Some(cut), follow.then_some(&mut live))?;
+            let cut_now = self.pass_cut(cut);
+            let r = self.process_batch(src.probes, batch, Some(cut_now), follow.then_some(&mut live));
+            self.handled_to = cut_now;
+            self.survive_full_disk(r)?;
             self.update_python(src.probes);
             if self.all_processes {
                 self.prune_pending(monotonic_ns());
@@ -121,10 +121,13 @@ impl Session {
                 finished = true;
             }
             let r = self.writer.maybe_flush();
-            self.write(r)?;
+            let r = self.write(r);
+            self.survive_full_disk(r)?;
             if finished {
                 break;
             }
+            let r = self.after_pass(opts, src, cut);
+            self.survive_full_disk(r)?;
         }
         // Stopped early (-d, Ctrl-C, SIGTERM): a started command ends with
         // the recording unless --detach, so its exit is in the capture.
@@ -144,7 +147,6 @@ impl Session {
     pub(super) fn finish(
         mut self,
         opts: &RecordOptions,
-        mut meta: Meta,
         src: Sources<'_>,
         started: (Instant, std::time::Duration),
     ) -> Result<RecordSummary> {
@@ -156,19 +158,12 @@ impl Session {
                 );
             }
         }
-        let counts = (self.malformed_events, self.foreign_ring_records);
-        let python = self.python.counts;
-        let losses =
-            losses(src.probes, src.sampling.ring.as_ref(), src.mmap_events.as_ref(), counts, &python);
-        self.finish_material(opts.embed, &losses)?;
-        meta.end_wall_ns = wall_ns();
-        meta.end_mono_ns = monotonic_ns();
+        let lost = self.end_file(opts, &src, (monotonic_ns(), wall_ns()))?;
         let recovered = src.probes.offcpu_recovered();
         if recovered > 0 {
             log::info!(
                 "{recovered} off-CPU block(s) ended by a switch the tracepoint missed; rebuilt from the thread's run time"
             );
-            meta.extra.push((settings::OFFCPU_RECOVERED.into(), recovered.to_string()));
         }
         let unwound = self.unwinding.stats.clone();
         if unwound.stacks > 0 {
@@ -179,43 +174,35 @@ impl Session {
                 unwound.ends,
                 unwound.objects_without_rules
             );
-            meta.extra.push((settings::UNWOUND_STACKS.into(), unwound.stacks.to_string()));
-            meta.extra.push((settings::UNWIND_WALK_NS.into(), unwound.walk_time.as_nanos().to_string()));
         }
+        let python = &self.python.counts;
         if python.with_frames > 0 {
             log::info!("Python frames in {} events ({} code objects read)", python.with_frames, python.codes);
-            meta.extra.push((settings::PYTHON_EVENTS.into(), python.with_frames.to_string()));
         }
-        let r = self.writer.push_meta(meta);
-        self.write(r)?;
-        // Blocks shorter than --min-block are filtered by choice, not lost;
-        // samples whose Python frames could not be read are kept.
-        let lost: u64 = losses
-            .iter()
-            .filter(|(source, reason, _)| !is_filtered(reason) && *source != super::PYTHON)
-            .map(|(_, _, n)| n)
-            .sum();
         let Sources { ring, child, .. } = src;
         drop(ring);
         let objects = self.objects.iter().filter(|o| o.used).count();
         let processes = self.seen_pids.len();
         let path = self.path.clone();
-        let (out, stats) =
-            self.writer.finish().map_err(|source| Error::Capture { path: path.clone(), source })?;
-        let file = out.into_inner().map_err(|e| Error::Io { path: path.clone(), source: e.into_error() })?;
-        file.sync_all().map_err(|source| Error::Io { path, source })?;
+        let end_wall = wall_ns();
+        let (writer, output) = self.take_file()?;
+        let stats = super::rotate::seal(writer, &path)?;
+        self.close(output, &path, stats, lost, end_wall)?;
+        self.write_status("stopped");
+        let r = &self.reported;
         Ok(RecordSummary {
-            samples: stats.samples,
-            stacks: stats.stacks,
+            samples: r.samples,
+            stacks: r.stacks,
             processes,
             objects,
-            lost,
-            file_bytes: stats.file_bytes,
+            lost: r.lost,
+            file_bytes: r.bytes,
             elapsed: started.0.elapsed(),
             cpu_time: own_cpu_time().saturating_sub(started.1),
             child_exit: child.and_then(|mut c| c.try_wait()),
             unwound_stacks: unwound.stacks,
             unwind_time: unwound.walk_time,
+            files: self.rotation.as_ref().map_or(1, |r| r.files),
         })
     }
 }

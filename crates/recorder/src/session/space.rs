@@ -29,6 +29,8 @@ pub(super) struct Object {
     pub(super) used: bool,
     /// File offsets of the frames the capture's stacks have in it.
     pub(super) offsets: BTreeSet<u64>,
+    /// Closed at a file boundary: no live process mapped it (`--rotate`).
+    pub(super) retired: bool,
 }
 
 #[derive(Debug)]
@@ -86,6 +88,7 @@ impl Session {
 
     fn push_process(&mut self, process: profcap_format::Process) {
         self.seen_pids.insert(process.pid);
+        self.described.insert(process.pid, process.clone());
         if let Err(e) = self.writer.push_process(process) {
             log::error!("{e}");
         }
@@ -219,19 +222,7 @@ impl Session {
         state
             .maps
             .insert(at, KnownMap { start: entry.start, end: entry.end, file_offset: entry.offset, object });
-        let mapping = Mapping {
-            pid,
-            start: entry.start,
-            end: entry.end,
-            file_offset: entry.offset,
-            path: entry.path.clone(),
-            build_id: self.objects[object].build_id.clone(),
-            dev_major: entry.dev_major,
-            dev_minor: entry.dev_minor,
-            inode: entry.inode,
-            seen_ns: state.generation_ns,
-            start_ticks: state.start_ticks,
-        };
+        let mapping = self.objects[object].mapping(pid, state, &state.maps[at]);
         if let Err(e) = self.writer.push_mapping(mapping) {
             log::error!("{e}");
         }
@@ -241,9 +232,58 @@ impl Session {
     pub(super) fn object_for(&mut self, pid: u32, entry: &MapsEntry) -> usize {
         let key = (entry.dev_major, entry.dev_minor, entry.inode, entry.path.clone());
         if let Some(&id) = self.object_ids.get(&key) {
+            if self.objects[id].retired {
+                // Mapped again after it was closed: the same file (device,
+                // inode, path) is opened again for its material.
+                let (file, _) = open_object(pid, entry);
+                let o = &mut self.objects[id];
+                o.file = file;
+                o.retired = false;
+            }
             return id;
         }
-        let (file, build_id) = if entry.path == "[vdso]" {
+        let (file, build_id) = open_object(pid, entry);
+        self.objects.push(Object {
+            path: entry.path.clone(),
+            dev: (entry.dev_major, entry.dev_minor),
+            inode: entry.inode,
+            build_id,
+            file,
+            used: false,
+            offsets: BTreeSet::new(),
+            retired: false,
+        });
+        self.object_ids.insert(key, self.objects.len() - 1);
+        self.objects.len() - 1
+    }
+
+    /// Describes a live process again at the start of a file (`--rotate`):
+    /// its latest description and the mappings of its generation.
+    pub(super) fn describe_again(&mut self, pid: u32) -> crate::Result<()> {
+        let Some(state) = self.procs.get(&pid) else { return Ok(()) };
+        let process = self.described.get(&pid).cloned().unwrap_or_else(|| profcap_format::Process {
+            pid,
+            start_ticks: state.start_ticks,
+            seen_ns: state.generation_ns,
+            ..Default::default()
+        });
+        let mappings: Vec<Mapping> =
+            state.maps.iter().map(|m| self.objects[m.object].mapping(pid, state, m)).collect();
+        self.seen_pids.insert(pid);
+        let r = self.writer.push_process(process);
+        self.write(r)?;
+        for m in mappings {
+            let r = self.writer.push_mapping(m);
+            self.write(r)?;
+        }
+        Ok(())
+    }
+}
+
+/// The file behind a mapping of `pid`, and its build id.
+fn open_object(pid: u32, entry: &MapsEntry) -> (Option<MappedFile>, Vec<u8>) {
+    {
+        if entry.path == "[vdso]" {
             let id = elf::own_vdso().and_then(|v| elf::build_id(&v)).unwrap_or_default();
             (None, id)
         } else {
@@ -259,20 +299,11 @@ impl Session {
             }
             let id = file.as_ref().and_then(|f| elf::build_id(f.bytes())).unwrap_or_default();
             (file, id)
-        };
-        self.objects.push(Object {
-            path: entry.path.clone(),
-            dev: (entry.dev_major, entry.dev_minor),
-            inode: entry.inode,
-            build_id,
-            file,
-            used: false,
-            offsets: BTreeSet::new(),
-        });
-        self.object_ids.insert(key, self.objects.len() - 1);
-        self.objects.len() - 1
+        }
     }
+}
 
+impl Session {
     /// Marks the objects of a new stack as used, re-reading the maps once if
     /// a frame lies outside every known mapping (a library loaded later).
     pub(super) fn note_new_stack(&mut self, pid: u32, kernel: &[u64], user: &[u64]) {
@@ -319,6 +350,23 @@ impl Session {
 }
 
 impl Object {
+    /// The capture record of one of this object's mappings in `pid`.
+    fn mapping(&self, pid: u32, state: &ProcState, m: &KnownMap) -> Mapping {
+        Mapping {
+            pid,
+            start: m.start,
+            end: m.end,
+            file_offset: m.file_offset,
+            path: self.path.clone(),
+            build_id: self.build_id.clone(),
+            dev_major: self.dev.0,
+            dev_minor: self.dev.1,
+            inode: self.inode,
+            seen_ns: state.generation_ns,
+            start_ticks: state.start_ticks,
+        }
+    }
+
     /// The maps entry of one of this object's mappings.
     fn entry(&self, m: &KnownMap) -> MapsEntry {
         MapsEntry {
