@@ -12,20 +12,22 @@ use profcap_analyze::export::{
     firefox_profile, heatmap_svg, speedscope_json, timeline_strips_svg, timeline_svg, write_leaks,
     write_speedscope, HeatmapOptions,
 };
-use profcap_analyze::export::{
-    flame_graph, labelled_groups, write_folded, write_pprof, write_pprof_labelled, write_top, write_top_json,
-    FlameOptions, PprofTimes, TopBy,
-};
+use profcap_analyze::export::{flame_graph, write_folded, write_top, write_top_json, FlameOptions, TopBy};
 use profcap_analyze::export::{write_info, write_requests};
 use profcap_analyze::info::info;
 use profcap_analyze::memory::{timeline, InuseAt, MemEvent};
 use profcap_analyze::profile::{list_samples, time_ordered};
 use profcap_analyze::requests::{self, capture_spans, join, SortBy, SpanIndex};
-use profcap_analyze::{build, Material, SymbolizeOptions};
+use profcap_analyze::{build, SymbolizeOptions};
 use profcap_format::SampleKind;
 
 mod common;
-use common::{load, profile, Common};
+mod inputs;
+mod listing;
+mod pprof;
+use common::{load, Common};
+use inputs::{added_up, name_of};
+use pprof::{pprof_added_up, pprof_of_one};
 
 /// Analyze profcap captures offline: flame graphs, folded stacks, top tables,
 /// pprof, and diffs of two captures. Works on any machine, without root and
@@ -69,8 +71,11 @@ pub struct Cli {
 enum Command {
     /// Summarize a capture: duration, record counts, processes, lost events, sizes.
     Info {
-        /// The capture file.
-        capture: PathBuf,
+        /// The capture file; a directory (or several files) lists its
+        /// captures, one line each, and the state of a `profrec --rotate`
+        /// writing there.
+        #[arg(required = true, value_name = "CAPTURE")]
+        captures: Vec<PathBuf>,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
@@ -254,10 +259,13 @@ enum Command {
     /// Compare two captures: a differential flame graph and the functions
     /// whose share changed most.
     Diff {
-        /// The baseline capture.
-        before: PathBuf,
-        /// The capture to compare with it.
-        after: PathBuf,
+        /// The baseline: a capture, a directory of captures, or several
+        /// (comma-separated), added up.
+        #[arg(value_delimiter = ',', num_args = 1, required = true)]
+        before: Vec<PathBuf>,
+        /// What to compare with it (as BEFORE).
+        #[arg(value_delimiter = ',', num_args = 1, required = true)]
+        after: Vec<PathBuf>,
         #[command(flatten)]
         opts: Common,
         #[command(flatten)]
@@ -281,13 +289,29 @@ enum By {
     Module,
 }
 
-/// The capture and the options every profile command shares.
+/// The captures and the options every profile command shares.
 #[derive(Debug, Args)]
 struct Input {
-    /// The capture file.
-    capture: PathBuf,
+    /// Capture files, or directories of captures (`profrec --rotate`). flame,
+    /// folded, top and pprof add several up (read in parallel); the other
+    /// commands read one. With a wall-clock --from/--to, only the captures
+    /// that overlap it are read.
+    #[arg(required = true, value_name = "CAPTURE")]
+    captures: Vec<PathBuf>,
     #[command(flatten)]
     opts: Common,
+}
+
+impl Input {
+    /// The one capture of a command that reads one.
+    fn one(&self, command: &str) -> Result<inputs::Chosen> {
+        self.opts.choose_one(&self.captures, command)
+    }
+
+    /// The name outputs are called after.
+    fn name(&self) -> &Path {
+        name_of(&self.captures)
+    }
 }
 
 /// What `diff` writes and when it fails.
@@ -364,10 +388,6 @@ fn wrote(quiet: bool, output: &Path, what: &str) {
     }
 }
 
-fn duration_ns(m: &Material) -> u64 {
-    m.meta.end_mono_ns.saturating_sub(m.meta.start_mono_ns)
-}
-
 /// Writes an output made whole in memory (so a failure leaves no file
 /// behind) to `output`, or by default the capture's name with `ext` in the
 /// current directory.
@@ -395,8 +415,16 @@ impl Cli {
     /// Runs the command.
     pub fn run(self) -> Result<ExitCode> {
         match self.command {
-            Command::Info { capture, json, strict, unwind } => {
-                let mut m = load(&capture, strict)?;
+            Command::Info { captures, json, strict, unwind } => {
+                let dirs: Vec<&Path> = captures.iter().filter(|p| p.is_dir()).map(PathBuf::as_path).collect();
+                if captures.len() > 1 || !dirs.is_empty() {
+                    let files = profcap_analyze::inputs::expand(&captures)?;
+                    let mut out = writer(None)?;
+                    listing::list(&files, &dirs, strict, json, &mut out)?;
+                    out.flush()?;
+                    return Ok(ExitCode::SUCCESS);
+                }
+                let mut m = load(&captures[0], strict)?;
                 let reunwound = if unwind {
                     Some(m.unwind_raw_stacks(strict, &SymbolizeOptions::default())?)
                 } else {
@@ -414,13 +442,14 @@ impl Cli {
                 out.flush()?;
             }
             Command::Flame { input, output, title, inverted, flame_chart } => {
-                let m = input.opts.load(&input.capture)?;
                 let p = if flame_chart {
-                    time_ordered(&m, &input.opts.options_for(&m)?)?
+                    let c = input.one("flame --flame-chart")?;
+                    let m = input.opts.load(&c.path)?;
+                    time_ordered(&m, &c.options(&input.opts, &m)?)?
                 } else {
-                    profile(&m, &input.opts)?
+                    added_up(&input.opts, &input.opts.choose(&input.captures)?)?
                 };
-                let output = output.unwrap_or_else(|| default_output(&input.capture, "svg"));
+                let output = output.unwrap_or_else(|| default_output(input.name(), "svg"));
                 let mut fo = FlameOptions::default();
                 fo.title = title;
                 fo.inverted = inverted;
@@ -431,15 +460,13 @@ impl Cli {
                 wrote(self.quiet, &output, &format!(" ({} samples)", p.samples));
             }
             Command::Folded { input, output } => {
-                let m = input.opts.load(&input.capture)?;
-                let p = profile(&m, &input.opts)?;
+                let p = added_up(&input.opts, &input.opts.choose(&input.captures)?)?;
                 let mut out = writer(output.as_deref())?;
                 write_folded(&p, &mut out)?;
                 out.flush()?;
             }
             Command::Top { input, by, limit, json } => {
-                let m = input.opts.load(&input.capture)?;
-                let p = profile(&m, &input.opts)?;
+                let p = added_up(&input.opts, &input.opts.choose(&input.captures)?)?;
                 let by = match by {
                     By::Function => TopBy::Function,
                     By::Module => TopBy::Module,
@@ -453,73 +480,51 @@ impl Cli {
                 out.flush()?;
             }
             Command::Pprof { input, output } => {
-                let m = input.opts.load(&input.capture)?;
-                let opts = input.opts.options_for(&m)?;
-                // The recorded command's program names the profile (the lowest pid with one).
-                let mut pids: Vec<_> = m.processes.iter().collect();
-                pids.sort_by_key(|(pid, _)| **pid);
-                let main = pids.iter().find_map(|(_, ps)| ps.iter().rev().find(|p| !p.exe.is_empty()));
-                let main = main.map(|p| p.exe.rsplit('/').next().unwrap_or(&p.exe).to_owned());
-                let times =
-                    PprofTimes { start_wall_ns: m.meta.start_wall_ns, duration_ns: duration_ns(&m), main };
-                let kind = opts.filter.kind.unwrap_or_else(|| profcap_analyze::profile::default_kind(&m));
-                let mut pb = Vec::new();
-                if matches!(kind, SampleKind::Cpu | SampleKind::OffCpu) && !opts.filter.wall {
-                    // Per sample: labelled with pid, tid, names and trace id.
-                    let (kind, groups) = labelled_groups(&m, &opts)?;
-                    write_pprof_labelled(&m, &opts, kind, &groups, times, &mut pb)?;
+                let chosen = input.opts.choose(&input.captures)?;
+                let pb = if chosen.len() == 1 {
+                    pprof_of_one(&input.opts, &chosen[0])?
                 } else {
-                    let p = profile(&m, &input.opts)?;
-                    // Memory: objects beside bytes, as Go heap profiles have.
-                    let objects = if matches!(p.kind, SampleKind::Alloc | SampleKind::Inuse) {
-                        let mut o = opts.clone();
-                        o.filter.alloc_counts = true;
-                        Some(build(&m, &o)?)
-                    } else {
-                        None
-                    };
-                    let (bytes, objects) = if opts.filter.alloc_counts {
-                        (objects.unwrap_or(p.clone()), Some(p))
-                    } else {
-                        (p, objects)
-                    };
-                    write_pprof(&bytes, objects.as_ref(), times, &mut pb)?;
-                }
-                save(self.quiet, output, &input.capture, "pb.gz", &pb)?;
+                    pprof_added_up(&input.opts, &chosen)?
+                };
+                save(self.quiet, output, input.name(), "pb.gz", &pb)?;
             }
             Command::Heatmap { input, output, rows } => {
-                let m = input.opts.load(&input.capture)?;
-                let opts = input.opts.options_for(&m)?;
+                let c = input.one("heatmap")?;
+                let m = input.opts.load(&c.path)?;
+                let opts = c.options(&input.opts, &m)?;
                 let mut h = HeatmapOptions::default();
                 h.rows = rows;
-                h.capture = input.capture.display().to_string();
+                h.capture = c.path.display().to_string();
                 let mut svg = Vec::new();
                 heatmap_svg(&m, &opts, &h, &mut svg)?;
-                save(self.quiet, output, &input.capture, "heatmap.svg", &svg)?;
+                save(self.quiet, output, &c.path, "heatmap.svg", &svg)?;
             }
             Command::Timeline { input, output } => {
-                let m = input.opts.load(&input.capture)?;
-                let opts = input.opts.options_for(&m)?;
+                let c = input.one("timeline")?;
+                let m = input.opts.load(&c.path)?;
+                let opts = c.options(&input.opts, &m)?;
                 let mut svg = Vec::new();
                 timeline_strips_svg(&m, &opts, &mut svg)?;
-                save(self.quiet, output, &input.capture, "timeline.svg", &svg)?;
+                save(self.quiet, output, &c.path, "timeline.svg", &svg)?;
             }
             Command::Firefox { input, output } => {
-                let m = input.opts.load(&input.capture)?;
-                let opts = input.opts.options_for(&m)?;
-                let profile = firefox_profile(&m, &opts, &capture_name(&input.capture))?;
-                save(self.quiet, output, &input.capture, "firefox.json", &serde_json::to_vec(&profile)?)?;
+                let c = input.one("firefox")?;
+                let m = input.opts.load(&c.path)?;
+                let opts = c.options(&input.opts, &m)?;
+                let profile = firefox_profile(&m, &opts, &capture_name(&c.path))?;
+                save(self.quiet, output, &c.path, "firefox.json", &serde_json::to_vec(&profile)?)?;
             }
             Command::Speedscope { input, output } => {
-                let m = input.opts.load(&input.capture)?;
-                let opts = input.opts.options_for(&m)?;
-                let file = speedscope_json(&m, &opts, &capture_name(&input.capture))?;
+                let c = input.one("speedscope")?;
+                let m = input.opts.load(&c.path)?;
+                let opts = c.options(&input.opts, &m)?;
+                let file = speedscope_json(&m, &opts, &capture_name(&c.path))?;
                 let mut json = Vec::new();
                 write_speedscope(&file, &mut json)?;
-                save(self.quiet, output, &input.capture, "speedscope.json", &json)?;
+                save(self.quiet, output, &c.path, "speedscope.json", &json)?;
             }
             Command::Requests { input, sort, limit, json } => {
-                let m = input.opts.load(&input.capture)?;
+                let m = input.opts.load(&input.one("requests")?.path)?;
                 let spans = input.opts.requests(&m)?;
                 let symbolize = input.opts.profile_options()?.symbolize;
                 let mut rows = join(&m, &spans, &symbolize, input.opts.strict)?;
@@ -542,8 +547,9 @@ impl Cli {
                 out.flush()?;
             }
             Command::Leaks { input, limit, depth, json } => {
-                let m = input.opts.load(&input.capture)?;
-                let mut opts = input.opts.options_for(&m)?;
+                let c = input.one("leaks")?;
+                let m = input.opts.load(&c.path)?;
+                let mut opts = c.options(&input.opts, &m)?;
                 opts.filter.kind = Some(SampleKind::Inuse);
                 opts.filter.inuse_at = InuseAt::End;
                 opts.filter.alloc_counts = false;
@@ -559,7 +565,8 @@ impl Cli {
                 out.flush()?;
             }
             Command::Memtimeline { input, output } => {
-                let m = input.opts.load(&input.capture)?;
+                let c = input.one("memtimeline")?;
+                let m = input.opts.load(&c.path)?;
                 if m.alloc_count == 0 {
                     bail!("{} has no allocation events: record with `profrec --mem`", m.path.display());
                 }
@@ -567,8 +574,8 @@ impl Cli {
                 let series = timeline(&m, input.opts.strict, 2000, |e: &MemEvent| {
                     pids.is_empty() || pids.contains(&e.pid())
                 })?;
-                let output = output.unwrap_or_else(|| default_output(&input.capture, "mem.svg"));
-                let title = format!("bytes in use: {}", input.capture.display());
+                let output = output.unwrap_or_else(|| default_output(&c.path, "mem.svg"));
+                let title = format!("bytes in use: {}", c.path.display());
                 let svg = timeline_svg(&series, |p| m.process_name(p), m.mem_first_ns, &title);
                 let mut out = create(&output)?;
                 out.write_all(svg.as_bytes()).with_context(|| format!("writing {}", output.display()))?;
@@ -576,10 +583,12 @@ impl Cli {
                 wrote(self.quiet, &output, "");
             }
             Command::Samples { input, limit, json } => {
-                let m = input.opts.load(&input.capture)?;
+                let c = input.one("samples")?;
+                let m = input.opts.load(&c.path)?;
                 // The selected requests (with --spans, the file's too) both
                 // filter the samples and name each one's request.
-                let (opts, selected) = input.opts.options_and_requests(&m)?;
+                let (mut opts, selected) = input.opts.options_and_requests(&m)?;
+                c.narrow(&mut opts, &m);
                 let spans = match selected {
                     Some(spans) => spans,
                     None if m.io.is_empty() => Vec::new(),
@@ -612,7 +621,7 @@ impl Cli {
     }
 }
 
-fn run_diff(before: &Path, after: &Path, opts: &Common, report: &DiffReport) -> Result<ExitCode> {
+fn run_diff(before: &[PathBuf], after: &[PathBuf], opts: &Common, report: &DiffReport) -> Result<ExitCode> {
     let DiffReport { output, limit, fail_if_regressed, function, json } = report;
     let (output, limit, fail_if_regressed, json) = (output.as_deref(), *limit, *fail_if_regressed, *json);
     let filter = function
@@ -620,10 +629,13 @@ fn run_diff(before: &Path, after: &Path, opts: &Common, report: &DiffReport) -> 
         .map(regex::Regex::new)
         .transpose()
         .context("--function is not a valid regular expression")?;
-    let (ma, mb) = (opts.load(before)?, opts.load(after)?);
-    let (a, b) = (profile(&ma, opts)?, profile(&mb, opts)?);
+    let a = added_up(opts, &opts.choose(before)?)?;
+    let b = added_up(opts, &opts.choose(after)?)?;
+    let names =
+        |paths: &[PathBuf]| paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(",");
+    let (before, after) = (names(before), names(after));
     if let Some(path) = output {
-        let title = format!("{} → {}", before.display(), after.display());
+        let title = format!("{before} → {after}");
         let mut out = create(path)?;
         diff_flame_graph(&a, &b, &title, &mut out)?;
         out.flush()?;
@@ -645,11 +657,8 @@ fn run_diff(before: &Path, after: &Path, opts: &Common, report: &DiffReport) -> 
     }
     writeln!(
         out,
-        "A = {} ({} samples), B = {} ({} samples); shares of each total",
-        before.display(),
-        a.samples,
-        after.display(),
-        b.samples
+        "A = {before} ({} samples), B = {after} ({} samples); shares of each total",
+        a.samples, b.samples
     )?;
     write_table(&rows, limit, &mut out)?;
     if let Some(points) = fail_if_regressed {

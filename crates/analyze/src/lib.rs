@@ -8,6 +8,7 @@ pub mod capture;
 pub mod diff;
 pub mod export;
 pub mod info;
+pub mod inputs;
 pub mod memory;
 pub mod profile;
 mod progress;

@@ -130,6 +130,47 @@ impl Profile {
     }
 }
 
+impl Profile {
+    /// The sum of two profiles of the same kind (captures of a fleet, or the
+    /// files of a continuous recording): values of equal stacks add up.
+    pub fn merge(self, other: Profile) -> Result<Profile> {
+        if (self.kind, self.unit, self.wall) != (other.kind, other.unit, other.wall) {
+            return Err(Error::NoSamples(format!(
+                "cannot add up {} and {} profiles",
+                self.kind.name(),
+                other.kind.name()
+            )));
+        }
+        let freq = match (self.freq, other.freq) {
+            (a, b) if a == b || b == 0 => a,
+            (0, b) => b,
+            (a, b) if self.kind == SampleKind::Cpu && self.unit == ValueUnit::Count => {
+                return Err(Error::NoSamples(format!(
+                    "the captures were sampled at different frequencies ({a} Hz and {b} Hz): \
+                     their sample counts do not add up to time; analyze them apart"
+                )));
+            }
+            (a, _) => a,
+        };
+        let mut stacks: std::collections::BTreeMap<Vec<Frame>, i64> = self.stacks.into_iter().collect();
+        for (frames, v) in other.stacks {
+            *stacks.entry(frames).or_default() += v;
+        }
+        let mut missing = self.missing;
+        missing.extend(other.missing);
+        Ok(Profile {
+            kind: self.kind,
+            unit: self.unit,
+            stacks: stacks.into_iter().collect(),
+            samples: self.samples + other.samples,
+            total: self.total.saturating_add(other.total),
+            freq,
+            missing,
+            wall: self.wall,
+        })
+    }
+}
+
 /// The kind to show when none was asked for.
 pub fn default_kind(m: &Material) -> SampleKind {
     if m.kind_counts.contains_key("cpu") || m.kind_counts.is_empty() {

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
+use profcap_analyze::inputs::TimeArg;
 use profcap_analyze::memory::InuseAt;
 use profcap_analyze::requests::{capture_spans, load_span_file, Selection, Span, SpanIndex};
 use profcap_analyze::symbolize::PythonFrames;
@@ -51,12 +52,17 @@ pub(super) struct Common {
     /// Only processes or threads with this name (repeatable).
     #[arg(long, value_name = "NAME", help_heading = "Samples")]
     pub(super) comm: Vec<String>,
-    /// Start this many seconds after the first sample.
-    #[arg(long, value_name = "SECONDS", help_heading = "Samples")]
-    pub(super) from: Option<f64>,
-    /// End this many seconds after the first sample.
-    #[arg(long, value_name = "SECONDS", help_heading = "Samples")]
-    pub(super) to: Option<f64>,
+    /// Start this many seconds after the first sample (`12.5`), or at a
+    /// wall-clock time: `14:05` (local time of day, its latest occurrence up
+    /// to the end of the newest capture), `2026-12-01 14:05` (local) or RFC
+    /// 3339 (`2026-12-01T14:05:00Z`). Of a directory (or several files), only
+    /// the captures overlapping a wall-clock range are read.
+    #[arg(long, value_name = "TIME", help_heading = "Samples")]
+    pub(super) from: Option<TimeArg>,
+    /// End this many seconds after the first sample, or at a wall-clock
+    /// time (as --from).
+    #[arg(long, value_name = "TIME", help_heading = "Samples")]
+    pub(super) to: Option<TimeArg>,
     /// Only samples inside requests with this trace id (traceparent, B3,
     /// uber-trace-id or X-Request-Id; 8+ leading characters suffice); repeatable.
     #[arg(long, value_name = "ID", help_heading = "Requests")]
@@ -146,7 +152,12 @@ impl Common {
     }
 
     pub(super) fn profile_options(&self) -> Result<ProfileOptions> {
-        if let (Some(from), Some(to)) = (self.from, self.to) {
+        let seconds = |t: Option<TimeArg>| match t {
+            Some(TimeArg::Seconds(s)) => Some(s),
+            _ => None,
+        };
+        let (from_s, to_s) = (seconds(self.from), seconds(self.to));
+        if let (Some(from), Some(to)) = (from_s, to_s) {
             if from > to {
                 bail!("--from ({from}) is after --to ({to})");
             }
@@ -163,8 +174,8 @@ impl Common {
         });
         filter.wall = matches!(self.kind, Some(Kind::Wall));
         filter.wakers = self.wakers;
-        filter.from_s = self.from;
-        filter.to_s = self.to;
+        filter.from_s = from_s;
+        filter.to_s = to_s;
         filter.no_kernel = self.no_kernel;
         if self.at.is_some() && !matches!(self.kind, Some(Kind::Inuse)) {
             bail!("--at needs --kind inuse");
@@ -279,9 +290,16 @@ impl Common {
     }
 }
 
-/// Builds the profile and reports objects that could not be symbolized.
-pub(super) fn profile(m: &Material, opts: &Common) -> Result<Profile> {
-    let p = build(m, &opts.options_for(m)?).with_context(|| format!("analyzing {}", m.path.display()))?;
+/// Builds the profile, with the options adjusted by `adjust` first, and
+/// reports objects that could not be symbolized.
+pub(super) fn profile_with(
+    m: &Material,
+    opts: &Common,
+    adjust: impl FnOnce(&mut ProfileOptions),
+) -> Result<Profile> {
+    let mut o = opts.options_for(m)?;
+    adjust(&mut o);
+    let p = build(m, &o).with_context(|| format!("analyzing {}", m.path.display()))?;
     if !p.missing.is_empty() {
         log::warn!(
             "no symbols for {} object(s); their frames show as module+offset. Supply the binaries \
