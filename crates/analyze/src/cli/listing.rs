@@ -55,7 +55,10 @@ pub(super) fn list(
     json: bool,
     out: &mut dyn Write,
 ) -> Result<()> {
-    let rows: Vec<Listed> = files.par_iter().map(|f| listed(f, strict)).collect::<Result<_>>()?;
+    let mut rows: Vec<Listed> = files.par_iter().map(|f| listed(f, strict)).collect::<Result<_>>()?;
+    rows.sort_by_key(|r| r.start_wall_ns);
+    // File names where they all share a directory, else the paths.
+    let one_dir = rows.windows(2).all(|w| w[0].path.parent() == w[1].path.parent());
     if json {
         serde_json::to_writer_pretty(&mut *out, &rows)?;
         writeln!(out)?;
@@ -89,9 +92,10 @@ pub(super) fn list(
             r.lost,
             format_bytes(r.file_bytes as i64),
             100.0 * r.material_bytes as f64 / r.file_bytes.max(1) as f64,
-            r.path
-                .file_name()
-                .map_or_else(|| r.path.display().to_string(), |n| n.to_string_lossy().into_owned())
+            match r.path.file_name() {
+                Some(name) if one_dir => name.to_string_lossy().into_owned(),
+                _ => r.path.display().to_string(),
+            }
         )?;
     }
     for dir in dirs {
