@@ -52,6 +52,10 @@ use pprof::{pprof_added_up, pprof_of_one};
 ///   profanalyze flame app.cap --from 12.3 --to 12.4   then draw the spike alone
 ///   profanalyze speedscope app.cap               threads over time, in speedscope
 ///   profanalyze firefox app.cap                  tracks and markers, in the Firefox Profiler
+///   profanalyze flame /var/lib/profrec --from 14:05 --to 14:10
+///                                                the captures of a continuous recording
+///                                                (profrec --rotate) that cover 14:05-14:10
+///   profanalyze top mon.cap tue.cap              several captures added up
 #[derive(Debug, Parser)]
 #[command(name = "profanalyze", version, verbatim_doc_comment)]
 pub struct Cli {

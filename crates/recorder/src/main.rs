@@ -33,6 +33,10 @@ mod status;
 ///   profrec -o mem.cap --mem --preload -- ./app
 ///                                            sampled allocations (low overhead)
 ///   profrec -o mem.cap --mem -- ./app        every allocation and free (exact, slow)
+///   profrec --all --rotate 10m --keep 2d -o /var/lib/profrec
+///                                            always on: a capture per 10 minutes, 2 days
+///                                            kept (profanalyze flame /var/lib/profrec
+///                                            --from 14:05 --to 14:10)
 ///
 /// Needs root. Stops at Ctrl-C or SIGTERM and still
 /// writes a complete file. Exits with the started command's status
