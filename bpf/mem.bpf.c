@@ -109,7 +109,7 @@ static __always_inline bool send_python(__u64 id, __u32 op, __u64 addr, __u64 si
 static __always_inline void send(__u32 op, __u64 addr, __u64 size, __u64 old, __u64 weight, __s32 stack)
 {
 	__u64 id = bpf_get_current_pid_tgid();
-	if (op != MEMEV_FREE && send_python(id, op, addr, size, old, weight, stack))
+	if (op != MEMEV_FREE && op != MEMEV_DEVICE_FREE && send_python(id, op, addr, size, old, weight, stack))
 		return;
 	struct profrec_mem_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 
@@ -275,5 +275,97 @@ int BPF_UPROBE(sampled_free, __u64 ptr)
 	if (!is_target(bpf_get_current_pid_tgid() >> 32))
 		return 0;
 	send(MEMEV_FREE, ptr, 0, 0, 0, -1);
+	return 0;
+}
+
+/* GPU memory: uprobes on the CUDA driver API in libcuda.so.1. Allocation
+ * functions write the device pointer (or, for cuMemCreate, the physical
+ * allocation's handle) through their first argument and return a CUresult
+ * (0 = success): the entry keeps where it goes, the return reads it. */
+enum cuda_fn {
+	CU_ALLOC = 0,       /* (CUdeviceptr *dptr, size_t bytesize, ...) */
+	CU_ALLOC_PITCH = 1, /* (CUdeviceptr *dptr, size_t *pitch, size_t width, size_t height, unsigned elem) */
+	CU_CREATE = 2,      /* (CUmemGenericAllocationHandle *handle, size_t size, const prop *, flags) */
+};
+
+struct cuda_call {
+	__u32 depth; /* driver entry points that call each other count once */
+	__u32 fn;
+	__u64 out;
+	__u64 size; /* CU_ALLOC_PITCH: the height */
+	__u64 pitch_out;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u32);
+	__type(value, struct cuda_call);
+} cuda_calls SEC(".maps");
+
+SEC("uprobe")
+int BPF_UPROBE(cuda_alloc_enter)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	__u32 tid = (__u32)id;
+	struct cuda_call *c = bpf_map_lookup_elem(&cuda_calls, &tid);
+
+	if (c) {
+		c->depth++;
+		return 0;
+	}
+	if (!is_target(id >> 32))
+		return 0;
+	/* All arguments read first: a context load chosen by a branch is
+	 * compiled into one the verifier refuses. */
+	__u64 a1 = PT_REGS_PARM1(ctx), a2 = PT_REGS_PARM2(ctx), a4 = PT_REGS_PARM4(ctx);
+	struct cuda_call n = { .depth = 1, .fn = bpf_get_attach_cookie(ctx), .out = a1, .size = a2 };
+	if (n.fn == CU_ALLOC_PITCH) {
+		n.pitch_out = a2;
+		n.size = a4;
+	}
+	if (bpf_map_update_elem(&cuda_calls, &tid, &n, BPF_ANY))
+		count_drop(DROP_MEM_CALLS_FULL);
+	return 0;
+}
+
+SEC("uretprobe")
+int BPF_URETPROBE(cuda_alloc_exit, long ret)
+{
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	struct cuda_call *c = bpf_map_lookup_elem(&cuda_calls, &tid);
+
+	if (!c)
+		return 0;
+	if (c->depth > 1) {
+		c->depth--;
+		return 0;
+	}
+	struct cuda_call call = *c;
+	bpf_map_delete_elem(&cuda_calls, &tid);
+	if ((int)ret != 0) /* CUDA_SUCCESS is 0: nothing was allocated */
+		return 0;
+	__u64 ptr = 0, size = call.size;
+	if (bpf_probe_read_user(&ptr, sizeof(ptr), (void *)call.out) || !ptr)
+		return 0;
+	if (call.fn == CU_ALLOC_PITCH) {
+		__u64 pitch = 0;
+		if (bpf_probe_read_user(&pitch, sizeof(pitch), (void *)call.pitch_out))
+			return 0;
+		size = pitch * call.size;
+	}
+	send(MEMEV_DEVICE_ALLOC, ptr, size, 0, 1, user_stack(ctx, 0));
+	return 0;
+}
+
+/* cuMemFree_v2(dptr), cuMemFreeAsync(dptr, stream), cuMemRelease(handle). */
+SEC("uprobe")
+int BPF_UPROBE(cuda_free_enter, __u64 ptr)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	__u32 tid = (__u32)id;
+	if (!ptr || !is_target(id >> 32) || bpf_map_lookup_elem(&cuda_calls, &tid))
+		return 0;
+	send(MEMEV_DEVICE_FREE, ptr, 0, 0, 0, -1);
 	return 0;
 }

@@ -197,6 +197,8 @@ enum mem_op {
 	MEMEV_ALLOC = 0,   /* addr, size, stack, weight */
 	MEMEV_FREE = 1,    /* addr */
 	MEMEV_REALLOC = 2, /* old_addr freed (if not 0), then addr allocated (if not 0) */
+	MEMEV_DEVICE_ALLOC = 3, /* GPU device memory (CUDA): addr, size, stack */
+	MEMEV_DEVICE_FREE = 4,  /* GPU device memory: addr */
 };
 
 /* Followed by py.slots Python frames (allocations of Python processes),

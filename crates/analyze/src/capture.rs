@@ -49,6 +49,9 @@ pub struct Material {
     /// Allocation and free events, and the times they span.
     pub alloc_count: u64,
     pub free_count: u64,
+    /// Of those, GPU device memory (`profrec --hbm`).
+    pub device_allocs: u64,
+    pub device_frees: u64,
     pub mem_first_ns: u64,
     pub mem_last_ns: u64,
     /// Samples by why their user stack ends (see [`profcap_format::StackEnd`]).
@@ -164,6 +167,9 @@ impl Material {
             m.lost.extend(batch.lost);
             m.alloc_count += batch.allocs.len() as u64;
             m.free_count += batch.frees.len() as u64;
+            let device = profcap_format::MemSpace::Device;
+            m.device_allocs += batch.allocs.iter().filter(|a| a.space == device).count() as u64;
+            m.device_frees += batch.frees.iter().filter(|f| f.space == device).count() as u64;
             let times = batch.allocs.iter().map(|a| a.time_ns).chain(batch.frees.iter().map(|f| f.time_ns));
             for t in times {
                 m.mem_first_ns = m.mem_first_ns.min(t);

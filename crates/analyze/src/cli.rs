@@ -215,7 +215,8 @@ enum Command {
     },
     /// Allocations never freed by the end of the recording (leaks, and data
     /// that lives as long as the program), by allocating stack: bytes and
-    /// blocks. Needs a capture recorded with `profrec --mem`.
+    /// blocks. Needs a capture recorded with `profrec --mem` (GPU memory:
+    /// `profrec --hbm` and `leaks --kind hbm-inuse`).
     Leaks {
         #[command(flatten)]
         input: Input,
@@ -575,8 +576,17 @@ impl Cli {
                     bail!("{} has no allocation events: record with `profrec --mem`", m.path.display());
                 }
                 let pids = &input.opts.pid;
+                // Host memory, or with --kind hbm-alloc|hbm-inuse the GPU's.
+                let space = input.opts.profile_options()?.filter.space;
+                let device = space == profcap_format::MemSpace::Device;
+                if device && m.device_allocs == 0 {
+                    bail!("{} has no GPU memory events: record with `profrec --hbm`", m.path.display());
+                }
+                if !device && m.alloc_count == m.device_allocs {
+                    bail!("{} has only GPU memory events: use --kind hbm-inuse", m.path.display());
+                }
                 let series = timeline(&m, input.opts.strict, 2000, |e: &MemEvent| {
-                    pids.is_empty() || pids.contains(&e.pid())
+                    (pids.is_empty() || pids.contains(&e.pid())) && e.space() == space
                 })?;
                 let output = output.unwrap_or_else(|| default_output(&c.path, "mem.svg"));
                 let title = format!("bytes in use: {}", c.path.display());

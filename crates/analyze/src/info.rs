@@ -44,6 +44,9 @@ pub struct Info {
     /// Allocation and free events (profrec --mem).
     pub allocs: u64,
     pub frees: u64,
+    /// GPU device memory events (profrec --hbm).
+    pub device_allocs: u64,
+    pub device_frees: u64,
     pub chunks: u64,
     pub file_bytes: u64,
     pub compressed_bytes: u64,
@@ -212,8 +215,10 @@ pub fn info(m: &Material, format_version: (u16, u16)) -> Info {
             .filter(|l| l.source != PYTHON_LOSS_SOURCE)
             .map(|l| LostInfo { source: l.source.clone(), reason: l.reason.clone(), count: l.count })
             .collect(),
-        allocs: m.alloc_count,
-        frees: m.free_count,
+        allocs: m.alloc_count - m.device_allocs,
+        frees: m.free_count - m.device_frees,
+        device_allocs: m.device_allocs,
+        device_frees: m.device_frees,
         socket_events: m.io.len(),
         http_requests: m
             .io

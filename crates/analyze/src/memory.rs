@@ -42,6 +42,14 @@ impl MemEvent {
         }
     }
 
+    /// Where the memory is (host, GPU).
+    pub fn space(&self) -> profcap_format::MemSpace {
+        match self {
+            MemEvent::Alloc(a) => a.space,
+            MemEvent::Free(f) => f.space,
+        }
+    }
+
     pub fn pid(&self) -> u32 {
         match self {
             MemEvent::Alloc(a) => a.pid,
@@ -185,11 +193,20 @@ mod tests {
     use super::*;
 
     fn alloc(t: u64, addr: u64, size: u64, weight: u64) -> MemEvent {
-        MemEvent::Alloc(Alloc { time_ns: t, pid: 1, tid: 1, addr, size, stack_id: 7, weight })
+        MemEvent::Alloc(Alloc {
+            time_ns: t,
+            pid: 1,
+            tid: 1,
+            addr,
+            size,
+            stack_id: 7,
+            weight,
+            space: Default::default(),
+        })
     }
 
     fn free(t: u64, addr: u64) -> MemEvent {
-        MemEvent::Free(Free { time_ns: t, pid: 1, tid: 1, addr })
+        MemEvent::Free(Free { time_ns: t, pid: 1, tid: 1, addr, space: Default::default() })
     }
 
     #[test]
@@ -207,9 +224,18 @@ mod tests {
     #[test]
     fn batches_are_replayed_in_time_order() {
         let mut b = Batch::default();
-        b.allocs.push(Alloc { time_ns: 5, pid: 1, tid: 1, addr: 0x10, size: 8, stack_id: 1, weight: 1 });
-        b.frees.push(Free { time_ns: 3, pid: 1, tid: 1, addr: 0x10 });
-        b.frees.push(Free { time_ns: 9, pid: 1, tid: 1, addr: 0x10 });
+        b.allocs.push(Alloc {
+            time_ns: 5,
+            pid: 1,
+            tid: 1,
+            addr: 0x10,
+            size: 8,
+            stack_id: 1,
+            weight: 1,
+            space: Default::default(),
+        });
+        b.frees.push(Free { time_ns: 3, pid: 1, tid: 1, addr: 0x10, space: Default::default() });
+        b.frees.push(Free { time_ns: 9, pid: 1, tid: 1, addr: 0x10, space: Default::default() });
         let times: Vec<u64> = batch_events(&b).iter().map(MemEvent::time_ns).collect();
         assert_eq!(times, vec![3, 5, 9]);
     }

@@ -45,6 +45,9 @@ pub struct Filter {
     pub inuse_at: InuseAt,
     /// `alloc`/`inuse`: count allocations instead of bytes. Default: false.
     pub alloc_counts: bool,
+    /// `alloc`/`inuse`: which memory: the host's (malloc and co.) or GPU
+    /// device memory (`profrec --hbm`). Default: host.
+    pub space: profcap_format::MemSpace,
 }
 
 /// Extra root frames. Default: none.
@@ -437,16 +440,26 @@ fn memory_agg(
     kind: SampleKind,
     by_thread: bool,
 ) -> Result<Agg> {
-    if m.alloc_count == 0 {
+    let space = opts.filter.space;
+    let device = space == profcap_format::MemSpace::Device;
+    if device && m.device_allocs == 0 {
         return Err(Error::NoSamples(format!(
-            "{} has no allocation events: record with `profrec --mem` (or --mem --preload)",
+            "{} has no GPU memory events: record with `profrec --hbm`",
             m.path.display()
+        )));
+    }
+    if !device && m.alloc_count == m.device_allocs {
+        return Err(Error::NoSamples(format!(
+            "{} has no allocation events: record with `profrec --mem` (or --mem --preload){}",
+            m.path.display(),
+            if m.device_allocs > 0 { "; it has GPU memory: --kind hbm-alloc|hbm-inuse" } else { "" }
         )));
     }
     let generations = m.generations();
     // Allocations pass the filters as a sample of their kind would; frees
     // always apply (they only end blocks that passed).
     let pass = |e: &MemEvent| match e {
+        _ if e.space() != space => false,
         MemEvent::Alloc(a) => keep
             .value(&Sample {
                 kind,

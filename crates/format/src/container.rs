@@ -11,7 +11,7 @@ pub const FILE_HEADER_LEN: usize = 16;
 /// Major format version: readers refuse files with a greater one.
 pub const VERSION_MAJOR: u16 = 1;
 /// Minor format version: additions that older readers of the same major can skip.
-pub const VERSION_MINOR: u16 = 4;
+pub const VERSION_MINOR: u16 = 5;
 
 /// The first four bytes of every chunk header.
 pub const CHUNK_MAGIC: [u8; 4] = *b"CHNK";

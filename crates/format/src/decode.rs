@@ -293,6 +293,7 @@ fn allocs(a: fb::Allocs<'_>) -> Result<Vec<Alloc>, DecodeError> {
     let time = undelta(scalars(a.time_ns()));
     let (pid, tid, addr) = (scalars(a.pid()), scalars(a.tid()), scalars(a.addr()));
     let (size, stack_id, weight) = (scalars(a.size()), scalars(a.stack_id()), scalars(a.weight()));
+    let space = scalars(a.space());
     let n = time.len();
     check_columns(
         "allocs",
@@ -304,6 +305,7 @@ fn allocs(a: fb::Allocs<'_>) -> Result<Vec<Alloc>, DecodeError> {
             ("size", size.len(), false),
             ("stack_id", stack_id.len(), false),
             ("weight", weight.len(), true),
+            ("space", space.len(), true),
         ],
     )?;
     if !charge::<Alloc>(n) {
@@ -318,6 +320,7 @@ fn allocs(a: fb::Allocs<'_>) -> Result<Vec<Alloc>, DecodeError> {
             size: size[i],
             stack_id: stack_id[i],
             weight: weight.get(i).copied().unwrap_or(1),
+            space: MemSpace::from_code(space.get(i).copied().unwrap_or(0)),
         })
         .collect())
 }
@@ -325,16 +328,30 @@ fn allocs(a: fb::Allocs<'_>) -> Result<Vec<Alloc>, DecodeError> {
 fn frees(f: fb::Frees<'_>) -> Result<Vec<Free>, DecodeError> {
     let time = undelta(scalars(f.time_ns()));
     let (pid, tid, addr) = (scalars(f.pid()), scalars(f.tid()), scalars(f.addr()));
+    let space = scalars(f.space());
     let n = time.len();
     check_columns(
         "frees",
         n,
-        &[("pid", pid.len(), false), ("tid", tid.len(), false), ("addr", addr.len(), false)],
+        &[
+            ("pid", pid.len(), false),
+            ("tid", tid.len(), false),
+            ("addr", addr.len(), false),
+            ("space", space.len(), true),
+        ],
     )?;
     if !charge::<Free>(n) {
         return Ok(Vec::new());
     }
-    Ok((0..n).map(|i| Free { time_ns: time[i], pid: pid[i], tid: tid[i], addr: addr[i] }).collect())
+    Ok((0..n)
+        .map(|i| Free {
+            time_ns: time[i],
+            pid: pid[i],
+            tid: tid[i],
+            addr: addr[i],
+            space: MemSpace::from_code(space.get(i).copied().unwrap_or(0)),
+        })
+        .collect())
 }
 
 fn symbol_list(v: Option<Vector<'_, ForwardsUOffset<fb::Symbol<'_>>>>) -> Vec<Symbol> {

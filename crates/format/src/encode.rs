@@ -36,6 +36,18 @@ where
     Some(fbb.create_vector(&v))
 }
 
+/// The memory-space column, or none when every entry is host memory.
+fn spaces<'a>(
+    fbb: &mut Fbb<'a>,
+    spaces: impl Iterator<Item = MemSpace> + Clone,
+) -> Option<WIPOffset<Vector<'a, u8>>> {
+    if spaces.clone().all(|s| s == MemSpace::Host) {
+        return None;
+    }
+    let v: Vec<u8> = spaces.map(MemSpace::code).collect();
+    Some(fbb.create_vector(&v))
+}
+
 /// Delta-encodes timestamps so equal spacing becomes a run of equal values.
 fn deltas(times: impl Iterator<Item = u64>) -> Vec<u64> {
     let mut prev = 0u64;
@@ -193,6 +205,8 @@ fn allocs<'a>(fbb: &mut Fbb<'a>, a: &[Alloc]) -> Option<WIPOffset<fb::Allocs<'a>
         size: column(fbb, a.len(), |i| a[i].size),
         stack_id: column(fbb, a.len(), |i| a[i].stack_id),
         weight: column(fbb, a.len(), |i| a[i].weight),
+        // Host-only batches (all but GPU programs') leave the column out.
+        space: spaces(fbb, a.iter().map(|x| x.space)),
     };
     Some(fb::Allocs::create(fbb, &args))
 }
@@ -207,6 +221,7 @@ fn frees<'a>(fbb: &mut Fbb<'a>, f: &[Free]) -> Option<WIPOffset<fb::Frees<'a>>> 
         pid: column(fbb, f.len(), |i| f[i].pid),
         tid: column(fbb, f.len(), |i| f[i].tid),
         addr: column(fbb, f.len(), |i| f[i].addr),
+        space: spaces(fbb, f.iter().map(|x| x.space)),
     };
     Some(fb::Frees::create(fbb, &args))
 }

@@ -293,6 +293,40 @@ pub struct Alloc {
     pub stack_id: StackId,
     /// How many allocations this one stands for (1 unless sampled).
     pub weight: u64,
+    /// (1.5) Where the memory is: host memory, or a GPU's.
+    pub space: MemSpace,
+}
+
+/// Where allocated memory lives (format 1.5; older captures hold host memory only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub enum MemSpace {
+    /// The process's own memory (malloc and the other host allocators).
+    #[default]
+    Host,
+    /// GPU device memory (HBM), from the CUDA driver API.
+    Device,
+    /// A space written by a newer recorder.
+    Unknown(u8),
+}
+
+impl MemSpace {
+    /// The on-disk code.
+    pub fn code(self) -> u8 {
+        match self {
+            MemSpace::Host => 0,
+            MemSpace::Device => 1,
+            MemSpace::Unknown(c) => c,
+        }
+    }
+
+    /// The space of an on-disk code; unknown codes are kept.
+    pub fn from_code(code: u8) -> MemSpace {
+        match code {
+            0 => MemSpace::Host,
+            1 => MemSpace::Device,
+            c => MemSpace::Unknown(c),
+        }
+    }
 }
 
 /// A free of an earlier allocation.
@@ -302,6 +336,8 @@ pub struct Free {
     pub pid: u32,
     pub tid: u32,
     pub addr: u64,
+    /// (1.5) The space of the freed block.
+    pub space: MemSpace,
 }
 
 /// Events that were dropped, by source and reason.

@@ -79,9 +79,19 @@ fn sample_capture() -> (Vec<u8>, Vec<Batch>) {
         .unwrap();
     }
     let sid = w.intern_stack(&[], &[0x1100]);
-    w.push_alloc(Alloc { time_ns: 7, pid: 42, tid: 43, addr: 0x5000, size: 64, stack_id: sid, weight: 1 })
-        .unwrap();
-    w.push_free(Free { time_ns: 8, pid: 42, tid: 43, addr: 0x5000 }).unwrap();
+    let host = MemSpace::Host;
+    w.push_alloc(Alloc {
+        time_ns: 7,
+        pid: 42,
+        tid: 43,
+        addr: 0x5000,
+        size: 64,
+        stack_id: sid,
+        weight: 1,
+        space: host,
+    })
+    .unwrap();
+    w.push_free(Free { time_ns: 8, pid: 42, tid: 43, addr: 0x5000, space: host }).unwrap();
     w.push_lost(Lost { source: "cpu".into(), reason: "ringbuf full".into(), count: 3 }).unwrap();
     w.push_request(RequestEvent {
         id: 1,
@@ -110,6 +120,36 @@ fn read_all(bytes: &[u8], strict: bool) -> (Vec<Batch>, Vec<Warning>) {
 
 fn samples_of(batches: &[Batch]) -> Vec<Sample> {
     batches.iter().flat_map(|b| b.samples.iter().copied()).collect()
+}
+
+/// GPU device memory events (format 1.5) keep their space; host ones
+/// write no space column at all, so older readers see nothing new.
+#[test]
+fn memory_spaces_round_trip() {
+    let mut w = CaptureWriter::new(Vec::new(), WriteOptions::default()).unwrap();
+    let sid = w.intern_stack(&[], &[0x1100]);
+    let alloc = |t, addr, space| Alloc {
+        time_ns: t,
+        pid: 1,
+        tid: 1,
+        addr,
+        size: 64,
+        stack_id: sid,
+        weight: 1,
+        space,
+    };
+    w.push_alloc(alloc(1, 0x10, MemSpace::Host)).unwrap();
+    w.push_alloc(alloc(2, 0x7e00_0000_0000, MemSpace::Device)).unwrap();
+    w.push_free(Free { time_ns: 3, pid: 1, tid: 1, addr: 0x7e00_0000_0000, space: MemSpace::Device })
+        .unwrap();
+    let (bytes, _) = w.finish().unwrap();
+    let batches = read_all(&bytes, true).0;
+    let allocs: Vec<Alloc> = batches.iter().flat_map(|b| b.allocs.iter().copied()).collect();
+    assert_eq!(allocs.iter().map(|a| a.space).collect::<Vec<_>>(), [MemSpace::Host, MemSpace::Device]);
+    let frees: Vec<Free> = batches.iter().flat_map(|b| b.frees.iter().copied()).collect();
+    assert_eq!(frees[0].space, MemSpace::Device);
+    assert_eq!(MemSpace::from_code(9), MemSpace::Unknown(9), "a newer space is kept, not refused");
+    assert_eq!(MemSpace::Unknown(9).code(), 9);
 }
 
 #[test]

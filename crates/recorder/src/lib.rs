@@ -92,6 +92,13 @@ pub struct RecordOptions {
     /// (`PyObject_Malloc` family): exact, and slow for allocation-heavy
     /// Python code. Default: false.
     pub mem_python: bool,
+    /// Record GPU device memory: allocations and frees through the CUDA
+    /// driver API (libcuda.so.1) of one process. Default: false.
+    pub hbm: bool,
+    /// With `hbm`: the CUDA driver library to probe. Default: none (found
+    /// in the target's maps, its LD_LIBRARY_PATH, or the system's library
+    /// directories).
+    pub cuda_lib: Option<PathBuf>,
     /// Tests only: in sampled mode, give the sampler no ring, so that it
     /// reports through its uprobe functions (its fallback). Default: false.
     #[doc(hidden)]
@@ -188,6 +195,8 @@ impl RecordOptions {
             sample_bytes: 2 * 1024 * 1024,
             mem_test_no_ring: false,
             mem_python: false,
+            hbm: false,
+            cuda_lib: None,
             test_handle_late: Duration::ZERO,
             duration: None,
             embed: EmbedMode::Symbols,

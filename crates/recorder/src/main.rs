@@ -155,6 +155,23 @@ struct Cli {
     #[arg(long, requires = "mem", conflicts_with = "preload")]
     mem_python: bool,
 
+    /// Record GPU device memory of one process (a command to start, or a
+    /// single -p PID): every allocation and free through the CUDA driver API
+    /// (cuMemAlloc_v2, cuMemAllocPitch_v2, cuMemAllocManaged, cuMemAllocAsync,
+    /// cuMemAllocFromPoolAsync, cuMemFree_v2, cuMemFreeAsync, and the
+    /// physical allocations of virtual memory management, cuMemCreate and
+    /// cuMemRelease, which PyTorch's expandable segments use), with the
+    /// stacks (and Python frames) that made them. `profanalyze --kind
+    /// hbm-alloc|hbm-inuse` shows them. With or without --mem.
+    #[arg(long)]
+    hbm: bool,
+
+    /// With --hbm: the CUDA driver library to probe. Default: the one the
+    /// process has mapped, else libcuda.so.1 on its LD_LIBRARY_PATH or in the
+    /// system's library directories.
+    #[arg(long, value_name = "PATH", requires = "hbm")]
+    cuda_lib: Option<PathBuf>,
+
     /// With --mem --preload: mean bytes allocated between two sampled allocations.
     #[arg(long, default_value_t = 2 * 1024 * 1024, value_name = "BYTES", requires = "preload")]
     sample_bytes: u64,
@@ -308,6 +325,8 @@ impl Cli {
         }
         opts.payload_raw = self.payload_raw;
         opts.mem_python = self.mem_python;
+        opts.hbm = self.hbm;
+        opts.cuda_lib = self.cuda_lib.clone();
         opts.mem = match (self.mem, self.preload) {
             (false, _) => MemMode::Off,
             (true, false) => MemMode::Attach,

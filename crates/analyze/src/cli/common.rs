@@ -32,6 +32,10 @@ pub(super) enum Kind {
     Alloc,
     /// Bytes in use.
     Inuse,
+    /// GPU device memory allocated (profrec --hbm).
+    HbmAlloc,
+    /// GPU device memory in use (profrec --hbm).
+    HbmInuse,
 }
 
 #[derive(Debug, Args)]
@@ -169,16 +173,19 @@ impl Common {
         filter.kind = self.kind.map(|k| match k {
             Kind::Cpu => SampleKind::Cpu,
             Kind::Offcpu | Kind::Wall => SampleKind::OffCpu,
-            Kind::Alloc => SampleKind::Alloc,
-            Kind::Inuse => SampleKind::Inuse,
+            Kind::Alloc | Kind::HbmAlloc => SampleKind::Alloc,
+            Kind::Inuse | Kind::HbmInuse => SampleKind::Inuse,
         });
+        if matches!(self.kind, Some(Kind::HbmAlloc | Kind::HbmInuse)) {
+            filter.space = profcap_format::MemSpace::Device;
+        }
         filter.wall = matches!(self.kind, Some(Kind::Wall));
         filter.wakers = self.wakers;
         filter.from_s = from_s;
         filter.to_s = to_s;
         filter.no_kernel = self.no_kernel;
-        if self.at.is_some() && !matches!(self.kind, Some(Kind::Inuse)) {
-            bail!("--at needs --kind inuse");
+        if self.at.is_some() && !matches!(self.kind, Some(Kind::Inuse | Kind::HbmInuse)) {
+            bail!("--at needs --kind inuse (or hbm-inuse)");
         }
         filter.inuse_at = self.at.unwrap_or_default();
         filter.alloc_counts = self.counts;

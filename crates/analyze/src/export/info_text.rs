@@ -88,6 +88,13 @@ pub fn write_info(i: &Info, out: &mut impl Write) -> std::io::Result<()> {
             i.allocs, i.frees
         )?;
     }
+    if i.device_allocs + i.device_frees > 0 {
+        writeln!(
+            out,
+            "GPU memory:   {} allocations, {} frees (--kind hbm-alloc|hbm-inuse)",
+            i.device_allocs, i.device_frees
+        )?;
+    }
     if i.socket_events > 0 {
         writeln!(
             out,

@@ -2653,6 +2653,7 @@ impl<'a> Allocs<'a> {
   pub const VT_SIZE: ::flatbuffers::VOffsetT = 12;
   pub const VT_STACK_ID: ::flatbuffers::VOffsetT = 14;
   pub const VT_WEIGHT: ::flatbuffers::VOffsetT = 16;
+  pub const VT_SPACE: ::flatbuffers::VOffsetT = 18;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -2664,6 +2665,7 @@ impl<'a> Allocs<'a> {
     args: &'args AllocsArgs<'args>
   ) -> ::flatbuffers::WIPOffset<Allocs<'bldr>> {
     let mut builder = AllocsBuilder::new(_fbb);
+    if let Some(x) = args.space { builder.add_space(x); }
     if let Some(x) = args.weight { builder.add_weight(x); }
     if let Some(x) = args.stack_id { builder.add_stack_id(x); }
     if let Some(x) = args.size { builder.add_size(x); }
@@ -2725,6 +2727,15 @@ impl<'a> Allocs<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u64>>>(Allocs::VT_WEIGHT, None)}
   }
+  /// Optional (format 1.5): where the memory is, one per allocation:
+  /// 0 = host memory, 1 = GPU device memory (CUDA). Absent = all host.
+  #[inline]
+  pub fn space(&self) -> Option<::flatbuffers::Vector<'a, u8>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(Allocs::VT_SPACE, None)}
+  }
 }
 
 impl ::flatbuffers::Verifiable for Allocs<'_> {
@@ -2740,6 +2751,7 @@ impl ::flatbuffers::Verifiable for Allocs<'_> {
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u64>>>("size", Self::VT_SIZE, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u64>>>("stack_id", Self::VT_STACK_ID, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u64>>>("weight", Self::VT_WEIGHT, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("space", Self::VT_SPACE, false)?
      .finish();
     Ok(())
   }
@@ -2752,6 +2764,7 @@ pub struct AllocsArgs<'a> {
     pub size: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u64>>>,
     pub stack_id: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u64>>>,
     pub weight: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u64>>>,
+    pub space: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
 }
 impl<'a> Default for AllocsArgs<'a> {
   #[inline]
@@ -2764,6 +2777,7 @@ impl<'a> Default for AllocsArgs<'a> {
       size: None,
       stack_id: None,
       weight: None,
+      space: None,
     }
   }
 }
@@ -2802,6 +2816,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> AllocsBuilder<'a, 'b, A> {
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Allocs::VT_WEIGHT, weight);
   }
   #[inline]
+  pub fn add_space(&mut self, space: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u8>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Allocs::VT_SPACE, space);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> AllocsBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     AllocsBuilder {
@@ -2826,6 +2844,7 @@ impl ::core::fmt::Debug for Allocs<'_> {
       ds.field("size", &self.size());
       ds.field("stack_id", &self.stack_id());
       ds.field("weight", &self.weight());
+      ds.field("space", &self.space());
       ds.finish()
   }
 }
@@ -2850,6 +2869,7 @@ impl<'a> Frees<'a> {
   pub const VT_PID: ::flatbuffers::VOffsetT = 6;
   pub const VT_TID: ::flatbuffers::VOffsetT = 8;
   pub const VT_ADDR: ::flatbuffers::VOffsetT = 10;
+  pub const VT_SPACE: ::flatbuffers::VOffsetT = 12;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -2861,6 +2881,7 @@ impl<'a> Frees<'a> {
     args: &'args FreesArgs<'args>
   ) -> ::flatbuffers::WIPOffset<Frees<'bldr>> {
     let mut builder = FreesBuilder::new(_fbb);
+    if let Some(x) = args.space { builder.add_space(x); }
     if let Some(x) = args.addr { builder.add_addr(x); }
     if let Some(x) = args.tid { builder.add_tid(x); }
     if let Some(x) = args.pid { builder.add_pid(x); }
@@ -2897,6 +2918,14 @@ impl<'a> Frees<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u64>>>(Frees::VT_ADDR, None)}
   }
+  /// Optional (format 1.5): the space of the freed block, as `Allocs.space`.
+  #[inline]
+  pub fn space(&self) -> Option<::flatbuffers::Vector<'a, u8>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(Frees::VT_SPACE, None)}
+  }
 }
 
 impl ::flatbuffers::Verifiable for Frees<'_> {
@@ -2909,6 +2938,7 @@ impl ::flatbuffers::Verifiable for Frees<'_> {
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u32>>>("pid", Self::VT_PID, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u32>>>("tid", Self::VT_TID, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u64>>>("addr", Self::VT_ADDR, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("space", Self::VT_SPACE, false)?
      .finish();
     Ok(())
   }
@@ -2918,6 +2948,7 @@ pub struct FreesArgs<'a> {
     pub pid: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u32>>>,
     pub tid: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u32>>>,
     pub addr: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u64>>>,
+    pub space: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
 }
 impl<'a> Default for FreesArgs<'a> {
   #[inline]
@@ -2927,6 +2958,7 @@ impl<'a> Default for FreesArgs<'a> {
       pid: None,
       tid: None,
       addr: None,
+      space: None,
     }
   }
 }
@@ -2953,6 +2985,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> FreesBuilder<'a, 'b, A> {
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Frees::VT_ADDR, addr);
   }
   #[inline]
+  pub fn add_space(&mut self, space: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u8>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Frees::VT_SPACE, space);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> FreesBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     FreesBuilder {
@@ -2974,6 +3010,7 @@ impl ::core::fmt::Debug for Frees<'_> {
       ds.field("pid", &self.pid());
       ds.field("tid", &self.tid());
       ds.field("addr", &self.addr());
+      ds.field("space", &self.space());
       ds.finish()
   }
 }

@@ -27,6 +27,58 @@ pub struct MemProbes {
     pub sampler: Option<std::path::PathBuf>,
     /// Attach mode: CPython's allocator functions too (`--mem-python`).
     pub python: bool,
+    /// GPU memory (`--hbm`): the CUDA driver libraries (libcuda.so.1) whose
+    /// allocation functions get probes.
+    pub cuda: Vec<std::path::PathBuf>,
+}
+
+/// The CUDA driver API's allocation functions and their `enum cuda_fn`
+/// cookie (`bpf/mem.bpf.c`); `_ptsz`: the per-thread default stream forms.
+const CUDA_ALLOCS: [(&str, u64); 8] = [
+    ("cuMemAlloc_v2", 0),
+    ("cuMemAllocManaged", 0),
+    ("cuMemAllocAsync", 0),
+    ("cuMemAllocAsync_ptsz", 0),
+    ("cuMemAllocFromPoolAsync", 0),
+    ("cuMemAllocFromPoolAsync_ptsz", 0),
+    ("cuMemAllocPitch_v2", 1),
+    ("cuMemCreate", 2),
+];
+/// Their frees: device pointers, and physical allocations' handles.
+const CUDA_FREES: [&str; 4] = ["cuMemFree_v2", "cuMemFreeAsync", "cuMemFreeAsync_ptsz", "cuMemRelease"];
+
+/// Attaches the GPU memory programs to the CUDA driver's functions.
+fn attach_cuda(
+    mem: &MemSkel<'_>,
+    libraries: &[std::path::PathBuf],
+    uprobe: &Uprobe<'_>,
+    links: &mut Vec<Link>,
+) -> Result<()> {
+    for lib in libraries {
+        let names = crate::mem::function_names(lib);
+        let found: Vec<&str> = CUDA_ALLOCS.iter().map(|(n, _)| *n).filter(|n| names.contains(*n)).collect();
+        if !names.contains("cuMemAlloc_v2") || !names.contains("cuMemFree_v2") {
+            return Err(Error::Bpf {
+                what: "attach GPU memory probes".into(),
+                detail: format!("{} has no cuMemAlloc_v2 and cuMemFree_v2: not a CUDA driver", lib.display()),
+            });
+        }
+        log::info!("attaching GPU memory probes to {} functions of {}", found.len(), lib.display());
+        for (name, cookie) in CUDA_ALLOCS.iter().filter(|(n, _)| names.contains(*n)) {
+            for ret in [false, true] {
+                let prog = if ret { &mem.progs.cuda_alloc_exit } else { &mem.progs.cuda_alloc_enter };
+                let link = uprobe(prog, lib, name, ret, *cookie)
+                    .map_err(|e| load_error(&format!("attach uprobe {name} in {}", lib.display()), e))?;
+                links.push(link);
+            }
+        }
+        for name in CUDA_FREES.iter().filter(|n| names.contains(**n)) {
+            let link = uprobe(&mem.progs.cuda_free_enter, lib, name, false, 0)
+                .map_err(|e| load_error(&format!("attach uprobe {name} in {}", lib.display()), e))?;
+            links.push(link);
+        }
+    }
+    Ok(())
 }
 
 /// Allocator function names (suffixes) and their `enum alloc_fn` cookie.
@@ -120,6 +172,10 @@ pub(super) fn load(
         };
         prog.attach_uprobe_with_opts(pid, path, 0, opts)
     };
+    attach_cuda(&mem, &m.cuda, &uprobe, links)?;
+    if m.objects.is_empty() && m.sampler.is_none() && !m.cuda.is_empty() {
+        return Ok(mem); // GPU memory only (--hbm without --mem)
+    }
     if let Some(sampler) = &m.sampler {
         for (prog, name) in [
             (&mem.progs.sampled_alloc, "profcap_sampled_alloc"),

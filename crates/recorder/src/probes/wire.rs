@@ -278,6 +278,8 @@ pub enum MemOp {
 pub struct MemEvent {
     pub head: Header,
     pub op: MemOp,
+    /// Host memory, or GPU device memory (the CUDA probes).
+    pub space: profcap_format::MemSpace,
     /// Id in the memory stack map (negative: none).
     pub stack: i32,
     pub addr: u64,
@@ -516,15 +518,19 @@ impl OffCpu {
 impl MemEvent {
     fn from_raw(head: Header, e: &raw::Mem, record: &[u8]) -> Option<MemEvent> {
         let (python, at) = PyStack::from_raw(&e.py, record, std::mem::size_of::<raw::Mem>())?;
-        let op = match e.op {
-            0 => MemOp::Alloc,
-            1 => MemOp::Free,
-            2 => MemOp::Realloc,
+        use profcap_format::MemSpace;
+        let (op, space) = match e.op {
+            0 => (MemOp::Alloc, MemSpace::Host),
+            1 => (MemOp::Free, MemSpace::Host),
+            2 => (MemOp::Realloc, MemSpace::Host),
+            3 => (MemOp::Alloc, MemSpace::Device),
+            4 => (MemOp::Free, MemSpace::Device),
             _ => return None,
         };
         Some(MemEvent {
             head,
             op,
+            space,
             stack: e.stack_id,
             addr: e.addr,
             size: e.size,

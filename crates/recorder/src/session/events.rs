@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 
-use profcap_format::{RawStack, Sample, SampleKind, StackEnd, Thread, ValueUnit};
+use profcap_format::{MemSpace, RawStack, Sample, SampleKind, StackEnd, Thread, ValueUnit};
 
 use super::Session;
 use crate::mem::RingRecord;
@@ -294,7 +294,7 @@ impl Session {
             MemOp::Alloc => 0,
         };
         if old != 0 {
-            self.push_free(head, old)?;
+            self.push_free(head, old, e.space)?;
         }
         if e.op == MemOp::Free || e.addr == 0 {
             return Ok(());
@@ -306,7 +306,7 @@ impl Session {
             self.strip_sampler_frames(head.pid, &mut user);
             let python = self.python_frames(head.pid, &e.python)?;
             let stack_id = self.full_stack_id(head.pid, &[], &user, end, &python);
-            return self.push_alloc(head, e.addr, e.size, e.weight, stack_id);
+            return self.push_alloc(head, (e.addr, e.size, e.weight, e.space), stack_id);
         }
         let stack_id = match self.mem_stacks.get(&e.stack) {
             Some(&id) => id,
@@ -318,7 +318,7 @@ impl Session {
                 id
             }
         };
-        self.push_alloc(head, e.addr, e.size, e.weight, stack_id)
+        self.push_alloc(head, (e.addr, e.size, e.weight, e.space), stack_id)
     }
 
     /// A picked allocation or its free, from the preloaded sampler's ring.
@@ -331,12 +331,12 @@ impl Session {
             return Ok(());
         }
         if !r.alloc {
-            return self.push_free(head, r.addr);
+            return self.push_free(head, r.addr, MemSpace::Host);
         }
         // A record without stack bytes keeps its frame-pointer frames.
         let (frames, end) = self.user_frames(r.pid, r.frames, &r.stack.unwrap_or_default());
         let stack_id = self.alloc_stack_id(r.pid, frames, end);
-        self.push_alloc(head, r.addr, r.size, r.weight, stack_id)
+        self.push_alloc(head, (r.addr, r.size, r.weight, MemSpace::Host), stack_id)
     }
 
     /// The capture stack of an allocation's user frames, the sampler's own
@@ -346,18 +346,17 @@ impl Session {
         self.unwound_stack_id(pid, &[], &frames, end)
     }
 
-    pub(super) fn push_free(&mut self, head: Header, addr: u64) -> Result<()> {
-        let free = profcap_format::Free { time_ns: head.time_ns, pid: head.pid, tid: head.tid, addr };
+    pub(super) fn push_free(&mut self, head: Header, addr: u64, space: MemSpace) -> Result<()> {
+        let free = profcap_format::Free { time_ns: head.time_ns, pid: head.pid, tid: head.tid, addr, space };
         let r = self.writer.push_free(free);
         self.write(r)
     }
 
+    /// An allocation of (address, size, weight, space).
     pub(super) fn push_alloc(
         &mut self,
         head: Header,
-        addr: u64,
-        size: u64,
-        weight: u64,
+        (addr, size, weight, space): (u64, u64, u64, MemSpace),
         stack_id: u64,
     ) -> Result<()> {
         let alloc = profcap_format::Alloc {
@@ -368,6 +367,7 @@ impl Session {
             size,
             stack_id,
             weight: weight.max(1),
+            space,
         };
         let r = self.writer.push_alloc(alloc);
         self.write(r)

@@ -252,6 +252,7 @@ fn base_meta(opts: &RecordOptions) -> Meta {
             (opts.requests, "requests"),
             (opts.mem == MemMode::Attach, "mem"),
             (opts.mem == MemMode::Sampled, "mem-sampled"),
+            (opts.hbm, "hbm"),
         ]
         .iter()
         .filter(|(on, _)| *on)

@@ -103,24 +103,36 @@ pub(super) fn probe_options(opts: &RecordOptions, held: &Held, sampling: &Sampli
     })
 }
 
-/// Where the allocation probes go, or why `--mem` cannot work here.
+/// Where the allocation probes go, or why `--mem` (or `--hbm`) cannot work here.
 fn mem_probes(opts: &RecordOptions, held: &Held, sampling: &Sampling) -> Result<Option<MemProbes>> {
     let sampler = sampling.library.as_ref().map(|s| s.path().to_owned());
+    let one = match (&opts.target, held.pid()) {
+        (Target::Spawn(_), Some(pid)) => Some(pid),
+        (Target::Pids(pids), _) if pids.len() == 1 => Some(pids[0]),
+        _ => None,
+    };
+    let cuda = if opts.hbm {
+        let Some(pid) = one else {
+            return Err(Error::Usage("--hbm records one process: a command to start or a single -p PID"));
+        };
+        vec![crate::mem::cuda_library(opts, pid)?]
+    } else {
+        Vec::new()
+    };
+    let probes =
+        |pid, objects, sampler, python| MemProbes { pid, objects, sampler, python, cuda: cuda.clone() };
     Ok(Some(match (opts.mem, &opts.target, held.pid()) {
-        (MemMode::Off, _, _) => return Ok(None),
-        (MemMode::Sampled, _, Some(pid)) => MemProbes { pid, objects: Vec::new(), sampler, python: false },
-        (MemMode::Attach, Target::Spawn(argv), Some(pid)) => MemProbes {
-            pid,
-            objects: crate::mem::allocator_objects_for_command(&argv[0]),
-            sampler: None,
-            python: opts.mem_python,
+        (MemMode::Off, _, _) => match one {
+            Some(pid) if opts.hbm => probes(pid, Vec::new(), None, false),
+            _ => return Ok(None),
         },
-        (MemMode::Attach, Target::Pids(pids), _) if pids.len() == 1 => MemProbes {
-            pid: pids[0],
-            objects: crate::mem::allocator_objects(pids[0]),
-            sampler: None,
-            python: opts.mem_python,
-        },
+        (MemMode::Sampled, _, Some(pid)) => probes(pid, Vec::new(), sampler, false),
+        (MemMode::Attach, Target::Spawn(argv), Some(pid)) => {
+            probes(pid, crate::mem::allocator_objects_for_command(&argv[0]), None, opts.mem_python)
+        }
+        (MemMode::Attach, Target::Pids(pids), _) if pids.len() == 1 => {
+            probes(pids[0], crate::mem::allocator_objects(pids[0]), None, opts.mem_python)
+        }
         (MemMode::Sampled, _, _) => {
             return Err(Error::Usage(
                 "--mem --preload needs a command to start (profrec --mem --preload -- CMD)",
