@@ -369,3 +369,62 @@ int BPF_UPROBE(cuda_free_enter, __u64 ptr)
 	send(MEMEV_DEVICE_FREE, ptr, 0, 0, 0, -1);
 	return 0;
 }
+
+/* Go: runtime.mallocgc(size uintptr, typ *_type, needzero bool), under the
+ * register ABI (Go 1.17+): size in RAX. Go moves goroutine stacks, so no
+ * uretprobe: the allocation has no address (MEMEV_ALLOC_UNTRACKED) and the
+ * garbage collector's frees are not seen. With go_sample_bytes set, one
+ * allocation per that many bytes on average is sent (a per-thread byte
+ * countdown from a random start), with a weight whose expected value makes
+ * the bytes unbiased. */
+const volatile __u64 go_sample_bytes = 0;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u32);
+	__type(value, __s64);
+} go_left SEC(".maps");
+
+static __always_inline __u64 random64(void)
+{
+	return ((__u64)bpf_get_prandom_u32() << 32) | bpf_get_prandom_u32();
+}
+
+SEC("uprobe")
+int BPF_UPROBE(go_malloc)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	if (!is_target(id >> 32))
+		return 0;
+	__u64 size = PT_REGS_RC(ctx); /* RAX: the first argument under ABIInternal */
+	if (!size)
+		return 0;
+	__u64 weight = 1, rate = go_sample_bytes;
+	if (rate) {
+		__u32 tid = (__u32)id;
+		__s64 *p = bpf_map_lookup_elem(&go_left, &tid);
+		__s64 left = p ? *p : (__s64)(random64() % rate) + 1;
+		left -= (__s64)size;
+		if (left > 0) {
+			if (bpf_map_update_elem(&go_left, &tid, &left, BPF_ANY))
+				count_drop(DROP_MEM_CALLS_FULL);
+			return 0;
+		}
+		/* The countdown crossed `crossings` multiples of the rate: this
+		 * allocation stands for crossings * rate bytes, rounded to a whole
+		 * number of allocations at random (up with the remainder's odds). */
+		__u64 crossings = 1 + (__u64)(-left) / rate;
+		left += (__s64)(crossings * rate);
+		if (bpf_map_update_elem(&go_left, &tid, &left, BPF_ANY))
+			count_drop(DROP_MEM_CALLS_FULL);
+		__u64 bytes = crossings * rate;
+		weight = bytes / size;
+		if (random64() % size < bytes % size)
+			weight++;
+		if (!weight)
+			return 0;
+	}
+	send(MEMEV_ALLOC_UNTRACKED, 0, size, 0, weight, user_stack(ctx, 0));
+	return 0;
+}

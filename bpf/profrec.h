@@ -199,6 +199,7 @@ enum mem_op {
 	MEMEV_REALLOC = 2, /* old_addr freed (if not 0), then addr allocated (if not 0) */
 	MEMEV_DEVICE_ALLOC = 3, /* GPU device memory (CUDA): addr, size, stack */
 	MEMEV_DEVICE_FREE = 4,  /* GPU device memory: addr */
+	MEMEV_ALLOC_UNTRACKED = 5, /* size, stack, weight; no address (Go: the GC frees) */
 };
 
 /* Followed by py.slots Python frames (allocations of Python processes),

@@ -51,6 +51,9 @@ pub struct Material {
     pub free_count: u64,
     /// Of those, GPU device memory (`profrec --hbm`).
     pub device_allocs: u64,
+    /// Allocations without an address (Go's: the garbage collector frees,
+    /// unseen), which count as allocated but never as in use.
+    pub untracked_allocs: u64,
     pub device_frees: u64,
     pub mem_first_ns: u64,
     pub mem_last_ns: u64,
@@ -169,6 +172,7 @@ impl Material {
             m.free_count += batch.frees.len() as u64;
             let device = profcap_format::MemSpace::Device;
             m.device_allocs += batch.allocs.iter().filter(|a| a.space == device).count() as u64;
+            m.untracked_allocs += batch.allocs.iter().filter(|a| a.addr == 0).count() as u64;
             m.device_frees += batch.frees.iter().filter(|f| f.space == device).count() as u64;
             let times = batch.allocs.iter().map(|a| a.time_ns).chain(batch.frees.iter().map(|f| f.time_ns));
             for t in times {

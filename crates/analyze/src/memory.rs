@@ -96,6 +96,8 @@ impl Replay {
     /// Applies one event (the caller has filtered it).
     pub fn apply(&mut self, e: &MemEvent) {
         match e {
+            // No address (Go: the garbage collector frees unseen): never in use.
+            MemEvent::Alloc(a) if a.addr == 0 => {}
             MemEvent::Alloc(a) => {
                 // An address handed out again without a recorded free: the
                 // free was missed; the old block is gone.

@@ -455,6 +455,13 @@ fn memory_agg(
             if m.device_allocs > 0 { "; it has GPU memory: --kind hbm-alloc|hbm-inuse" } else { "" }
         )));
     }
+    if kind == SampleKind::Inuse && !device && m.untracked_allocs > 0 && m.untracked_allocs == m.alloc_count {
+        return Err(Error::NoSamples(format!(
+            "{}: its allocations have no frees to follow (Go's garbage collector frees them unseen), \
+             so nothing is known to be in use; use --kind alloc",
+            m.path.display()
+        )));
+    }
     let generations = m.generations();
     // Allocations pass the filters as a sample of their kind would; frees
     // always apply (they only end blocks that passed).

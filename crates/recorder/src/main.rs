@@ -130,7 +130,9 @@ struct Cli {
     /// memalign, valloc and free (also jemalloc, mimalloc and tcmalloc
     /// entry points in the executable) is traced with uprobes: exact, but each
     /// call costs about 1-3 µs more (see the user guide). Add --preload for
-    /// the low-overhead sampled mode.
+    /// the low-overhead sampled mode. On a Go program (1.17+): a probe on
+    /// runtime.mallocgc, every allocation with its Go stack (no frees: Go's
+    /// collector frees unseen).
     #[arg(long)]
     mem: bool,
 
@@ -141,7 +143,9 @@ struct Cli {
     /// enters the kernel. Covers the command's child processes too. The
     /// sampler also caches a few freed small blocks per thread, so that the
     /// command's malloc/free pairs stay as fast as without it;
-    /// PROFCAP_SAMPLER_CACHE=0 turns that off (see the user guide).
+    /// PROFCAP_SAMPLER_CACHE=0 turns that off (see the user guide). On a Go
+    /// program, which LD_PRELOAD cannot reach, the sampling is done in the
+    /// kernel instead.
     #[arg(long, requires = "mem")]
     preload: bool,
 

@@ -30,6 +30,19 @@ pub struct MemProbes {
     /// GPU memory (`--hbm`): the CUDA driver libraries (libcuda.so.1) whose
     /// allocation functions get probes.
     pub cuda: Vec<std::path::PathBuf>,
+    /// A Go program: `runtime.mallocgc` in it gets a probe, every call
+    /// (`None`) or one per this many bytes on average (sampled in the kernel).
+    pub go: Option<GoProbe>,
+}
+
+/// Where the Go allocation probe goes and how often it reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GoProbe {
+    pub exe: std::path::PathBuf,
+    /// Offset into `runtime.mallocgc` (past its prologue's stack check).
+    pub offset: u64,
+    /// Sampled in the kernel: one allocation per this many bytes on average.
+    pub sample_bytes: Option<u64>,
 }
 
 /// The CUDA driver API's allocation functions and their `enum cuda_fn`
@@ -159,10 +172,15 @@ pub(super) fn load(
     rodata.filter_pids = matches!(targets, Targets::Pids { .. });
     // Sampled allocations of Python processes copy stack bytes.
     rodata.stack_bytes = stack_bytes.min(super::MAX_STACK_COPY as u32);
+    rodata.go_sample_bytes = m.go.as_ref().and_then(|g| g.sample_bytes).unwrap_or(0);
     share_maps(skel, &mut open.maps.targets, &mut open.maps.events)?;
     share_python_maps(skel, &mut open.maps.py_procs, &mut open.maps.py_tstates)?;
     let mem = open.load().map_err(|e| load_error("load mem (verifier log above)", e))?;
     let pid = m.pid as i32;
+    let uprobe_at = |prog: &libbpf_rs::ProgramMut<'_>, path: &std::path::Path, name: &str, offset: u64| {
+        let opts = libbpf_rs::UprobeOpts { func_name: Some(name.to_owned()), ..Default::default() };
+        prog.attach_uprobe_with_opts(pid, path, offset as usize, opts)
+    };
     let uprobe = |prog: &libbpf_rs::ProgramMut<'_>, path: &std::path::Path, name: &str, ret: bool, cookie| {
         let opts = libbpf_rs::UprobeOpts {
             func_name: Some(name.to_owned()),
@@ -173,6 +191,22 @@ pub(super) fn load(
         prog.attach_uprobe_with_opts(pid, path, 0, opts)
     };
     attach_cuda(&mem, &m.cuda, &uprobe, links)?;
+    if let Some(go) = &m.go {
+        log::info!(
+            "attaching the allocation probe to runtime.mallocgc+{:#x} in {} ({})",
+            go.offset,
+            go.exe.display(),
+            go.sample_bytes
+                .map_or_else(|| "every allocation".to_owned(), |r| format!("one per {r} bytes, sampled"))
+        );
+        let link = uprobe_at(&mem.progs.go_malloc, &go.exe, "runtime.mallocgc", go.offset)
+            .map_err(|e| load_error(&format!("attach uprobe runtime.mallocgc in {}", go.exe.display()), e))?;
+        links.push(link);
+        // A Go program's own C allocations (cgo) go through libc, probed as ever.
+        if m.objects.iter().all(|o| !crate::mem::function_names(o).contains("malloc")) {
+            return Ok(mem);
+        }
+    }
     if m.objects.is_empty() && m.sampler.is_none() && !m.cuda.is_empty() {
         return Ok(mem); // GPU memory only (--hbm without --mem)
     }

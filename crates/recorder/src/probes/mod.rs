@@ -16,7 +16,7 @@ mod offcpu;
 mod requests;
 mod wire;
 
-pub use mem::MemProbes;
+pub use mem::{GoProbe, MemProbes};
 pub use offcpu::OffCpuOptions;
 pub use wire::*;
 

@@ -271,6 +271,8 @@ pub enum MemOp {
     Free,
     /// `old_addr` freed (if not 0), then `addr` allocated (if not 0).
     Realloc,
+    /// An allocation without an address (Go's: the garbage collector frees).
+    Untracked,
 }
 
 /// An allocator call of a target thread (`struct profrec_mem_event`).
@@ -525,6 +527,7 @@ impl MemEvent {
             2 => (MemOp::Realloc, MemSpace::Host),
             3 => (MemOp::Alloc, MemSpace::Device),
             4 => (MemOp::Free, MemSpace::Device),
+            5 => (MemOp::Untracked, MemSpace::Host),
             _ => return None,
         };
         Some(MemEvent {

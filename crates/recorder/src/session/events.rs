@@ -291,12 +291,12 @@ impl Session {
         let old = match e.op {
             MemOp::Free => e.addr,
             MemOp::Realloc => e.old_addr,
-            MemOp::Alloc => 0,
+            MemOp::Alloc | MemOp::Untracked => 0,
         };
         if old != 0 {
             self.push_free(head, old, e.space)?;
         }
-        if e.op == MemOp::Free || e.addr == 0 {
+        if e.op == MemOp::Free || (e.addr == 0 && e.op != MemOp::Untracked) {
             return Ok(());
         }
         if !e.python.frames.is_empty() || !e.user_stack.bytes.is_empty() {

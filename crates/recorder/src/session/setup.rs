@@ -15,7 +15,8 @@ pub(super) struct Sampling {
 
 impl Sampling {
     pub(super) fn prepare(opts: &RecordOptions) -> Result<Sampling> {
-        if opts.mem != MemMode::Sampled {
+        if opts.mem != MemMode::Sampled || go_program(opts).is_some() {
+            // (A Go program is sampled in the kernel: see `mem_probes`.)
             return Ok(Sampling::default());
         }
         if let Target::Spawn(argv) = &opts.target {
@@ -119,8 +120,32 @@ fn mem_probes(opts: &RecordOptions, held: &Held, sampling: &Sampling) -> Result<
     } else {
         Vec::new()
     };
-    let probes =
-        |pid, objects, sampler, python| MemProbes { pid, objects, sampler, python, cuda: cuda.clone() };
+    let probes = |pid, objects, sampler, python| MemProbes {
+        pid,
+        objects,
+        sampler,
+        python,
+        cuda: cuda.clone(),
+        go: None,
+    };
+    // A Go program: runtime.mallocgc, every call or sampled in the kernel
+    // (LD_PRELOAD cannot reach Go's allocator).
+    if let (Some(pid), Some(go)) = (one, go_program(opts)) {
+        if opts.mem != MemMode::Off {
+            crate::mem::check_go(&go)?;
+            let rate = (opts.mem == MemMode::Sampled).then_some(opts.sample_bytes);
+            let objects = match &opts.target {
+                Target::Pids(_) => crate::mem::allocator_objects(pid),
+                _ => Vec::new(),
+            };
+            let objects =
+                objects.into_iter().filter(|o: &std::path::PathBuf| !o.ends_with(&go.exe)).collect();
+            let mut p = probes(pid, objects, None, false);
+            let offset = go.probe_offset;
+            p.go = Some(crate::probes::GoProbe { exe: go.exe, offset, sample_bytes: rate });
+            return Ok(Some(p));
+        }
+    }
     Ok(Some(match (opts.mem, &opts.target, held.pid()) {
         (MemMode::Off, _, _) => match one {
             Some(pid) if opts.hbm => probes(pid, Vec::new(), None, false),
@@ -140,4 +165,13 @@ fn mem_probes(opts: &RecordOptions, held: &Held, sampling: &Sampling) -> Result<
         }
         _ => return Err(Error::Usage("--mem records one process: a command to start or a single -p PID")),
     }))
+}
+
+/// The Go runtime of the one recorded program, if it is a Go program.
+pub(super) fn go_program(opts: &RecordOptions) -> Option<crate::mem::GoRuntime> {
+    match &opts.target {
+        Target::Spawn(argv) => crate::mem::go_runtime_for_command(argv.first()?),
+        Target::Pids(pids) if pids.len() == 1 => crate::mem::go_runtime_of(pids[0]),
+        _ => None,
+    }
 }
