@@ -317,4 +317,17 @@ impl Material {
     pub fn freq(&self) -> u32 {
         self.meta.sample_freq_hz
     }
+
+    /// Bursts of lost events (the ring buffer was full), as monotonic time
+    /// ranges with the events lost in each, in time order.
+    pub fn gaps(&self) -> Vec<(u64, u64, u64)> {
+        let mut v: Vec<_> = self
+            .lost
+            .iter()
+            .filter(|l| profcap_format::rules::is_gap(&l.source) && l.to_ns >= l.from_ns)
+            .map(|l| (l.from_ns, l.to_ns, l.count))
+            .collect();
+        v.sort_unstable();
+        v
+    }
 }

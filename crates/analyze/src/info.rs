@@ -38,6 +38,9 @@ pub struct Info {
     pub symbol_blobs: Vec<BlobInfo>,
     pub kernel_symbols: usize,
     pub lost: Vec<LostInfo>,
+    /// When events were lost in bursts (ring buffer full), in seconds after
+    /// the first sample; their counts are among `lost`.
+    pub gaps: Vec<GapInfo>,
     /// Socket events (profrec --requests), and the HTTP request heads among them.
     pub socket_events: usize,
     pub http_requests: usize,
@@ -149,6 +152,15 @@ pub struct BlobInfo {
     pub full_elf: bool,
 }
 
+/// A burst of lost events: when (seconds after the first sample) and how many.
+#[derive(Debug, Clone, Serialize)]
+pub struct GapInfo {
+    pub from_s: f64,
+    pub to_s: f64,
+    pub events: u64,
+}
+
+/// Events lost or filtered, by source and reason.
 #[derive(Debug, Clone, Serialize)]
 pub struct LostInfo {
     pub source: String,
@@ -209,10 +221,19 @@ pub fn info(m: &Material, format_version: (u16, u16)) -> Info {
         mappings: m.mappings.values().map(Vec::len).sum(),
         symbol_blobs,
         kernel_symbols: m.kernel.symbols.len(),
+        gaps: m
+            .gaps()
+            .into_iter()
+            .map(|(from, to, events)| GapInfo {
+                from_s: from.saturating_sub(m.first_ns.min(from)) as f64 / 1e9,
+                to_s: to.saturating_sub(m.first_ns.min(to)) as f64 / 1e9,
+                events,
+            })
+            .collect(),
         lost: m
             .lost
             .iter()
-            .filter(|l| l.source != PYTHON_LOSS_SOURCE)
+            .filter(|l| l.source != PYTHON_LOSS_SOURCE && !profcap_format::rules::is_gap(&l.source))
             .map(|l| LostInfo { source: l.source.clone(), reason: l.reason.clone(), count: l.count })
             .collect(),
         allocs: m.alloc_count - m.device_allocs,

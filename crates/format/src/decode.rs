@@ -452,6 +452,8 @@ fn decode_verified(b: fb::Batch<'_>) -> Result<Batch, DecodeError> {
             source: string(l.source()),
             reason: string(l.reason()),
             count: l.count(),
+            from_ns: l.from_ns(),
+            to_ns: l.to_ns(),
         }),
         symbols: tables(b.symbols(), symbol_blob),
         kernel_symbols,

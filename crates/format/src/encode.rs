@@ -227,8 +227,13 @@ fn frees<'a>(fbb: &mut Fbb<'a>, f: &[Free]) -> Option<WIPOffset<fb::Frees<'a>>> 
 }
 
 fn lost<'a>(fbb: &mut Fbb<'a>, l: &Lost) -> WIPOffset<fb::Lost<'a>> {
-    let args =
-        fb::LostArgs { source: opt_str(fbb, &l.source), reason: opt_str(fbb, &l.reason), count: l.count };
+    let args = fb::LostArgs {
+        source: opt_str(fbb, &l.source),
+        reason: opt_str(fbb, &l.reason),
+        count: l.count,
+        from_ns: l.from_ns,
+        to_ns: l.to_ns,
+    };
     fb::Lost::create(fbb, &args)
 }
 

@@ -346,6 +346,10 @@ pub struct Lost {
     pub source: String,
     pub reason: String,
     pub count: u64,
+    /// (1.5) When they were lost, for a gap (source [`crate::rules::GAP_LOSS_SOURCE`]):
+    /// a monotonic time range; 0, 0 = not known.
+    pub from_ns: u64,
+    pub to_ns: u64,
 }
 
 /// A named address range.

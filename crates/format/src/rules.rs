@@ -72,6 +72,17 @@ pub fn is_filtered(reason: &str) -> bool {
 /// samples are kept (with native frames only), so they are not lost events.
 pub const PYTHON_LOSS_SOURCE: &str = "python";
 
+/// The source of a [`crate::Lost`] record that says when events were lost
+/// (a burst the ring buffer could not take), with its time range. Its
+/// count is part of the source's own total, which another record gives:
+/// readers must not add it to the losses again.
+pub const GAP_LOSS_SOURCE: &str = "gap";
+
+/// Whether a loss record is a gap's time range (see [`GAP_LOSS_SOURCE`]).
+pub fn is_gap(source: &str) -> bool {
+    source == GAP_LOSS_SOURCE
+}
+
 /// Names of the recorder settings in `Meta::extra`.
 pub mod settings {
     /// Off-CPU blocks shorter than this were dropped (ns).

@@ -92,7 +92,8 @@ fn sample_capture() -> (Vec<u8>, Vec<Batch>) {
     })
     .unwrap();
     w.push_free(Free { time_ns: 8, pid: 42, tid: 43, addr: 0x5000, space: host }).unwrap();
-    w.push_lost(Lost { source: "cpu".into(), reason: "ringbuf full".into(), count: 3 }).unwrap();
+    w.push_lost(Lost { source: "cpu".into(), reason: "ringbuf full".into(), count: 3, ..Default::default() })
+        .unwrap();
     w.push_request(RequestEvent {
         id: 1,
         time_ns: 9,

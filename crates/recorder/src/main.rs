@@ -227,6 +227,13 @@ struct Cli {
     #[arg(long)]
     detach: bool,
 
+    /// profrec's scheduling priority while it records (nice value, -20 to
+    /// 19; 0 leaves it as it is). The started command keeps the priority it
+    /// would have had. At the default, profrec keeps up on a machine whose
+    /// CPUs are all busy (see the user guide).
+    #[arg(long, default_value_t = -10, value_name = "NICE", allow_negative_numbers = true)]
+    nice: i32,
+
     /// More log output (-v: info, -vv: debug).
     #[arg(short, long, action = clap::ArgAction::Count)]
     verbose: u8,
@@ -366,6 +373,10 @@ impl Cli {
             Embed::Full => EmbedMode::Full,
             Embed::None => EmbedMode::None,
         };
+        if !(-20..=19).contains(&self.nice) {
+            bail!("--nice must be between -20 and 19, not {}", self.nice);
+        }
+        opts.nice = self.nice;
         opts.follow_children = !self.no_follow;
         opts.command_line = std::env::args().collect();
         if let Some(every) = self.rotate {

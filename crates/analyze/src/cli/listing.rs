@@ -27,8 +27,14 @@ pub(super) struct Listed {
 
 fn listed(path: &Path, strict: bool) -> Result<Listed> {
     let m = Material::load(path, strict)?;
-    let lost =
-        m.lost.iter().filter(|l| !profcap_format::rules::is_filtered(&l.reason)).map(|l| l.count).sum();
+    let lost = m
+        .lost
+        .iter()
+        .filter(|l| {
+            !profcap_format::rules::is_filtered(&l.reason) && !profcap_format::rules::is_gap(&l.source)
+        })
+        .map(|l| l.count)
+        .sum();
     let end = m.meta.start_wall_ns + m.meta.end_mono_ns.saturating_sub(m.meta.start_mono_ns);
     Ok(Listed {
         path: path.to_owned(),

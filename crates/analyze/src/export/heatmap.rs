@@ -44,6 +44,8 @@ struct Grid {
     columns: u32,
     column_s: u64,
     cells: Vec<f64>,
+    /// Events lost in each cell's time (a burst the ring buffer could not take).
+    lost: Vec<u64>,
 }
 
 /// The heatmap of the samples `opts` selects, as SVG. The value of a cell is
@@ -73,13 +75,25 @@ pub fn heatmap_svg(
     let rows = h.rows.clamp(1, 1000);
     let column_s = span_s.div_ceil(u64::from(h.max_columns.max(1))).max(1);
     let columns = u32::try_from(span_s.div_ceil(column_s)).unwrap_or(u32::MAX).max(1);
-    let mut grid = Grid { rows, columns, column_s, cells: vec![0.0; rows as usize * columns as usize] };
+    let n = rows as usize * columns as usize;
+    let mut grid = Grid { rows, columns, column_s, cells: vec![0.0; n], lost: vec![0; n] };
     let column_ns = column_s * 1_000_000_000;
-    for (s, value) in &samples {
-        let rel = s.time_ns.saturating_sub(m.first_ns);
+    let cell_of = |t: u64| {
+        let rel = t.saturating_sub(m.first_ns);
         let col = (rel / column_ns).min(u64::from(columns) - 1);
         let row = ((rel % column_ns) * u64::from(rows) / column_ns).min(u64::from(rows) - 1);
-        grid.cells[(col * u64::from(rows) + row) as usize] += *value as f64 * scale;
+        (col * u64::from(rows) + row) as usize
+    };
+    for (from, to, events) in m.gaps() {
+        // Spread over the cells it covers (they run in time order).
+        let (a, b) = (cell_of(from), cell_of(to).max(cell_of(from)));
+        let per = events.div_ceil((b - a + 1) as u64);
+        for c in a..=b.min(n - 1) {
+            grid.lost[c] += per;
+        }
+    }
+    for (s, value) in &samples {
+        grid.cells[cell_of(s.time_ns)] += *value as f64 * scale;
     }
     let svg = render(&grid, kind, h);
     out.write_all(svg.as_bytes()).map_err(Error::Output)
@@ -119,6 +133,17 @@ fn render(grid: &Grid, kind: SampleKind, h: &HeatmapOptions) -> String {
         s,
         r#"<text x="{LEFT}" y="34" fill="rgb(90,90,90)">hover a cell for its time and the command that draws its flame graph</text>"#
     );
+    let _ = writeln!(
+        s,
+        r#"<defs><pattern id="lost" width="6" height="6" patternUnits="userSpaceOnUse" patternTransform="rotate(45)"><rect width="6" height="6" fill="rgb(200,200,200)"/><line x1="0" y1="0" x2="0" y2="6" stroke="rgb(110,110,110)" stroke-width="3"/></pattern></defs>"#
+    );
+    if grid.lost.iter().any(|&n| n > 0) {
+        let _ = writeln!(
+            s,
+            r#"<text x="{}" y="34" fill="rgb(90,90,90)" text-anchor="end">hatched: events lost (profrec fell behind)</text>"#,
+            width - 20
+        );
+    }
     let row_ms = 1000.0 * grid.column_s as f64 / f64::from(grid.rows);
     for r in (0..grid.rows).step_by(((grid.rows / 10).max(1)) as usize) {
         let y = TOP + r * CELL_H + CELL_H - 1;
@@ -145,13 +170,20 @@ fn render(grid: &Grid, kind: SampleKind, h: &HeatmapOptions) -> String {
             let v = grid.cells[(c * grid.rows + r) as usize];
             let from = u64::from(c) as f64 * grid.column_s as f64 + f64::from(r) * row_ms / 1000.0;
             let to = from + row_ms / 1000.0;
+            let lost = grid.lost[(c * grid.rows + r) as usize];
+            // Cells whose time lost events are hatched grey: what is drawn
+            // there is less than what ran.
+            let (fill, note) = if lost > 0 {
+                ("url(#lost)".to_owned(), format!("; about {lost} events LOST here (ring buffer full)"))
+            } else {
+                (colour(if max > 0.0 { v / max } else { 0.0 }), String::new())
+            };
             let _ = writeln!(
                 s,
-                r#"<rect x="{x}" y="{}" width="{}" height="{}" fill="{}"><title>{from:.3}-{to:.3} s: {}&#10;profanalyze flame {} --from {from:.3} --to {to:.3}</title></rect>"#,
+                r#"<rect x="{x}" y="{}" width="{}" height="{}" fill="{fill}"><title>{from:.3}-{to:.3} s: {}{note}&#10;profanalyze flame {} --from {from:.3} --to {to:.3}</title></rect>"#,
                 TOP + r * CELL_H,
                 cell_w - 1,
                 CELL_H - 1,
-                colour(if max > 0.0 { v / max } else { 0.0 }),
                 format_ns(v),
                 xml_escape(&h.capture),
             );
@@ -178,11 +210,16 @@ mod tests {
 
     #[test]
     fn every_cell_is_drawn_with_its_range_and_command() {
-        let grid =
-            Grid { rows: 4, columns: 2, column_s: 1, cells: vec![0.0, 1e6, 0.0, 0.0, 2e6, 0.0, 0.0, 0.0] };
+        let grid = Grid {
+            rows: 4,
+            columns: 2,
+            column_s: 1,
+            cells: vec![0.0, 1e6, 0.0, 0.0, 2e6, 0.0, 0.0, 0.0],
+            lost: vec![0; 8],
+        };
         let h = HeatmapOptions { capture: "a<b>.cap".into(), ..HeatmapOptions::default() };
         let svg = render(&grid, SampleKind::Cpu, &h);
-        assert_eq!(svg.matches("<rect").count(), 8);
+        assert_eq!(svg.matches("<rect x=").count(), 8, "one per cell (the hatch pattern aside)");
         assert!(svg.contains("1.000-1.250 s: 2.0 ms"), "{svg}");
         assert!(svg.contains("profanalyze flame a&lt;b&gt;.cap --from 0.250 --to 0.500"));
         assert!(svg.contains("fill=\"rgb(255,0,0)\""), "the hottest cell is red");

@@ -109,6 +109,21 @@ pub fn write_info(i: &Info, out: &mut impl Write) -> std::io::Result<()> {
     for l in lost.iter().chain(&filtered) {
         writeln!(out, "  {} {}: {}", l.source, l.reason, l.count)?;
     }
+    if !i.gaps.is_empty() {
+        let events: u64 = i.gaps.iter().map(|g| g.events).sum();
+        let secs: f64 = i.gaps.iter().map(|g| g.to_s - g.from_s).sum();
+        writeln!(
+            out,
+            "gaps:         {} bursts of lost events ({events} events in {secs:.2} s; heatmap and timeline mark them)",
+            i.gaps.len()
+        )?;
+        for g in i.gaps.iter().take(10) {
+            writeln!(out, "  {:.2}-{:.2} s: {} events", g.from_s, g.to_s, g.events)?;
+        }
+        if i.gaps.len() > 10 {
+            writeln!(out, "  … {} more (info --json lists all)", i.gaps.len() - 10)?;
+        }
+    }
     writeln!(
         out,
         "size:         {} in {} chunks; {} compressed from {} (ratio {:.1}); {:.1} bytes/sample",

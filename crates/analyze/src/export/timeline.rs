@@ -122,6 +122,20 @@ pub fn timeline_strips_svg(m: &Material, opts: &ProfileOptions, out: &mut dyn Wr
             );
         }
     }
+    // Bursts of lost events, across every strip: nothing is known there.
+    for (from, to, events) in m.gaps() {
+        let (x0, x1) = (px(from), px(to).max(px(from) + 1));
+        let _ = writeln!(
+            svg,
+            r#"<rect x="{}" y="{}" width="{}" height="{}" fill="rgb(120,120,120)" fill-opacity="0.45"><title>{events} events LOST at +{}-{} (ring buffer full: profrec fell behind)</title></rect>"#,
+            LEFT as usize + x0,
+            TOP - 2,
+            x1 - x0,
+            threads.len() as u32 * ROW + 2,
+            format_ns(from.saturating_sub(start) as f64),
+            format_ns(to.saturating_sub(start) as f64)
+        );
+    }
     svg.push_str("</svg>\n");
     out.write_all(svg.as_bytes()).map_err(Error::Output)
 }

@@ -3034,6 +3034,8 @@ impl<'a> Lost<'a> {
   pub const VT_SOURCE: ::flatbuffers::VOffsetT = 4;
   pub const VT_REASON: ::flatbuffers::VOffsetT = 6;
   pub const VT_COUNT: ::flatbuffers::VOffsetT = 8;
+  pub const VT_FROM_NS: ::flatbuffers::VOffsetT = 10;
+  pub const VT_TO_NS: ::flatbuffers::VOffsetT = 12;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -3045,6 +3047,8 @@ impl<'a> Lost<'a> {
     args: &'args LostArgs<'args>
   ) -> ::flatbuffers::WIPOffset<Lost<'bldr>> {
     let mut builder = LostBuilder::new(_fbb);
+    builder.add_to_ns(args.to_ns);
+    builder.add_from_ns(args.from_ns);
     builder.add_count(args.count);
     if let Some(x) = args.reason { builder.add_reason(x); }
     if let Some(x) = args.source { builder.add_source(x); }
@@ -3073,6 +3077,22 @@ impl<'a> Lost<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<u64>(Lost::VT_COUNT, Some(0)).unwrap()}
   }
+  /// Optional (format 1.5): the time range (CLOCK_MONOTONIC ns) the events
+  /// were lost in, for a record of source "gap"; 0 and 0 = not known.
+  #[inline]
+  pub fn from_ns(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(Lost::VT_FROM_NS, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn to_ns(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(Lost::VT_TO_NS, Some(0)).unwrap()}
+  }
 }
 
 impl ::flatbuffers::Verifiable for Lost<'_> {
@@ -3084,6 +3104,8 @@ impl ::flatbuffers::Verifiable for Lost<'_> {
      .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("source", Self::VT_SOURCE, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("reason", Self::VT_REASON, false)?
      .visit_field::<u64>("count", Self::VT_COUNT, false)?
+     .visit_field::<u64>("from_ns", Self::VT_FROM_NS, false)?
+     .visit_field::<u64>("to_ns", Self::VT_TO_NS, false)?
      .finish();
     Ok(())
   }
@@ -3092,6 +3114,8 @@ pub struct LostArgs<'a> {
     pub source: Option<::flatbuffers::WIPOffset<&'a str>>,
     pub reason: Option<::flatbuffers::WIPOffset<&'a str>>,
     pub count: u64,
+    pub from_ns: u64,
+    pub to_ns: u64,
 }
 impl<'a> Default for LostArgs<'a> {
   #[inline]
@@ -3100,6 +3124,8 @@ impl<'a> Default for LostArgs<'a> {
       source: None,
       reason: None,
       count: 0,
+      from_ns: 0,
+      to_ns: 0,
     }
   }
 }
@@ -3122,6 +3148,14 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> LostBuilder<'a, 'b, A> {
     self.fbb_.push_slot::<u64>(Lost::VT_COUNT, count, 0);
   }
   #[inline]
+  pub fn add_from_ns(&mut self, from_ns: u64) {
+    self.fbb_.push_slot::<u64>(Lost::VT_FROM_NS, from_ns, 0);
+  }
+  #[inline]
+  pub fn add_to_ns(&mut self, to_ns: u64) {
+    self.fbb_.push_slot::<u64>(Lost::VT_TO_NS, to_ns, 0);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> LostBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     LostBuilder {
@@ -3142,6 +3176,8 @@ impl ::core::fmt::Debug for Lost<'_> {
       ds.field("source", &self.source());
       ds.field("reason", &self.reason());
       ds.field("count", &self.count());
+      ds.field("from_ns", &self.from_ns());
+      ds.field("to_ns", &self.to_ns());
       ds.finish()
   }
 }

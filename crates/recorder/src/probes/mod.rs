@@ -212,6 +212,16 @@ impl Probes {
         out
     }
 
+    /// Events every object dropped so far because the ring buffer was full.
+    pub fn ring_full_drops(&self) -> u64 {
+        let full = |map: &dyn MapCore| percpu_sum(map, 0); // DROP_RINGBUF_FULL
+        let mut n = full(&self.skel.maps.drops);
+        n += self.offcpu.as_ref().map_or(0, |o| full(&o.maps.drops));
+        n += self.mem.as_ref().map_or(0, |m| full(&m.maps.drops));
+        n += self.requests.as_ref().map_or(0, |r| full(&r.maps.drops));
+        n
+    }
+
     /// Off-CPU blocks whose end the tracepoint program missed and rebuilt
     /// from the scheduler's arrival time, summed over CPUs.
     pub fn offcpu_recovered(&self) -> u64 {

@@ -11,6 +11,7 @@ impl Session {
     /// Writes the end-of-recording material: symbols, kernel symbols, and
     /// what was lost (see [`super::losses`]).
     pub(super) fn finish_material(&mut self, embed: EmbedMode, losses: &[Loss]) -> Result<()> {
+        log::debug!("end material: JIT maps of {} processes", self.seen_pids.len());
         // JIT symbol maps, read last because JITs append to them while running.
         let mut pids: Vec<u32> = self.seen_pids.iter().copied().collect();
         pids.sort_unstable();
@@ -53,11 +54,17 @@ impl Session {
             let r = self.writer.push_symbols(blob);
             self.write(r)?;
         }
+        log::debug!("material embedded; kernel symbols next");
         let kallsyms = std::fs::read_to_string("/proc/kallsyms").unwrap_or_default();
         let r = self.writer.push_kernel_symbols(kallsyms::needed_symbols(&kallsyms, &self.kernel_addrs));
         self.write(r)?;
         for &(source, reason, count) in losses {
-            let r = self.writer.push_lost(Lost { source: source.into(), reason: reason.into(), count });
+            let r = self.writer.push_lost(Lost {
+                source: source.into(),
+                reason: reason.into(),
+                count,
+                ..Default::default()
+            });
             self.write(r)?;
         }
         Ok(())

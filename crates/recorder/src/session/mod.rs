@@ -92,6 +92,8 @@ struct Session {
     rotation: Option<rotate::Rotating>,
     /// What earlier files reported, and their totals.
     reported: rotate::Reported,
+    /// Bursts the ring buffer lost, as time ranges.
+    gaps: rotate::Gaps,
     procs: HashMap<u32, ProcState>,
     /// The latest description of each live process, written again at the
     /// start of each file.
@@ -137,6 +139,7 @@ struct Session {
 
 impl Session {
     fn new(opts: &RecordOptions, path: PathBuf, meta: Meta) -> Result<Session> {
+        let start_mono = meta.start_mono_ns;
         let mut write_options = WriteOptions::default();
         if opts.keep_stacks {
             // Raw stacks of one thread differ little from sample to sample:
@@ -153,9 +156,10 @@ impl Session {
             output,
             meta,
             write_options,
-            handled_to: 0,
+            handled_to: start_mono,
             rotation: None,
             reported: rotate::Reported::default(),
+            gaps: rotate::Gaps::default(),
             procs: HashMap::new(),
             described: HashMap::new(),
             objects: Vec::new(),
@@ -308,6 +312,8 @@ pub fn record(opts: &RecordOptions, stop: Arc<AtomicBool>) -> Result<RecordSumma
     }
     let (targets, held) = setup::targets(opts, &sampling)?;
     let probes = Probes::load(&targets, &setup::probe_options(opts, &held, &sampling)?)?;
+    // The command (if any) is forked already: only profrec's thread is raised.
+    set_priority(opts.nice);
     // Opened before the targets' /proc is read, so no mapping falls between.
     let mmap_events = open_mmap_events();
     let started = Instant::now();
@@ -330,6 +336,17 @@ pub fn record(opts: &RecordOptions, stop: Arc<AtomicBool>) -> Result<RecordSumma
     let mut src = run::Sources { probes: &probes, ring, queue, mmap_events, sampling, targets, child };
     session.run(opts, &mut src, &stop)?;
     session.finish(opts, src, (started, cpu_at_start))
+}
+
+/// Sets the calling thread's nice value (Linux's is per thread).
+fn set_priority(nice: i32) {
+    if nice == 0 {
+        return;
+    }
+    // SAFETY: setpriority has no memory preconditions; `0` names this thread.
+    if unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice.clamp(-20, 19)) } != 0 {
+        log::debug!("cannot set profrec's priority: {}", std::io::Error::last_os_error());
+    }
 }
 
 /// The kernel's exec and mapping records, or a warning saying what is lost without them.

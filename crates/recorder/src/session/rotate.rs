@@ -97,6 +97,16 @@ pub(super) struct Reported {
     pub(super) lost: u64,
 }
 
+/// Bursts of events the ring buffer could not take, as time ranges: each
+/// pass reads the kernel's count of them; a pass whose count grew lost
+/// events between the last cut and its own.
+#[derive(Debug, Default)]
+pub(super) struct Gaps {
+    counted: u64,
+    /// The gap still growing: (from, to, events).
+    open: Option<(u64, u64, u64)>,
+}
+
 /// The wall-clock time of a monotonic one, by the clocks' offset now.
 fn wall_of(mono_ns: u64) -> u64 {
     let (wall, mono) = (wall_ns(), monotonic_ns());
@@ -149,6 +159,45 @@ impl Session {
         rot.boundary = rot.boundary_wall.map(|b| mono.saturating_add(b - wall));
     }
 
+    /// Notes the ring's losses since the last pass (handled up to `from`,
+    /// now up to `to`); a gap that stopped growing is written.
+    pub(super) fn note_gaps(&mut self, src: &Sources<'_>, (from, to): (u64, u64)) -> Result<()> {
+        let total = src.probes.ring_full_drops();
+        let new = total.saturating_sub(self.gaps.counted);
+        self.gaps.counted = total;
+        match (&mut self.gaps.open, new) {
+            (Some((_, end, n)), new) if new > 0 && *end >= from => {
+                *end = to;
+                *n += new;
+                Ok(())
+            }
+            (_, 0) => self.close_gap(),
+            (_, new) => {
+                self.close_gap()?;
+                self.gaps.open = Some((from, to, new));
+                Ok(())
+            }
+        }
+    }
+
+    /// Writes the gap that was growing, if any.
+    pub(super) fn close_gap(&mut self) -> Result<()> {
+        let Some((from_ns, to_ns, count)) = self.gaps.open.take() else { return Ok(()) };
+        log::warn!(
+            "{count} events lost in {:.2} s (ring buffer full: profrec fell behind)",
+            (to_ns - from_ns) as f64 / 1e9
+        );
+        let lost = profcap_format::Lost {
+            source: profcap_format::rules::GAP_LOSS_SOURCE.into(),
+            reason: "ring buffer full".into(),
+            count,
+            from_ns,
+            to_ns,
+        };
+        let r = self.writer.push_lost(lost);
+        self.write(r)
+    }
+
     /// This file's share of every loss counter.
     pub(super) fn file_losses(&mut self, src: &Sources<'_>) -> Vec<Loss> {
         let counts = (self.malformed_events, self.foreign_ring_records);
@@ -178,6 +227,8 @@ impl Session {
         src: &Sources<'_>,
         (end_mono, end_wall): (u64, u64),
     ) -> Result<u64> {
+        self.note_gaps(src, (self.handled_to, end_mono))?;
+        self.close_gap()?;
         let losses = self.file_losses(src);
         // The events first, in chunks of their own: the material's chunks
         // are then what `info` counts as such.
@@ -279,6 +330,7 @@ impl Session {
             source: "capture".into(),
             reason: "disk full: the capture being written was dropped".into(),
             count: dropped,
+            ..Default::default()
         };
         self.reported.lost += dropped;
         let r = self.writer.push_lost(lost);

@@ -103,6 +103,7 @@ impl Session {
             let batch = src.collect();
             let cut_now = self.pass_cut(cut);
             let r = self.process_batch(src.probes, batch, Some(cut_now), follow.then_some(&mut live));
+            let r = r.and_then(|()| self.note_gaps(src, (self.handled_to, cut_now)));
             self.handled_to = cut_now;
             self.survive_full_disk(r)?;
             self.update_python(src.probes);
@@ -136,6 +137,10 @@ impl Session {
                 child.terminate(CHILD_GRACE);
             }
         }
+        log::info!(
+            "recording stopped after {:.2} s; writing the end of the capture",
+            started.elapsed().as_secs_f64()
+        );
         // Take what is still in the ring buffer, the target's exit included, and
         // everything held back for a later pass.
         let _ = src.ring.consume();
