@@ -35,6 +35,42 @@ pub struct UnwindInfo {
     segments: Vec<Segment>,
     /// The ELF entry point (0 = unknown).
     entry: u64,
+    /// Function ranges (start, end) from [`FUNCTIONS_SECTION`], sorted.
+    functions: Vec<(u64, u64)>,
+}
+
+/// A section a recorder writes in place of the unwind sections when it keeps
+/// no raw stacks: the (start, length) of each function, from its FDE, that
+/// unnamed frames of the capture lie in, as little-endian u64 pairs. It lets
+/// the analyzer group a stripped function's addresses into one frame
+/// without the object's whole `.eh_frame`.
+pub const FUNCTIONS_SECTION: &str = ".profcap.functions";
+
+/// Most entries read from a [`FUNCTIONS_SECTION`] (the rest is ignored).
+const MAX_FUNCTIONS: usize = 1 << 20;
+
+/// The [`FUNCTIONS_SECTION`] of these function ranges.
+pub fn functions_section(ranges: &[(u64, u64)]) -> Section {
+    let mut data = Vec::with_capacity(ranges.len() * 16);
+    for &(start, len) in ranges {
+        data.extend_from_slice(&start.to_le_bytes());
+        data.extend_from_slice(&len.to_le_bytes());
+    }
+    Section { name: FUNCTIONS_SECTION.into(), addr: 0, data }
+}
+
+/// The ranges of a [`FUNCTIONS_SECTION`], sorted; a damaged one gives what it can.
+fn parse_functions(data: &[u8]) -> Vec<(u64, u64)> {
+    let word = |b: &[u8]| u64::from_le_bytes(b.try_into().unwrap_or([0; 8]));
+    let mut v: Vec<(u64, u64)> = data
+        .chunks_exact(16)
+        .take(MAX_FUNCTIONS)
+        .map(|c| (word(&c[..8]), word(&c[8..])))
+        .filter(|&(_, len)| len > 0)
+        .map(|(start, len)| (start, start.saturating_add(len)))
+        .collect();
+    v.sort_unstable();
+    v
 }
 
 /// Bytes of entry code after the entry point within which a walk that can
@@ -77,7 +113,13 @@ impl UnwindInfo {
             debug_frame: find(".debug_frame").map(|s| Bytes::from(&s.data[..])),
             segments,
             entry: 0,
+            functions: find(FUNCTIONS_SECTION).map(|s| parse_functions(&s.data)).unwrap_or_default(),
         }
+    }
+
+    /// Whether function ranges are known (rules, or a [`FUNCTIONS_SECTION`]).
+    pub fn has_function_ranges(&self) -> bool {
+        self.has_rules() || !self.functions.is_empty()
     }
 
     /// Whether there are any rules at all (else only frame pointers help).
@@ -90,22 +132,33 @@ impl UnwindInfo {
         &self.segments
     }
 
-    /// The start of the function whose rules cover `vaddr`, from its FDE: a
-    /// stripped object's frames are grouped by it.
+    /// The start of the function whose rules cover `vaddr`, from its FDE
+    /// (or a recorder's [`FUNCTIONS_SECTION`]): a stripped object's frames
+    /// are grouped by it.
     pub fn function_start(&self, vaddr: u64) -> Option<u64> {
+        if let Some((start, _)) = self.function_range(vaddr) {
+            return Some(start);
+        }
+        let i = self.functions.partition_point(|&(start, _)| start <= vaddr).checked_sub(1)?;
+        let (start, end) = self.functions[i];
+        (vaddr < end).then_some(start)
+    }
+
+    /// The (start, length) of the function whose FDE covers `vaddr`.
+    pub fn function_range(&self, vaddr: u64) -> Option<(u64, u64)> {
         use gimli::{BaseAddresses, DebugFrame, EhFrame, LittleEndian, UnwindSection};
         if let Some((range, data)) = &self.eh_frame {
             let eh = EhFrame::new(data, LittleEndian);
             let bases = BaseAddresses::default().set_eh_frame(range.start);
             if let Ok(fde) = eh.fde_for_address(&bases, vaddr, EhFrame::cie_from_offset) {
-                return Some(fde.initial_address());
+                return Some((fde.initial_address(), fde.len()));
             }
         }
         let data = self.debug_frame.as_ref()?;
         let mut df = DebugFrame::new(data, LittleEndian);
         df.set_address_size(8);
         let fde = df.fde_for_address(&BaseAddresses::default(), vaddr, DebugFrame::cie_from_offset).ok()?;
-        Some(fde.initial_address())
+        Some((fde.initial_address(), fde.len()))
     }
 
     fn module(&self, name: &str, avma: Range<u64>, base_avma: u64) -> Module<Bytes> {
@@ -281,6 +334,23 @@ mod tests {
 
     fn seg(file_offset: u64, vaddr: u64, file_size: u64, executable: bool) -> Segment {
         Segment { file_offset, vaddr, file_size, executable }
+    }
+
+    #[test]
+    fn a_recorders_function_ranges_group_addresses_without_unwind_sections() {
+        let section = functions_section(&[(0x2000, 0x40), (0x1000, 0x20)]);
+        let info = UnwindInfo::from_sections(&[section], Vec::new());
+        assert!(!info.has_rules() && info.has_function_ranges());
+        assert_eq!(info.function_start(0x1000), Some(0x1000));
+        assert_eq!(info.function_start(0x101f), Some(0x1000));
+        assert_eq!(info.function_start(0x1020), None, "past its end");
+        assert_eq!(info.function_start(0x2030), Some(0x2000));
+        assert_eq!(info.function_start(0x10), None);
+        // A damaged section gives what it can, never a panic.
+        let bad = Section { name: FUNCTIONS_SECTION.into(), addr: 0, data: vec![0xff; 23] };
+        let info = UnwindInfo::from_sections(&[bad], Vec::new());
+        assert_eq!(info.function_start(u64::MAX - 1), None);
+        assert_eq!(info.function_start(u64::MAX), None);
     }
 
     #[test]

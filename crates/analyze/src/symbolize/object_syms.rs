@@ -182,7 +182,7 @@ impl ObjectSyms {
             }
         }
         syms.symbols.sort_by_key(|s| s.addr);
-        syms.unwind = blob.map(UnwindInfo::from_blob).filter(UnwindInfo::has_rules);
+        syms.unwind = blob.map(UnwindInfo::from_blob).filter(UnwindInfo::has_function_ranges);
         let usable = !syms.symbols.is_empty() || syms.dwarf.is_some() || syms.unwind.is_some();
         usable.then_some(syms)
     }

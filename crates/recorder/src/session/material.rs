@@ -49,7 +49,11 @@ impl Session {
             // unwind sections only serve to unwind kept raw stacks again
             // offline: without --keep-stacks they would be most of each
             // file (99% of a 2 s file of a continuous recording).
-            blob.sections.retain(|s| self.keep_stacks && s.name != ".eh_frame_hdr");
+            if self.keep_stacks {
+                blob.sections.retain(|s| s.name != ".eh_frame_hdr");
+            } else {
+                unwind_sections_to_functions(&mut blob, &o.offsets);
+            }
             log::debug!("{}: {} of {all} symbols name the recorded frames", o.path, blob.symbols.len());
             let r = self.writer.push_symbols(blob);
             self.write(r)?;
@@ -68,6 +72,35 @@ impl Session {
             self.write(r)?;
         }
         Ok(())
+    }
+}
+
+/// Replaces the blob's unwind sections by the ranges of the functions its
+/// unnamed frames lie in (from their FDEs): what the analyzer needs to give
+/// a stripped function one frame, in a few bytes instead of the whole
+/// `.eh_frame`.
+fn unwind_sections_to_functions(
+    blob: &mut profcap_format::SymbolBlob,
+    offsets: &std::collections::BTreeSet<u64>,
+) {
+    use profcap_format::rules::{file_offset_to_vaddr, pick_symbol};
+    let info = profcap_format::unwind::UnwindInfo::from_sections(&blob.sections, blob.segments.clone());
+    let mut ranges = std::collections::BTreeSet::new();
+    if info.has_rules() {
+        for &off in offsets {
+            let a = file_offset_to_vaddr(&blob.segments, off).unwrap_or(off);
+            // As the analyzer probes: the address, and a return address minus one.
+            for probe in [a, a.saturating_sub(1)] {
+                if pick_symbol(&blob.symbols, probe).is_none() {
+                    ranges.extend(info.function_range(probe));
+                }
+            }
+        }
+    }
+    blob.sections.clear();
+    if !ranges.is_empty() {
+        let ranges: Vec<(u64, u64)> = ranges.into_iter().collect();
+        blob.sections.push(profcap_format::unwind::functions_section(&ranges));
     }
 }
 
