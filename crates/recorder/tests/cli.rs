@@ -33,3 +33,27 @@ fn completions_and_the_man_page_need_no_recording() {
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("--output"));
 }
+
+/// profrec is one self-contained binary: libbpf, libelf and zlib are linked
+/// in (.cargo/config.toml, libbpf-rs's `static`), so it runs on a host
+/// without libelf. What it still loads is glibc's own and GCC's unwinder.
+#[test]
+fn profrec_needs_only_libc_level_libraries() {
+    let out = Command::new("ldd").arg(env!("CARGO_BIN_EXE_profrec")).output().unwrap();
+    assert!(out.status.success(), "ldd: {}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let allowed = [
+        "linux-vdso.so",
+        "libc.so",
+        "ld-linux-x86-64.so",
+        "libgcc_s.so",
+        "libm.so",
+        "libdl.so",
+        "libpthread.so",
+        "librt.so",
+    ];
+    let libs: Vec<&str> = text.lines().filter_map(|l| l.split_whitespace().next()).collect();
+    assert!(libs.iter().any(|l| l.starts_with("libc.so")), "{text}");
+    let other: Vec<&&str> = libs.iter().filter(|l| !allowed.iter().any(|a| l.contains(a))).collect();
+    assert!(other.is_empty(), "profrec needs more than libc-level libraries: {other:?}\n{text}");
+}
