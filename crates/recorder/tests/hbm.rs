@@ -38,15 +38,7 @@ fn by_function(m: &Material, kind: SampleKind, space: MemSpace, at: InuseAt) -> 
     f.kind = Some(kind);
     f.space = space;
     f.inuse_at = at;
-    let mut o = ProfileOptions::default();
-    o.filter = f;
-    o.symbolize.local_files = false;
-    let p = build(m, &o).unwrap();
-    let mut out = HashMap::new();
-    for (frames, v) in &p.stacks {
-        *out.entry(frames.last().unwrap().name.to_string()).or_insert(0) += v;
-    }
-    out
+    common::by_leaf(m, f)
 }
 
 fn expect(got: &HashMap<String, i64>, want: &[(&str, i64)], what: &str) {

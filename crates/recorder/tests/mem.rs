@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use common::{fixture, root_or_skip};
 use profcap_analyze::memory::InuseAt;
-use profcap_analyze::{build, Filter, Material, ProfileOptions};
+use profcap_analyze::{Filter, Material};
 use profcap_format::SampleKind;
 use profcap_recorder::{record, MemMode, RecordOptions, Target};
 
@@ -63,17 +63,7 @@ fn by_function(m: &Material, kind: SampleKind, at: InuseAt) -> HashMap<String, i
     let mut f = Filter::default();
     f.kind = Some(kind);
     f.inuse_at = at;
-    let mut o = ProfileOptions::default();
-    o.filter = f;
-    o.symbolize.local_files = false;
-    let p = build(m, &o).unwrap();
-    let mut out = HashMap::new();
-    for (frames, v) in &p.stacks {
-        if let Some(leaf) = frames.last() {
-            *out.entry(leaf.name.to_string()).or_insert(0) += v;
-        }
-    }
-    out
+    common::by_leaf(m, f)
 }
 
 fn spawn_allocs() -> Target {

@@ -77,19 +77,8 @@ fn attach_cuda(
             });
         }
         log::info!("attaching GPU memory probes to {} functions of {}", found.len(), lib.display());
-        for (name, cookie) in CUDA_ALLOCS.iter().filter(|(n, _)| names.contains(*n)) {
-            for ret in [false, true] {
-                let prog = if ret { &mem.progs.cuda_alloc_exit } else { &mem.progs.cuda_alloc_enter };
-                let link = uprobe(prog, lib, name, ret, *cookie)
-                    .map_err(|e| load_error(&format!("attach uprobe {name} in {}", lib.display()), e))?;
-                links.push(link);
-            }
-        }
-        for name in CUDA_FREES.iter().filter(|n| names.contains(**n)) {
-            let link = uprobe(&mem.progs.cuda_free_enter, lib, name, false, 0)
-                .map_err(|e| load_error(&format!("attach uprobe {name} in {}", lib.display()), e))?;
-            links.push(link);
-        }
+        let progs = (&mem.progs.cuda_alloc_enter, &mem.progs.cuda_alloc_exit, &mem.progs.cuda_free_enter);
+        attach_family(uprobe, links, lib, &names, progs, (&CUDA_ALLOCS, &CUDA_FREES))?;
     }
     Ok(())
 }
@@ -123,6 +112,29 @@ const PYTHON_FNS: [(&str, u64); 6] = [
 ];
 const PYTHON_FREES: [&str; 2] = ["PyObject_Free", "PyMem_Free"];
 
+/// Attaches one allocator family's programs in `object`: (entry, return)
+/// on each of its allocation functions `names` has (with its cookie), the
+/// free program on each of its frees.
+fn attach_family(
+    uprobe: &Uprobe<'_>,
+    links: &mut Vec<Link>,
+    object: &std::path::Path,
+    names: &std::collections::HashSet<String>,
+    (enter, exit, free): (&libbpf_rs::ProgramMut<'_>, &libbpf_rs::ProgramMut<'_>, &libbpf_rs::ProgramMut<'_>),
+    (allocs, frees): (&[(&str, u64)], &[&str]),
+) -> Result<()> {
+    let failed = |name: &str, e| load_error(&format!("attach uprobe {name} in {}", object.display()), e);
+    for (name, cookie) in allocs.iter().filter(|(n, _)| names.contains(*n)) {
+        for (prog, ret) in [(enter, false), (exit, true)] {
+            links.push(uprobe(prog, object, name, ret, *cookie).map_err(|e| failed(name, e))?);
+        }
+    }
+    for name in frees.iter().filter(|n| names.contains(**n)) {
+        links.push(uprobe(free, object, name, false, 0).map_err(|e| failed(name, e))?);
+    }
+    Ok(())
+}
+
 type Uprobe<'a> =
     dyn Fn(&libbpf_rs::ProgramMut<'_>, &std::path::Path, &str, bool, u64) -> libbpf_rs::Result<Link> + 'a;
 
@@ -141,19 +153,8 @@ fn attach_python(
             continue;
         }
         log::info!("attaching allocation probes to PyObject_Malloc etc. in {}", object.display());
-        for (name, cookie) in PYTHON_FNS.iter().filter(|(n, _)| names.contains(*n)) {
-            for ret in [false, true] {
-                let prog = if ret { &mem.progs.alloc_exit } else { &mem.progs.alloc_enter };
-                let link = uprobe(prog, object, name, ret, *cookie)
-                    .map_err(|e| load_error(&format!("attach uprobe {name} in {}", object.display()), e))?;
-                links.push(link);
-            }
-        }
-        for name in PYTHON_FREES.iter().filter(|n| names.contains(**n)) {
-            let link = uprobe(&mem.progs.free_enter, object, name, false, 0)
-                .map_err(|e| load_error(&format!("attach uprobe {name} in {}", object.display()), e))?;
-            links.push(link);
-        }
+        let progs = (&mem.progs.alloc_enter, &mem.progs.alloc_exit, &mem.progs.free_enter);
+        attach_family(uprobe, links, object, &names, progs, (&PYTHON_FNS, &PYTHON_FREES))?;
         attached += 1;
     }
     Ok(attached)

@@ -47,6 +47,23 @@ pub fn profile(path: &Path, grouping: Grouping) -> (Material, Profile) {
     (m, p)
 }
 
+/// Bytes (or blocks, or samples) per leaf function of the profile `filter`
+/// selects, symbolized from the capture's own material.
+#[allow(dead_code)]
+pub fn by_leaf(m: &Material, filter: profcap_analyze::Filter) -> std::collections::HashMap<String, i64> {
+    let mut o = ProfileOptions::default();
+    o.filter = filter;
+    o.symbolize.local_files = false;
+    let p = build(m, &o).expect("profile");
+    let mut out = std::collections::HashMap::new();
+    for (frames, v) in &p.stacks {
+        if let Some(leaf) = frames.last() {
+            *out.entry(leaf.name.to_string()).or_insert(0) += v;
+        }
+    }
+    out
+}
+
 /// Total (inclusive) share of each named function, in percent.
 #[allow(dead_code)]
 pub fn shares(p: &Profile, names: &[&str]) -> Vec<f64> {
