@@ -129,22 +129,20 @@ fn mem_probes(opts: &RecordOptions, held: &Held, sampling: &Sampling) -> Result<
         go: None,
     };
     // A Go program: runtime.mallocgc, every call or sampled in the kernel
-    // (LD_PRELOAD cannot reach Go's allocator).
-    if let (Some(pid), Some(go)) = (one, go_program(opts)) {
-        if opts.mem != MemMode::Off {
-            crate::mem::check_go(&go)?;
-            let rate = (opts.mem == MemMode::Sampled).then_some(opts.sample_bytes);
-            let objects = match &opts.target {
-                Target::Pids(_) => crate::mem::allocator_objects(pid),
-                _ => Vec::new(),
-            };
-            let objects =
-                objects.into_iter().filter(|o: &std::path::PathBuf| !o.ends_with(&go.exe)).collect();
-            let mut p = probes(pid, objects, None, false);
-            let offset = go.probe_offset;
-            p.go = Some(crate::probes::GoProbe { exe: go.exe, offset, sample_bytes: rate });
-            return Ok(Some(p));
-        }
+    // (LD_PRELOAD cannot reach Go's allocator). Only with --mem: finding out
+    // reads the executable's symbol table.
+    let go = if opts.mem != MemMode::Off { go_program(opts) } else { None };
+    if let (Some(pid), Some(go)) = (one, go) {
+        crate::mem::check_go(&go)?;
+        let rate = (opts.mem == MemMode::Sampled).then_some(opts.sample_bytes);
+        let objects = match &opts.target {
+            Target::Pids(_) => crate::mem::allocator_objects(pid),
+            _ => Vec::new(),
+        };
+        let objects = objects.into_iter().filter(|o: &std::path::PathBuf| !o.ends_with(&go.exe)).collect();
+        let mut p = probes(pid, objects, None, false);
+        p.go = Some(crate::probes::GoProbe { exe: go.exe, offset: go.probe_offset, sample_bytes: rate });
+        return Ok(Some(p));
     }
     Ok(Some(match (opts.mem, &opts.target, held.pid()) {
         (MemMode::Off, _, _) => match one {
