@@ -11,6 +11,10 @@ use crate::mmap_events::MapEvent;
 use crate::probes::{Event, Header, MemEvent, MemOp, OffCpu, Probes, PyStack, Request, RequestOp, UserStack};
 use crate::Result;
 
+/// How long after its exit a process's state is kept for events that come
+/// late in the ring (taken before the exit on another CPU).
+const EXIT_GRACE_NS: u64 = 10_000_000;
+
 /// What one pass of the recording loop collected, from three sources.
 ///
 /// A pass handles only what happened before its cut, a time taken before
@@ -67,7 +71,27 @@ impl Session {
             }
         }
         maps.for_each(|m| self.on_map_event(m));
-        records.try_for_each(|r| self.on_ring_record(r))
+        records.try_for_each(|r| self.on_ring_record(r))?;
+        self.reap_exited(cut);
+        Ok(())
+    }
+
+    /// Forgets the processes that exited a while before `cut` (all, at the
+    /// end): by then every event they had has been handled. One whose pid
+    /// was taken by a new process since (its generation differs) is not
+    /// touched.
+    pub(super) fn reap_exited(&mut self, cut: Option<u64>) {
+        let due = |t: u64| cut.is_none_or(|c| t.saturating_add(EXIT_GRACE_NS) <= c);
+        let (now, later): (Vec<_>, Vec<_>) = self.exited.drain(..).partition(|&(t, _, _)| due(t));
+        self.exited = later;
+        for (_, pid, generation) in now {
+            if self.procs.get(&pid).is_some_and(|p| p.generation_ns == generation) {
+                self.procs.remove(&pid);
+                self.unwinding.forget(pid);
+                self.python.forget(pid);
+                self.described.remove(&pid);
+            }
+        }
     }
 
     /// This pass's share of what was held back and what just came, each in
@@ -394,10 +418,11 @@ impl Session {
             Event::Fork { head, ppid } => self.on_fork(head.pid, ppid, head.time_ns),
             Event::Exec { head, .. } => self.on_exec(head.pid, head.time_ns),
             Event::Exit { head } => {
-                self.unwinding.forget(head.pid);
-                self.python.forget(head.pid);
-                self.described.remove(&head.pid);
-                if let Some(state) = self.procs.remove(&head.pid) {
+                // The process's state stays until the pass is done (see
+                // `reap_exited`): a sample taken just before the exit on
+                // another CPU can come later in the ring.
+                if let Some(state) = self.procs.get(&head.pid) {
+                    self.exited.push((head.time_ns, head.pid, state.generation_ns));
                     let exited = profcap_format::Process {
                         pid: head.pid,
                         start_ticks: state.start_ticks,

@@ -95,6 +95,9 @@ struct Session {
     /// Bursts the ring buffer lost, as time ranges.
     gaps: rotate::Gaps,
     procs: HashMap<u32, ProcState>,
+    /// Processes that exited, forgotten once late events can no longer
+    /// come: (exit time, pid, generation).
+    exited: Vec<(u64, u32, u64)>,
     /// The latest description of each live process, written again at the
     /// start of each file.
     described: HashMap<u32, profcap_format::Process>,
@@ -161,6 +164,7 @@ impl Session {
             reported: rotate::Reported::default(),
             gaps: rotate::Gaps::default(),
             procs: HashMap::new(),
+            exited: Vec::new(),
             described: HashMap::new(),
             objects: Vec::new(),
             object_ids: HashMap::new(),

@@ -371,6 +371,8 @@ impl Session {
         let r = self.writer.push_meta(meta.clone());
         self.write(r)?;
         self.meta = meta;
+        // Processes that exited in the last file are not described again.
+        self.reap_exited(None);
         self.mem_stacks.clear();
         self.kernel_addrs.clear();
         self.requests = 0;
