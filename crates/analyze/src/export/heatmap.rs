@@ -185,16 +185,12 @@ fn render(grid: &Grid, kind: SampleKind, h: &HeatmapOptions) -> String {
                 cell_w - 1,
                 CELL_H - 1,
                 format_ns(v),
-                xml_escape(&h.capture),
+                super::xml_escape(&h.capture),
             );
         }
     }
     s.push_str("</svg>\n");
     s
-}
-
-fn xml_escape(t: &str) -> String {
-    t.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
 #[cfg(test)]

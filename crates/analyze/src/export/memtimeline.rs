@@ -34,7 +34,7 @@ pub fn timeline_svg(
         s,
         r#"<text x="{}" y="20" text-anchor="middle" font-size="15">{}</text>"#,
         W / 2.0,
-        xml(title)
+        super::xml_escape(title)
     );
     // Axes with 5 ticks each.
     let _ =
@@ -81,15 +81,11 @@ pub fn timeline_svg(
             r#"<text x="{}" y="{}" fill="{color}">{} ({pid})</text>"#,
             LEFT + 10.0,
             TOP + 14.0 * (i as f64 + 1.0),
-            xml(&names(*pid))
+            super::xml_escape(&names(*pid))
         );
     }
     s.push_str("</svg>\n");
     s
-}
-
-fn xml(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
 #[cfg(test)]

@@ -29,3 +29,8 @@ pub use samples::{write_samples, write_samples_json};
 pub use speedscope::{speedscope_json, write_speedscope};
 pub use timeline::{timeline_strips_svg, MAX_THREADS};
 pub use top::{top_table, write_top, write_top_json, TopBy, TopRow};
+
+/// Text made safe inside the SVG exports' elements and attribute values.
+pub(crate) fn xml_escape(t: &str) -> String {
+    t.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}

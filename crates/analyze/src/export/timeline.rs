@@ -92,7 +92,7 @@ pub fn timeline_strips_svg(m: &Material, opts: &ProfileOptions, out: &mut dyn Wr
             r#"<text x="{}" y="{}" text-anchor="end">{} ({tid})</text>"#,
             LEFT - 6,
             y + ROW - 4,
-            xml(&name)
+            super::xml_escape(&name)
         );
         let _ = writeln!(
             svg,
@@ -138,8 +138,4 @@ pub fn timeline_strips_svg(m: &Material, opts: &ProfileOptions, out: &mut dyn Wr
     }
     svg.push_str("</svg>\n");
     out.write_all(svg.as_bytes()).map_err(Error::Output)
-}
-
-fn xml(t: &str) -> String {
-    t.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }
