@@ -22,7 +22,7 @@ if ! command -v cargo >/dev/null 2>&1; then
   if [ -x "$HOME/.cargo/bin/cargo" ]; then
     echo "note: add \$HOME/.cargo/bin to PATH" >&2
   else
-    echo "error: no Rust toolchain: install one with rustup (https://rustup.rs), Rust >= 1.82" >&2
+    echo "error: no Rust toolchain: install one with rustup (https://rustup.rs), Rust >= 1.88" >&2
     exit 1
   fi
 fi

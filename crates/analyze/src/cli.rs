@@ -25,6 +25,7 @@ mod common;
 mod inputs;
 mod listing;
 mod pprof;
+mod rows;
 use common::{load, Common};
 use inputs::{added_up, name_of};
 use pprof::{pprof_added_up, pprof_of_one};
@@ -56,6 +57,8 @@ use pprof::{pprof_added_up, pprof_of_one};
 ///                                                the captures of a continuous recording
 ///                                                (profrec --rotate) that cover 14:05-14:10
 ///   profanalyze top mon.cap tue.cap              several captures added up
+///   profanalyze otlp app.cap -o app.otlp.pb      OTLP profiles for a collector (experimental)
+///   profanalyze parquet /var/lib/profrec -o rows/   samples and frames for DuckDB, Spark…
 #[derive(Debug, Parser)]
 #[command(name = "profanalyze", version, verbatim_doc_comment)]
 pub struct Cli {
@@ -138,6 +141,51 @@ enum Command {
         /// Output file. Default: the capture's name with .pb.gz.
         #[arg(short, long, value_name = "FILE")]
         output: Option<PathBuf>,
+    },
+    /// Write OTLP profiles (OpenTelemetry) for a collector: EXPERIMENTAL
+    ///
+    /// OpenTelemetry's profiles signal is still in development: this writes
+    /// a `ProfilesData` message of proto v1.10.0
+    /// (`opentelemetry.proto.profiles.v1development`), which collectors of
+    /// another proto version may not read. A resource per process (host,
+    /// pid, executable), a sample per thread, request and stack with the
+    /// wall time of each sample taken there, links to the trace (and the
+    /// caller's span) of the request a sample belongs to; mappings with
+    /// build ids, locations per address with inlined functions and lines.
+    /// On-CPU (default) or --kind offcpu; several captures go into one
+    /// message. `-o -` writes to standard output.
+    Otlp {
+        #[command(flatten)]
+        input: Input,
+        /// Output file. Default: the capture's name with .otlp.pb (.otlp.json with --json).
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+        /// Write OTLP/JSON (the protobuf JSON mapping) instead of protobuf.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write the samples and their stacks as Parquet tables, for DuckDB,
+    /// ClickHouse, Spark…
+    ///
+    /// DIR/samples.parquet has a row per sample (capture, host, time, pid,
+    /// tid, process, thread, kind, unit, value, stack_id, trace_id,
+    /// span_id); DIR/frames.parquet a row per frame of each stack (capture,
+    /// stack_id, depth 0 = leaf, function, module, frame_kind, file, line,
+    /// build_id, address, inline_depth). Join on (capture, stack_id). Both
+    /// on-CPU and off-CPU samples unless --kind says one. Several captures
+    /// (a fleet's, a directory) go into the same two files.
+    ///
+    /// E.g. with DuckDB: SELECT f.function, sum(s.value) FROM
+    /// 'DIR/samples.parquet' s JOIN 'DIR/frames.parquet' f USING (capture,
+    /// stack_id) WHERE f.depth = 0 AND s.kind = 'cpu' GROUP BY 1 ORDER BY 2 DESC
+    #[command(verbatim_doc_comment)]
+    Parquet {
+        #[command(flatten)]
+        input: Input,
+        /// The directory to write samples.parquet and frames.parquet into
+        /// (made if missing; earlier files there are replaced).
+        #[arg(short, long, value_name = "DIR")]
+        output: PathBuf,
     },
     /// Draw a sub-second heatmap of on-CPU (or off-CPU) time (SVG)
     ///
@@ -492,6 +540,17 @@ impl Cli {
                     pprof_added_up(&input.opts, &chosen)?
                 };
                 save(self.quiet, output, input.name(), "pb.gz", &pb)?;
+            }
+            Command::Otlp { input, output, json } => {
+                let chosen = input.opts.choose(&input.captures)?;
+                let json =
+                    json || output.as_ref().is_some_and(|o| o.extension().is_some_and(|e| e == "json"));
+                let bytes = rows::otlp(&input.opts, &chosen, json)?;
+                save(self.quiet, output, input.name(), if json { "otlp.json" } else { "otlp.pb" }, &bytes)?;
+            }
+            Command::Parquet { input, output } => {
+                let chosen = input.opts.choose(&input.captures)?;
+                rows::parquet(&input.opts, &chosen, &output, self.quiet)?;
             }
             Command::Heatmap { input, output, rows } => {
                 let c = input.one("heatmap")?;

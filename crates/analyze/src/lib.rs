@@ -37,6 +37,9 @@ pub enum Error {
     /// Nothing matched.
     #[error("{0}")]
     NoSamples(String),
+    /// The input has no such data in a form this output can carry.
+    #[error("{0}")]
+    Unsupported(String),
     /// A renderer failed.
     #[error("rendering failed: {0}")]
     Render(String),

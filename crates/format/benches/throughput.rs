@@ -28,7 +28,7 @@ fn stacks() -> Vec<(Vec<u64>, Vec<u64>)> {
         .map(|_| {
             let depth = 20 + (rng.next() % 41) as usize;
             let user = (0..depth).map(|_| 0x5555_0000_0000 + (rng.next() % 0x20_0000)).collect();
-            let kernel = if rng.next() % 4 == 0 {
+            let kernel = if rng.next().is_multiple_of(4) {
                 (0..6).map(|_| 0xffff_ffff_8100_0000 + (rng.next() % 0x10_0000)).collect()
             } else {
                 Vec::new()

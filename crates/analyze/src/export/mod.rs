@@ -1,5 +1,5 @@
 //! Output formats, one module each: folded stacks, flame graphs, top tables,
-//! pprof, speedscope, the leak table, the memory timeline, the samples and requests tables and
+//! pprof, OTLP profiles, Parquet rows, speedscope, the leak table, the memory timeline, the samples and requests tables and
 //! the `info` summary. (The diff table and graph stay in `diff/`, which builds on these.)
 
 mod firefox;
@@ -9,6 +9,8 @@ mod heatmap;
 mod info_text;
 mod leaks;
 mod memtimeline;
+mod otlp;
+mod parquet;
 mod pprof;
 mod requests_table;
 mod samples;
@@ -16,6 +18,7 @@ mod speedscope;
 mod timeline;
 mod top;
 
+pub use self::parquet::{capture_rows, CaptureRows, ParquetWriter};
 pub use firefox::firefox_profile;
 pub use flame::{flame_graph, FlameOptions};
 pub use folded::{folded_lines, frame_label, write_folded};
@@ -23,7 +26,10 @@ pub use heatmap::{heatmap_svg, HeatmapOptions};
 pub use info_text::write_info;
 pub use leaks::{write_leaks, write_leaks_json};
 pub use memtimeline::timeline_svg;
-pub use pprof::{labelled_groups, write_pprof, write_pprof_labelled, LabelledKey, PprofTimes};
+pub use otlp::{write_otlp, OtlpBuilder, OTLP_PROTO_VERSION};
+pub use pprof::{
+    for_each_labelled, labelled_groups, write_pprof, write_pprof_labelled, LabelledKey, PprofTimes,
+};
 pub use requests_table::write_requests;
 pub use samples::{write_samples, write_samples_json};
 pub use speedscope::{speedscope_json, write_speedscope};

@@ -18,31 +18,31 @@ use crate::symbolize::{Frame, Symbolizer};
 use crate::{Error, Result};
 
 #[derive(Clone, PartialEq, Message)]
-struct PbProfile {
+pub(super) struct PbProfile {
     #[prost(message, repeated, tag = "1")]
-    sample_type: Vec<PbValueType>,
+    pub(super) sample_type: Vec<PbValueType>,
     #[prost(message, repeated, tag = "2")]
-    sample: Vec<PbSample>,
+    pub(super) sample: Vec<PbSample>,
     #[prost(message, repeated, tag = "3")]
-    mapping: Vec<PbMapping>,
+    pub(super) mapping: Vec<PbMapping>,
     #[prost(message, repeated, tag = "4")]
-    location: Vec<PbLocation>,
+    pub(super) location: Vec<PbLocation>,
     #[prost(message, repeated, tag = "5")]
-    function: Vec<PbFunction>,
+    pub(super) function: Vec<PbFunction>,
     #[prost(string, repeated, tag = "6")]
-    string_table: Vec<String>,
+    pub(super) string_table: Vec<String>,
     #[prost(int64, tag = "9")]
-    time_nanos: i64,
+    pub(super) time_nanos: i64,
     #[prost(int64, tag = "10")]
-    duration_nanos: i64,
+    pub(super) duration_nanos: i64,
     #[prost(message, optional, tag = "11")]
-    period_type: Option<PbValueType>,
+    pub(super) period_type: Option<PbValueType>,
     #[prost(int64, tag = "12")]
-    period: i64,
+    pub(super) period: i64,
 }
 
 #[derive(Clone, PartialEq, Message)]
-struct PbValueType {
+pub(super) struct PbValueType {
     #[prost(int64, tag = "1")]
     r#type: i64,
     #[prost(int64, tag = "2")]
@@ -50,7 +50,7 @@ struct PbValueType {
 }
 
 #[derive(Clone, PartialEq, Message)]
-struct PbSample {
+pub(super) struct PbSample {
     #[prost(uint64, repeated, tag = "1")]
     location_id: Vec<u64>,
     #[prost(int64, repeated, tag = "2")]
@@ -60,7 +60,7 @@ struct PbSample {
 }
 
 #[derive(Clone, PartialEq, Message)]
-struct PbLabel {
+pub(super) struct PbLabel {
     #[prost(int64, tag = "1")]
     key: i64,
     #[prost(int64, tag = "2")]
@@ -70,57 +70,57 @@ struct PbLabel {
 }
 
 #[derive(Clone, PartialEq, Message)]
-struct PbMapping {
+pub(super) struct PbMapping {
     #[prost(uint64, tag = "1")]
-    id: u64,
+    pub(super) id: u64,
     #[prost(uint64, tag = "2")]
-    memory_start: u64,
+    pub(super) memory_start: u64,
     #[prost(uint64, tag = "3")]
-    memory_limit: u64,
+    pub(super) memory_limit: u64,
     #[prost(uint64, tag = "4")]
-    file_offset: u64,
+    pub(super) file_offset: u64,
     #[prost(int64, tag = "5")]
-    filename: i64,
+    pub(super) filename: i64,
     #[prost(int64, tag = "6")]
-    build_id: i64,
+    pub(super) build_id: i64,
     #[prost(bool, tag = "7")]
-    has_functions: bool,
+    pub(super) has_functions: bool,
     #[prost(bool, tag = "8")]
-    has_filenames: bool,
+    pub(super) has_filenames: bool,
     #[prost(bool, tag = "9")]
-    has_line_numbers: bool,
+    pub(super) has_line_numbers: bool,
 }
 
 #[derive(Clone, PartialEq, Message)]
-struct PbLocation {
+pub(super) struct PbLocation {
     #[prost(uint64, tag = "1")]
-    id: u64,
+    pub(super) id: u64,
     #[prost(uint64, tag = "2")]
-    mapping_id: u64,
+    pub(super) mapping_id: u64,
     #[prost(uint64, tag = "3")]
-    address: u64,
+    pub(super) address: u64,
     #[prost(message, repeated, tag = "4")]
-    line: Vec<PbLine>,
+    pub(super) line: Vec<PbLine>,
 }
 
 #[derive(Clone, PartialEq, Message)]
-struct PbLine {
+pub(super) struct PbLine {
     #[prost(uint64, tag = "1")]
-    function_id: u64,
+    pub(super) function_id: u64,
     #[prost(int64, tag = "2")]
-    line: i64,
+    pub(super) line: i64,
 }
 
 #[derive(Clone, PartialEq, Message)]
-struct PbFunction {
+pub(super) struct PbFunction {
     #[prost(uint64, tag = "1")]
-    id: u64,
+    pub(super) id: u64,
     #[prost(int64, tag = "2")]
-    name: i64,
+    pub(super) name: i64,
     #[prost(int64, tag = "3")]
-    system_name: i64,
+    pub(super) system_name: i64,
     #[prost(int64, tag = "4")]
-    filename: i64,
+    pub(super) filename: i64,
 }
 
 #[derive(Default)]
@@ -344,12 +344,12 @@ pub fn write_pprof_labelled(
 
 /// Locations per address, functions per (name, source file), mappings per
 /// process mapping.
-struct AddrBuilder<'a> {
+pub(super) struct AddrBuilder<'a> {
     b: Builder,
     sym: Symbolizer<'a>,
     m: &'a Material,
     mappings: HashMap<(u32, u64, u64), u64>,
-    kernel_mapping: Option<u64>,
+    pub(super) kernel_mapping: Option<u64>,
     funcs: HashMap<(Arc<str>, Arc<str>), u64>,
     native: HashMap<(u64, u64, bool), (u64, bool)>,
     kernel: HashMap<u64, u64>,
@@ -358,6 +358,19 @@ struct AddrBuilder<'a> {
 }
 
 impl<'a> AddrBuilder<'a> {
+    /// For other exporters: the tables alone (string 0 is ""), symbolized
+    /// as `opts` says.
+    pub(super) fn new(m: &'a Material, opts: &ProfileOptions) -> AddrBuilder<'a> {
+        let mut a = AddrBuilder { sym: Symbolizer::new(m, opts.symbolize.clone()), ..AddrBuilder::empty(m) };
+        a.b.string("");
+        a
+    }
+
+    /// The tables built so far: strings, mappings, locations, functions.
+    pub(super) fn tables(&self) -> &PbProfile {
+        &self.b.p
+    }
+
     fn empty(m: &'a Material) -> AddrBuilder<'a> {
         AddrBuilder {
             b: Builder::default(),
@@ -483,7 +496,7 @@ impl<'a> AddrBuilder<'a> {
     /// A stack's location ids, leaf first: kernel, then user addresses with
     /// the Python runs in place of the eval loops (innermost run for the
     /// innermost loop; runs left over at the root), `[truncated]` last.
-    fn stack(&mut self, pid: u32, generation: u64, stack_id: u64, kernel: bool) -> Vec<u64> {
+    pub(super) fn stack(&mut self, pid: u32, generation: u64, stack_id: u64, kernel: bool) -> Vec<u64> {
         if let Some(s) = self.stacks.get(&(pid, generation, stack_id)) {
             return s.clone();
         }
@@ -517,14 +530,18 @@ impl<'a> AddrBuilder<'a> {
     }
 }
 
-/// The on-CPU or off-CPU samples `opts` selects, grouped by who took them,
-/// the request they belong to and their stack (`--focus`/`--exclude` apply).
-pub fn labelled_groups(m: &Material, opts: &ProfileOptions) -> Result<(SampleKind, Vec<(LabelledKey, i64)>)> {
+/// Calls `each(key, value, time_ns)` for every on-CPU or off-CPU sample
+/// `opts` selects (`--focus`/`--exclude` apply), with who took it, the
+/// request it belongs to and its stack; returns the kind.
+pub fn for_each_labelled(
+    m: &Material,
+    opts: &ProfileOptions,
+    mut each: impl FnMut(LabelledKey, i64, u64),
+) -> Result<SampleKind> {
     let (kind, samples) = selected_samples(m, opts)?;
     let spans = if m.io.is_empty() { Vec::new() } else { capture_spans(m, Vec::new()) };
     let index = SpanIndex::new(&spans);
     let mut stacks = SampleStacks::new(m, opts);
-    let mut groups: HashMap<LabelledKey, i64> = HashMap::new();
     for (s, value) in samples {
         let Some((g, _)) = stacks.kept(&s) else { continue };
         let span =
@@ -540,8 +557,16 @@ pub fn labelled_groups(m: &Material, opts: &ProfileOptions) -> Result<(SampleKin
             stack_id: s.stack_id,
             generation: g,
         };
-        *groups.entry(key).or_default() += value;
+        each(key, value, s.time_ns);
     }
+    Ok(kind)
+}
+
+/// The on-CPU or off-CPU samples `opts` selects, grouped by who took them,
+/// the request they belong to and their stack (`--focus`/`--exclude` apply).
+pub fn labelled_groups(m: &Material, opts: &ProfileOptions) -> Result<(SampleKind, Vec<(LabelledKey, i64)>)> {
+    let mut groups: HashMap<LabelledKey, i64> = HashMap::new();
+    let kind = for_each_labelled(m, opts, |key, value, _| *groups.entry(key).or_default() += value)?;
     let mut groups: Vec<_> = groups.into_iter().collect();
     groups.sort_by_key(|(k, _)| (k.pid, k.tid, k.stack_id, k.generation));
     Ok((kind, groups))

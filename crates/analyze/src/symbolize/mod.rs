@@ -261,56 +261,138 @@ impl<'a> Symbolizer<'a> {
     /// All frames of a stack, root first (outermost user frame first, then
     /// down to the innermost kernel frame), as a flame graph wants them.
     pub fn stack_frames(&mut self, pid: u32, generation: u64, stack_id: u64, kernel: bool) -> Vec<Frame> {
+        self.frames_with(pid, generation, stack_id, kernel, false).into_iter().map(|(f, _)| f).collect()
+    }
+
+    /// The frames of [`Symbolizer::stack_frames`], each with where its code
+    /// is: address, source file and line, build id, inline depth.
+    pub fn stack_details(
+        &mut self,
+        pid: u32,
+        generation: u64,
+        stack_id: u64,
+        kernel: bool,
+    ) -> Vec<(Frame, FrameDetail)> {
+        self.frames_with(pid, generation, stack_id, kernel, true)
+    }
+
+    fn frames_with(
+        &mut self,
+        pid: u32,
+        generation: u64,
+        stack_id: u64,
+        kernel: bool,
+        detail: bool,
+    ) -> Vec<(Frame, FrameDetail)> {
         let material = self.material;
+        let unknown = |name: &str, module: &Arc<str>| {
+            (
+                Frame { name: Arc::from(name), module: Arc::clone(module), kind: FrameKind::User },
+                FrameDetail::default(),
+            )
+        };
         let Some(stack) = material.stacks.get(&stack_id) else {
-            return vec![Frame {
-                name: Arc::from("[missing stack]"),
-                module: Arc::clone(&self.unknown),
-                kind: FrameKind::User,
-            }];
+            return vec![unknown("[missing stack]", &self.unknown)];
         };
         let mut out = Vec::with_capacity(stack.user.len() + stack.kernel.len() + 1);
         // A user stack the recorder's unwinder could not follow to its root
         // says so at the root, so a cut stack is not read as a real caller.
         if stack.end.is_truncated() {
-            out.push(Frame {
-                name: Arc::from(TRUNCATED),
-                module: Arc::clone(&self.unknown),
-                kind: FrameKind::User,
-            });
+            out.push(unknown(TRUNCATED, &self.unknown));
         }
-        let mut native: Vec<Arc<[Frame]>> = Vec::with_capacity(stack.user.len());
+        let mut native: Vec<Arc<[(Frame, FrameDetail)]>> = Vec::with_capacity(stack.user.len());
         for (i, &addr) in stack.user.iter().enumerate().rev() {
             let frames = self.user_frames(pid, generation, addr, i == 0);
             // A run of addresses outside every mapping (a broken frame-pointer
             // chain, typically) is one [unknown] frame, not dozens.
-            let after_unknown = native.last().is_some_and(|l| l.len() == 1 && l[0].name == self.unknown);
+            let after_unknown = native.last().is_some_and(|l| l.len() == 1 && l[0].0.name == self.unknown);
             if after_unknown && frames.len() == 1 && frames[0].name == self.unknown {
                 continue;
             }
-            native.push(frames.iter().rev().cloned().collect());
+            let details = if detail {
+                self.address_details(pid, generation, addr, i == 0, frames.len())
+            } else {
+                vec![FrameDetail::default(); frames.len()]
+            };
+            native.push(frames.iter().cloned().zip(details).rev().collect());
         }
         if stack.python.is_empty() || self.opts.python == PythonFrames::Native {
             out.extend(native.iter().flat_map(|f| f.iter().cloned()));
         } else {
             // `-X perf` trampolines name the same functions the walk did.
-            native.retain(|f| !f.iter().all(|x| x.kind == FrameKind::Python));
+            native.retain(|f| !f.iter().all(|x| x.0.kind == FrameKind::Python));
             let lines = self.opts.lines;
-            let runs: Vec<Vec<Frame>> = python::runs(&stack.python)
+            let runs: Vec<Vec<(Frame, FrameDetail)>> = python::runs(&stack.python)
                 .into_iter()
                 .map(|run| {
-                    run.into_iter().map(|f| self.python_names.frame(&material.py_code, f, lines)).collect()
+                    run.into_iter()
+                        .map(|f| {
+                            let frame = self.python_names.frame(&material.py_code, f, lines);
+                            let code = material.py_code.get(&f.code);
+                            let d = FrameDetail {
+                                file: code.map(|c| Arc::from(c.filename.as_str())),
+                                line: code.map_or(0, |c| c.line_at(f.offset)),
+                                ..FrameDetail::default()
+                            };
+                            (frame, d)
+                        })
+                        .collect()
                 })
                 .collect();
             if self.opts.python == PythonFrames::Only {
                 out.extend(runs.into_iter().flatten());
             } else {
-                out.extend(python::merge(&native, runs));
+                out.extend(python::merge(&native, runs, |t| &t.0));
             }
         }
         if kernel {
-            out.extend(stack.kernel.iter().rev().map(|&a| self.kernel_frame(a)));
+            out.extend(stack.kernel.iter().rev().map(|&a| {
+                (self.kernel_frame(a), FrameDetail { address: Some(a), ..FrameDetail::default() })
+            }));
         }
         out
     }
+
+    /// Where the `n` frames of a user address are (innermost first): the
+    /// address, its object's build id, and each function's source line
+    /// where DWARF gives as many as there are frames.
+    fn address_details(
+        &mut self,
+        pid: u32,
+        generation: u64,
+        addr: u64,
+        leaf: bool,
+        n: usize,
+    ) -> Vec<FrameDetail> {
+        let (mapping, lines) = self.source_lines(pid, generation, addr, leaf);
+        let build_id: Option<Arc<str>> =
+            mapping.filter(|m| !m.build_id.is_empty()).map(|m| Arc::from(hex(&m.build_id)));
+        (0..n)
+            .map(|i| {
+                let line = if lines.len() == n { lines.get(i) } else { None };
+                FrameDetail {
+                    address: Some(addr),
+                    file: line.and_then(|l| l.file.clone()),
+                    line: line.map_or(0, |l| l.line),
+                    build_id: build_id.clone(),
+                    inline_depth: u32::try_from(n - 1 - i).unwrap_or(u32::MAX),
+                }
+            })
+            .collect()
+    }
+}
+
+/// Where a frame's code is, for exporters that carry more than names.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FrameDetail {
+    /// The sampled or return address (none for Python frames).
+    pub address: Option<u64>,
+    pub file: Option<Arc<str>>,
+    /// 0 where unknown.
+    pub line: u32,
+    /// The object's GNU build id, in hex.
+    pub build_id: Option<Arc<str>>,
+    /// How many functions deep this one is inlined at its address (0: the
+    /// function the address is in).
+    pub inline_depth: u32,
 }

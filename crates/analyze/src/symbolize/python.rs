@@ -112,16 +112,21 @@ pub(super) fn runs(python: &[u64]) -> Vec<Vec<PyFrame>> {
 /// native stack was cut) go at the root; eval loops left over stay native.
 /// Interpreter frames between two merged eval loops (call machinery) are
 /// left out; other native frames (C extensions, libc) stay.
-pub(super) fn merge(native: &[Arc<[Frame]>], runs: Vec<Vec<Frame>>) -> Vec<Frame> {
+/// `frame` says which frame an item is (items may carry more).
+pub(super) fn merge<T: Clone>(
+    native: &[Arc<[T]>],
+    runs: Vec<Vec<T>>,
+    frame: impl Fn(&T) -> &Frame,
+) -> Vec<T> {
     let evals: Vec<usize> = native
         .iter()
         .enumerate()
-        .filter(|(_, x)| x.iter().any(|f| is_eval_loop(&f.name)))
+        .filter(|(_, x)| x.iter().any(|f| is_eval_loop(&frame(f).name)))
         .map(|(i, _)| i)
         .collect();
     let (e, g) = (evals.len(), runs.len());
     let mut runs = runs.into_iter();
-    let mut out: Vec<Frame> = Vec::new();
+    let mut out: Vec<T> = Vec::new();
     for _ in e..g {
         out.extend(runs.next().into_iter().flatten());
     }
@@ -129,7 +134,7 @@ pub(super) fn merge(native: &[Arc<[Frame]>], runs: Vec<Vec<Frame>>) -> Vec<Frame
     let merged = &evals[e.saturating_sub(g)..];
     let interpreter = merged
         .first()
-        .and_then(|&i| native[i].iter().find(|f| is_eval_loop(&f.name)))
+        .and_then(|&i| native[i].iter().map(&frame).find(|f| is_eval_loop(&f.name)))
         .map(|f| Arc::clone(&f.module));
     let (first, last) = (merged.first().copied(), merged.last().copied());
     for (i, frames) in native.iter().enumerate() {
@@ -138,7 +143,7 @@ pub(super) fn merge(native: &[Arc<[Frame]>], runs: Vec<Vec<Frame>>) -> Vec<Frame
             continue;
         }
         let between = first.is_some_and(|a| a < i) && last.is_some_and(|b| i < b);
-        if between && frames.iter().all(|f| Some(&f.module) == interpreter.as_ref()) {
+        if between && frames.iter().all(|f| Some(&frame(f).module) == interpreter.as_ref()) {
             continue;
         }
         out.extend(frames.iter().cloned());
@@ -180,13 +185,13 @@ mod tests {
             native("_PyEval_EvalFrameDefault", "libpython3.12.so"),
             native("list_sort", "libpython3.12.so"),
         ];
-        let merged = merge(&nat, vec![vec![py("outer"), py("mid")], vec![py("inner")]]);
+        let merged = merge(&nat, vec![vec![py("outer"), py("mid")], vec![py("inner")]], |f| f);
         assert_eq!(names(&merged), ["main", "outer", "mid", "ext_call", "inner", "list_sort"]);
         // A run more than the eval loops seen (the native stack was cut): at the root.
-        let merged = merge(&nat[3..], vec![vec![py("a")], vec![py("b")]]);
+        let merged = merge(&nat[3..], vec![vec![py("a")], vec![py("b")]], |f| f);
         assert_eq!(names(&merged), ["a", "ext_call", "b", "list_sort"]);
         // Fewer runs than eval loops: the outer loops stay native.
-        let merged = merge(&nat, vec![vec![py("only")]]);
+        let merged = merge(&nat, vec![vec![py("only")]], |f| f);
         assert_eq!(
             names(&merged),
             ["main", "_PyEval_EvalFrameDefault", "_PyFunction_Vectorcall", "ext_call", "only", "list_sort"]

@@ -369,7 +369,7 @@ impl SamplerRing {
             let u64_at = |o| crate::layout::u64_at(b, o).unwrap_or(0);
             let len = u32_at(0) as usize;
             let room = size - off;
-            if len < 8 || len % 8 != 0 || len > room || len as u64 > head - tail {
+            if len < 8 || !len.is_multiple_of(8) || len > room || len as u64 > head - tail {
                 // Damaged: nothing after it can be trusted; skip what was reserved.
                 self.malformed += 1;
                 tail = head & !7;
