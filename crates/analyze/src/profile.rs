@@ -340,23 +340,19 @@ pub fn build(m: &Material, opts: &ProfileOptions) -> Result<Profile> {
 /// grouped, mapping generation, stack, and in the wall view on/off-CPU and
 /// waker), in one parallel pass over the samples (or the memory replay).
 fn aggregate(m: &Material, opts: &ProfileOptions, kind: SampleKind) -> Result<Agg> {
-    let keep = Keep::new(m, &opts.filter, kind);
+    let stream = SampleStream::of_kind(m, opts, kind);
     let generations = m.generations();
     let wall = opts.filter.wall;
     let by_thread = opts.grouping.thread || wall;
     let wakers = opts.filter.wakers;
     if matches!(kind, SampleKind::Alloc | SampleKind::Inuse) && !wall {
-        return memory_agg(m, opts, &keep, kind, by_thread);
+        return memory_agg(m, opts, &stream.keep, kind, by_thread);
     }
     // In the wall view an on-CPU sample stands for one sampling period.
     let cpu_ns = crate::units::sample_period_ns(m.freq()).unwrap_or(0.0);
-    m.fold_samples(
-        opts.strict,
+    stream.fold(
         Agg::default,
-        |a, s| {
-            let Some(value) = keep.value(s) else {
-                return;
-            };
+        |a, s, value| {
             let value =
                 if wall && s.kind == SampleKind::Cpu { (value as f64 * cpu_ns) as i64 } else { value };
             a.unit.get_or_insert(if wall { ValueUnit::Nanoseconds } else { s.unit });
@@ -432,15 +428,9 @@ struct Symbolized {
     kept: (u64, i64),
 }
 
-/// Aggregates allocations (`alloc`) or live blocks (`inuse`) by stack.
-fn memory_agg(
-    m: &Material,
-    opts: &ProfileOptions,
-    keep: &Keep<'_>,
-    kind: SampleKind,
-    by_thread: bool,
-) -> Result<Agg> {
-    let space = opts.filter.space;
+/// Whether the capture has the memory events `kind` in `space` needs,
+/// with what to record otherwise.
+fn memory_recorded(m: &Material, kind: SampleKind, space: profcap_format::MemSpace) -> Result<()> {
     let device = space == profcap_format::MemSpace::Device;
     if device && m.device_allocs == 0 {
         return Err(Error::NoSamples(format!(
@@ -462,6 +452,19 @@ fn memory_agg(
             m.path.display()
         )));
     }
+    Ok(())
+}
+
+/// Aggregates allocations (`alloc`) or live blocks (`inuse`) by stack.
+fn memory_agg(
+    m: &Material,
+    opts: &ProfileOptions,
+    keep: &Keep<'_>,
+    kind: SampleKind,
+    by_thread: bool,
+) -> Result<Agg> {
+    let space = opts.filter.space;
+    memory_recorded(m, kind, space)?;
     let generations = m.generations();
     // Allocations pass the filters as a sample of their kind would; frees
     // always apply (they only end blocks that passed).
@@ -555,25 +558,75 @@ pub struct ListedSample {
     pub leaf: Option<Frame>,
 }
 
-/// Every sample that passes the filter, with its value (in no order), and
-/// the kind selected: the per-sample stream exporters build on.
+/// The per-sample stream every profile and export is built from: the
+/// samples of one kind (both time kinds in the wall view) that the filters
+/// keep, each with its value (inside the selected requests where a request
+/// filter is set), in one parallel pass over the capture.
+pub struct SampleStream<'a> {
+    m: &'a Material,
+    keep: Keep<'a>,
+    strict: bool,
+}
+
+impl std::fmt::Debug for SampleStream<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SampleStream").field("kind", &self.keep.kind).finish()
+    }
+}
+
+impl<'a> SampleStream<'a> {
+    /// The stream of `opts`' kind (by default the capture's main one).
+    pub fn new(m: &'a Material, opts: &'a ProfileOptions) -> SampleStream<'a> {
+        SampleStream::of_kind(m, opts, opts.filter.kind.unwrap_or_else(|| default_kind(m)))
+    }
+
+    fn of_kind(m: &'a Material, opts: &'a ProfileOptions, kind: SampleKind) -> SampleStream<'a> {
+        SampleStream { m, keep: Keep::new(m, &opts.filter, kind), strict: opts.strict }
+    }
+
+    pub fn kind(&self) -> SampleKind {
+        self.keep.kind
+    }
+
+    /// Folds the kept samples with their values: `each` per sample into
+    /// accumulators made by `init`, which `merge` joins (in parallel).
+    pub fn fold<A, I, F, M>(&self, init: I, each: F, merge: M) -> Result<A>
+    where
+        A: Send,
+        I: Fn() -> A + Sync + Send,
+        F: Fn(&mut A, &Sample, i64) + Sync + Send,
+        M: Fn(A, A) -> A + Sync + Send,
+    {
+        let keep = &self.keep;
+        self.m.fold_samples(
+            self.strict,
+            init,
+            |a, s| {
+                if let Some(value) = keep.value(s) {
+                    each(a, s, value);
+                }
+            },
+            merge,
+        )
+    }
+
+    /// The kept samples with their values, in file order.
+    pub fn collect(&self) -> Result<Vec<(Sample, i64)>> {
+        self.fold(
+            Vec::new,
+            |v: &mut Vec<(Sample, i64)>, s, value| v.push((*s, value)),
+            |mut a, b| {
+                a.extend(b);
+                a
+            },
+        )
+    }
+}
+
+/// The samples `opts` selects, with their values: [`SampleStream::collect`].
 pub fn selected_samples(m: &Material, opts: &ProfileOptions) -> Result<(SampleKind, Vec<(Sample, i64)>)> {
-    let kind = opts.filter.kind.unwrap_or_else(|| default_kind(m));
-    let keep = Keep::new(m, &opts.filter, kind);
-    let kept = m.fold_samples(
-        opts.strict,
-        Vec::new,
-        |v: &mut Vec<(Sample, i64)>, s| {
-            if let Some(value) = keep.value(s) {
-                v.push((*s, value));
-            }
-        },
-        |mut a, b| {
-            a.extend(b);
-            a
-        },
-    )?;
-    Ok((kind, kept))
+    let stream = SampleStream::new(m, opts);
+    Ok((stream.kind(), stream.collect()?))
 }
 
 /// The stacks of the per-sample stream: each (pid, mapping generation,
