@@ -170,28 +170,6 @@ pub struct LostInfo {
 
 /// Summarizes a loaded capture.
 pub fn info(m: &Material, format_version: (u16, u16)) -> Info {
-    let mut processes: Vec<ProcessInfo> = m
-        .processes
-        .iter()
-        .map(|(&pid, ps)| ProcessInfo {
-            pid,
-            comm: m.process_name(pid),
-            exe: ps.iter().rev().find(|p| !p.exe.is_empty()).map(|p| p.exe.clone()).unwrap_or_default(),
-            exited: ps.iter().any(|p| p.exit_ns != 0),
-        })
-        .collect();
-    processes.sort_by_key(|p| p.pid);
-    let mut symbol_blobs: Vec<BlobInfo> = m
-        .blobs
-        .values()
-        .map(|b| BlobInfo {
-            path: b.path.clone(),
-            build_id: hex(&b.build_id),
-            symbols: b.symbols.len(),
-            full_elf: !b.elf.is_empty(),
-        })
-        .collect();
-    symbol_blobs.sort_by(|a, b| a.path.cmp(&b.path));
     let duration_ns = if m.meta.end_mono_ns > m.meta.start_mono_ns {
         m.meta.end_mono_ns - m.meta.start_mono_ns
     } else {
@@ -216,20 +194,12 @@ pub fn info(m: &Material, format_version: (u16, u16)) -> Info {
         stacks: m.stacks.len(),
         unwinding: unwinding(m),
         python: python(m),
-        processes,
+        processes: processes(m),
         threads: m.threads.len(),
         mappings: m.mappings.values().map(Vec::len).sum(),
-        symbol_blobs,
+        symbol_blobs: symbol_blobs(m),
         kernel_symbols: m.kernel.symbols.len(),
-        gaps: m
-            .gaps()
-            .into_iter()
-            .map(|(from, to, events)| GapInfo {
-                from_s: from.saturating_sub(m.first_ns.min(from)) as f64 / 1e9,
-                to_s: to.saturating_sub(m.first_ns.min(to)) as f64 / 1e9,
-                events,
-            })
-            .collect(),
+        gaps: gaps(m),
         lost: m
             .lost
             .iter()
@@ -255,4 +225,48 @@ pub fn info(m: &Material, format_version: (u16, u16)) -> Info {
         bytes_per_sample: if m.sample_count == 0 { 0.0 } else { s.file_bytes as f64 / m.sample_count as f64 },
         warnings: m.warnings.clone(),
     }
+}
+
+/// The processes, by pid.
+fn processes(m: &Material) -> Vec<ProcessInfo> {
+    let mut processes: Vec<ProcessInfo> = m
+        .processes
+        .iter()
+        .map(|(&pid, ps)| ProcessInfo {
+            pid,
+            comm: m.process_name(pid),
+            exe: ps.iter().rev().find(|p| !p.exe.is_empty()).map(|p| p.exe.clone()).unwrap_or_default(),
+            exited: ps.iter().any(|p| p.exit_ns != 0),
+        })
+        .collect();
+    processes.sort_by_key(|p| p.pid);
+    processes
+}
+
+/// The embedded symbol material, by path.
+fn symbol_blobs(m: &Material) -> Vec<BlobInfo> {
+    let mut symbol_blobs: Vec<BlobInfo> = m
+        .blobs
+        .values()
+        .map(|b| BlobInfo {
+            path: b.path.clone(),
+            build_id: hex(&b.build_id),
+            symbols: b.symbols.len(),
+            full_elf: !b.elf.is_empty(),
+        })
+        .collect();
+    symbol_blobs.sort_by(|a, b| a.path.cmp(&b.path));
+    symbol_blobs
+}
+
+/// Bursts of lost events, in seconds from the first sample.
+fn gaps(m: &Material) -> Vec<GapInfo> {
+    m.gaps()
+        .into_iter()
+        .map(|(from, to, events)| GapInfo {
+            from_s: from.saturating_sub(m.first_ns.min(from)) as f64 / 1e9,
+            to_s: to.saturating_sub(m.first_ns.min(to)) as f64 / 1e9,
+            events,
+        })
+        .collect()
 }

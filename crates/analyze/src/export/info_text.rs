@@ -7,6 +7,17 @@ use crate::units::format_bytes;
 
 /// Writes the summary for people.
 pub fn write_info(i: &Info, out: &mut impl Write) -> std::io::Result<()> {
+    header(i, out)?;
+    unwinding(i, out)?;
+    python(i, out)?;
+    processes_and_symbols(i, out)?;
+    recorded_events(i, out)?;
+    losses(i, out)?;
+    size(i, out)
+}
+
+/// Where, when, how and what was recorded.
+fn header(i: &Info, out: &mut impl Write) -> std::io::Result<()> {
     writeln!(out, "capture:      {} (format {})", i.path, i.format_version)?;
     writeln!(out, "recorded on:  {} (kernel {}) by {}", i.hostname, i.kernel_release, i.recorder)?;
     writeln!(out, "command:      {}", i.command_line.join(" "))?;
@@ -24,6 +35,11 @@ pub fn write_info(i: &Info, out: &mut impl Write) -> std::io::Result<()> {
     let kinds: Vec<String> = i.samples_by_kind.iter().map(|(k, v)| format!("{k} {v}")).collect();
     writeln!(out, "samples:      {} ({})", i.samples, kinds.join(", "))?;
     writeln!(out, "stacks:       {} distinct", i.stacks)?;
+    Ok(())
+}
+
+/// How complete the stacks are.
+fn unwinding(i: &Info, out: &mut impl Write) -> std::io::Result<()> {
     let u = &i.unwinding;
     if u.unwound_samples > 0 {
         writeln!(
@@ -53,6 +69,11 @@ pub fn write_info(i: &Info, out: &mut impl Write) -> std::io::Result<()> {
             "unwinding:    frame pointers only (recorded with --stack-bytes 0 or by an older profrec)"
         )?;
     }
+    Ok(())
+}
+
+/// Python frames, and why some were not read.
+fn python(i: &Info, out: &mut impl Write) -> std::io::Result<()> {
     if let Some(py) = &i.python {
         writeln!(
             out,
@@ -63,6 +84,11 @@ pub fn write_info(i: &Info, out: &mut impl Write) -> std::io::Result<()> {
             writeln!(out, "  not read: {}: {}", l.reason, l.count)?;
         }
     }
+    Ok(())
+}
+
+/// The processes (the first 20) and the embedded symbol material.
+fn processes_and_symbols(i: &Info, out: &mut impl Write) -> std::io::Result<()> {
     writeln!(out, "processes:    {}   threads: {}   mappings: {}", i.processes.len(), i.threads, i.mappings)?;
     for p in i.processes.iter().take(20) {
         let state = if p.exited { "exited" } else { "running at end" };
@@ -81,6 +107,11 @@ pub fn write_info(i: &Info, out: &mut impl Write) -> std::io::Result<()> {
         let what = if b.full_elf { "full ELF".to_owned() } else { format!("{} symbols", b.symbols) };
         writeln!(out, "  {}  {}  ({what})", b.build_id, b.path)?;
     }
+    Ok(())
+}
+
+/// Memory and socket events, where recorded.
+fn recorded_events(i: &Info, out: &mut impl Write) -> std::io::Result<()> {
     if i.allocs + i.frees > 0 {
         writeln!(
             out,
@@ -102,6 +133,11 @@ pub fn write_info(i: &Info, out: &mut impl Write) -> std::io::Result<()> {
             i.socket_events, i.http_requests
         )?;
     }
+    Ok(())
+}
+
+/// Lost and filtered events, and the gaps of lost bursts.
+fn losses(i: &Info, out: &mut impl Write) -> std::io::Result<()> {
     // Records dropped by a recording option (e.g. --min-block) are filtered, not lost.
     let (filtered, lost): (Vec<&LostInfo>, Vec<&LostInfo>) =
         i.lost.iter().partition(|l| profcap_format::rules::is_filtered(&l.reason));
@@ -124,6 +160,11 @@ pub fn write_info(i: &Info, out: &mut impl Write) -> std::io::Result<()> {
             writeln!(out, "  … {} more (info --json lists all)", i.gaps.len() - 10)?;
         }
     }
+    Ok(())
+}
+
+/// The file's size, compression, material share, and warnings.
+fn size(i: &Info, out: &mut impl Write) -> std::io::Result<()> {
     writeln!(
         out,
         "size:         {} in {} chunks; {} compressed from {} (ratio {:.1}); {:.1} bytes/sample",

@@ -116,6 +116,51 @@ impl Dict {
         i
     }
 
+    /// The sample of one (thread, request, stack): its stack, thread
+    /// attributes, link, and (time, value) pairs in time order; `counted`
+    /// samples (on-CPU) are one each, their values left out.
+    fn sample(
+        &mut self,
+        k: &LabelledKey,
+        stack: &[u64],
+        locations: &[i32],
+        pairs: &[(u64, i64)],
+        counted: bool,
+    ) -> pb::Sample {
+        let location_indices = stack
+            .iter()
+            .map(|&id| usize::try_from(id).ok().and_then(|i| locations.get(i)).copied().unwrap_or(0))
+            .collect::<Vec<i32>>();
+        // W3C trace ids are 16 bytes; B3's 64-bit ones are padded on the
+        // left, as OpenTelemetry's B3 propagator does. Other request
+        // ids (X-Request-ID…) cannot be links: an attribute says them.
+        let trace = k
+            .trace_id
+            .as_deref()
+            .and_then(|t| id_bytes(t, 16).or_else(|| id_bytes(t, 8).map(|b| [vec![0; 8], b].concat())));
+        let link_index = trace
+            .map(|t| {
+                let span = k.parent_span_id.as_deref().and_then(|s| id_bytes(s, 8)).unwrap_or_default();
+                self.link(t, span)
+            })
+            .unwrap_or(0);
+        let mut attribute_indices = vec![
+            self.attribute("thread.id", Value::Int(i64::from(k.tid))),
+            self.attribute("thread.name", Value::Str(k.thread_name.to_string())),
+        ];
+        if let (Some(id), 0) = (&k.trace_id, link_index) {
+            attribute_indices.push(self.attribute(REQUEST_ID, Value::Str(id.clone())));
+        }
+        pb::Sample {
+            stack_index: self.stack(location_indices),
+            attribute_indices,
+            link_index,
+            // On-CPU: every timestamp counts one sample; off-CPU: its ns.
+            values: if counted { Vec::new() } else { pairs.iter().map(|p| p.1).collect() },
+            timestamps_unix_nano: pairs.iter().map(|p| p.0).collect(),
+        }
+    }
+
     /// Adds a capture's pprof-shaped tables (ids from 1, string 0 empty);
     /// returns the new index of each location id.
     fn import(&mut self, t: &PbProfile, kernel_mapping: Option<u64>) -> Vec<i32> {
@@ -259,42 +304,7 @@ impl OtlpBuilder {
             let Some((mut times, values)) = series.remove(k) else { continue };
             let mut pairs: Vec<(u64, i64)> = times.drain(..).zip(values).collect();
             pairs.sort_unstable();
-            let location_indices = stack
-                .iter()
-                .map(|&id| usize::try_from(id).ok().and_then(|i| locations.get(i)).copied().unwrap_or(0))
-                .collect();
-            // W3C trace ids are 16 bytes; B3's 64-bit ones are padded on the
-            // left, as OpenTelemetry's B3 propagator does. Other request
-            // ids (X-Request-ID…) cannot be links: an attribute says them.
-            let trace = k
-                .trace_id
-                .as_deref()
-                .and_then(|t| id_bytes(t, 16).or_else(|| id_bytes(t, 8).map(|b| [vec![0; 8], b].concat())));
-            let link_index = trace
-                .map(|t| {
-                    let span = k.parent_span_id.as_deref().and_then(|s| id_bytes(s, 8)).unwrap_or_default();
-                    d.link(t, span)
-                })
-                .unwrap_or(0);
-            let mut attribute_indices = vec![
-                d.attribute("thread.id", Value::Int(i64::from(k.tid))),
-                d.attribute("thread.name", Value::Str(k.thread_name.clone())),
-            ];
-            if let (Some(id), 0) = (&k.trace_id, link_index) {
-                attribute_indices.push(d.attribute(REQUEST_ID, Value::Str(id.clone())));
-            }
-            let sample = pb::Sample {
-                stack_index: d.stack(location_indices),
-                attribute_indices,
-                link_index,
-                // On-CPU: every timestamp counts one sample; off-CPU: its ns.
-                values: if kind == SampleKind::Cpu {
-                    Vec::new()
-                } else {
-                    pairs.iter().map(|p| p.1).collect()
-                },
-                timestamps_unix_nano: pairs.iter().map(|p| p.0).collect(),
-            };
+            let sample = d.sample(k, &stack, &locations, &pairs, kind == SampleKind::Cpu);
             match by_pid.last_mut() {
                 Some((pid, v)) if *pid == k.pid => v.push(sample),
                 _ => by_pid.push((k.pid, vec![sample])),
@@ -310,25 +320,30 @@ impl OtlpBuilder {
                 period: if kind == SampleKind::Cpu { period_ns } else { 0 },
                 ..pb::Profile::default()
             };
-            self.resources.push(pb::ResourceProfiles {
-                resource: Some(resource(m, pid)),
-                scope_profiles: vec![pb::ScopeProfiles {
-                    scope: Some(InstrumentationScope {
-                        name: "profcap".to_owned(),
-                        version: env!("CARGO_PKG_VERSION").to_owned(),
-                        ..InstrumentationScope::default()
-                    }),
-                    profiles: vec![profile],
-                    schema_url: String::new(),
-                }],
-                schema_url: String::new(),
-            });
+            self.resources.push(resource_profiles(resource(m, pid), profile));
         }
         Ok(())
     }
 
     pub fn finish(self) -> pb::ProfilesData {
         pb::ProfilesData { resource_profiles: self.resources, dictionary: Some(self.dict.d) }
+    }
+}
+
+/// A resource's one profile, from profcap.
+fn resource_profiles(resource: Resource, profile: pb::Profile) -> pb::ResourceProfiles {
+    pb::ResourceProfiles {
+        resource: Some(resource),
+        scope_profiles: vec![pb::ScopeProfiles {
+            scope: Some(InstrumentationScope {
+                name: "profcap".to_owned(),
+                version: env!("CARGO_PKG_VERSION").to_owned(),
+                ..InstrumentationScope::default()
+            }),
+            profiles: vec![profile],
+            schema_url: String::new(),
+        }],
+        schema_url: String::new(),
     }
 }
 

@@ -33,27 +33,8 @@ struct Strip {
 /// where the capture has them), whatever `--kind` says.
 pub fn timeline_strips_svg(m: &Material, opts: &ProfileOptions, out: &mut dyn Write) -> Result<()> {
     let (start, end) = (m.first_ns, m.last_ns.max(m.first_ns + 1));
-    let mut strips: BTreeMap<(u32, u32), Strip> = BTreeMap::new();
     let px = |t: u64| ((t.saturating_sub(start)) as f64 / (end - start) as f64 * f64::from(WIDTH)) as usize;
-    for kind in [SampleKind::Cpu, SampleKind::OffCpu] {
-        if !m.kind_counts.contains_key(kind.name()) {
-            continue;
-        }
-        let mut o = opts.clone();
-        o.filter.kind = Some(kind);
-        o.filter.wall = false;
-        let (_, samples) = selected_samples(m, &o)?;
-        for (s, value) in samples {
-            let strip = strips.entry((s.pid, s.tid)).or_default();
-            if kind == SampleKind::Cpu {
-                strip.cpu.resize(WIDTH as usize + 1, 0);
-                strip.cpu[px(s.time_ns).min(WIDTH as usize)] += 1;
-                strip.busy += 1;
-            } else {
-                strip.blocks.push((s.time_ns, u64::try_from(value).unwrap_or(0)));
-            }
-        }
-    }
+    let strips = collect_strips(m, opts, &px)?;
     if strips.is_empty() {
         return Err(Error::NoSamples("no on-CPU or off-CPU samples pass the filters".into()));
     }
@@ -87,40 +68,7 @@ pub fn timeline_strips_svg(m: &Material, opts: &ProfileOptions, out: &mut dyn Wr
     for (row, ((pid, tid), s)) in threads.iter().enumerate() {
         let y = TOP + row as u32 * ROW;
         let name = m.threads.get(tid).cloned().unwrap_or_else(|| m.process_name(*pid));
-        let _ = writeln!(
-            svg,
-            r#"<text x="{}" y="{}" text-anchor="end">{} ({tid})</text>"#,
-            LEFT - 6,
-            y + ROW - 4,
-            super::xml_escape(&name)
-        );
-        let _ = writeln!(
-            svg,
-            r#"<rect x="{LEFT}" y="{y}" width="{WIDTH}" height="{}" fill="rgb(245,245,245)"/>"#,
-            ROW - 2
-        );
-        for &(at, len) in &s.blocks {
-            let (x0, x1) = (px(at), px(at.saturating_add(len)).max(px(at) + 1));
-            let _ = writeln!(
-                svg,
-                r#"<rect x="{}" y="{}" width="{}" height="{}" fill="rgb(90,140,220)"><title>blocked {} at +{}</title></rect>"#,
-                LEFT as usize + x0,
-                y + 3,
-                x1 - x0,
-                ROW - 8,
-                format_ns(len as f64),
-                format_ns(at.saturating_sub(start) as f64)
-            );
-        }
-        for (x, &n) in s.cpu.iter().enumerate().filter(|(_, &n)| n > 0) {
-            let shade = 200 - (150 * n / peak).min(150);
-            let _ = writeln!(
-                svg,
-                r#"<rect x="{}" y="{y}" width="1" height="{}" fill="rgb(230,{shade},{shade})"/>"#,
-                LEFT as usize + x,
-                ROW - 2
-            );
-        }
+        strip_row(&mut svg, y, &format!("{name} ({tid})"), s, peak, &px, start);
     }
     // Bursts of lost events, across every strip: nothing is known there.
     for (from, to, events) in m.gaps() {
@@ -138,4 +86,80 @@ pub fn timeline_strips_svg(m: &Material, opts: &ProfileOptions, out: &mut dyn Wr
     }
     svg.push_str("</svg>\n");
     out.write_all(svg.as_bytes()).map_err(Error::Output)
+}
+
+/// Each thread's strip: on-CPU samples per pixel column (`px` places a
+/// time) and off-CPU blocks.
+fn collect_strips(
+    m: &Material,
+    opts: &ProfileOptions,
+    px: &dyn Fn(u64) -> usize,
+) -> Result<BTreeMap<(u32, u32), Strip>> {
+    let mut strips: BTreeMap<(u32, u32), Strip> = BTreeMap::new();
+    for kind in [SampleKind::Cpu, SampleKind::OffCpu] {
+        if !m.kind_counts.contains_key(kind.name()) {
+            continue;
+        }
+        let mut o = opts.clone();
+        o.filter.kind = Some(kind);
+        o.filter.wall = false;
+        let (_, samples) = selected_samples(m, &o)?;
+        for (s, value) in samples {
+            let strip = strips.entry((s.pid, s.tid)).or_default();
+            if kind == SampleKind::Cpu {
+                strip.cpu.resize(WIDTH as usize + 1, 0);
+                strip.cpu[px(s.time_ns).min(WIDTH as usize)] += 1;
+                strip.busy += 1;
+            } else {
+                strip.blocks.push((s.time_ns, u64::try_from(value).unwrap_or(0)));
+            }
+        }
+    }
+    Ok(strips)
+}
+
+/// One thread's row at `y`: its label (`name (tid)`), blocks and on-CPU columns.
+fn strip_row(
+    svg: &mut String,
+    y: u32,
+    label: &str,
+    s: &Strip,
+    peak: u32,
+    px: &dyn Fn(u64) -> usize,
+    start: u64,
+) {
+    let _ = writeln!(
+        svg,
+        r#"<text x="{}" y="{}" text-anchor="end">{}</text>"#,
+        LEFT - 6,
+        y + ROW - 4,
+        super::xml_escape(label)
+    );
+    let _ = writeln!(
+        svg,
+        r#"<rect x="{LEFT}" y="{y}" width="{WIDTH}" height="{}" fill="rgb(245,245,245)"/>"#,
+        ROW - 2
+    );
+    for &(at, len) in &s.blocks {
+        let (x0, x1) = (px(at), px(at.saturating_add(len)).max(px(at) + 1));
+        let _ = writeln!(
+            svg,
+            r#"<rect x="{}" y="{}" width="{}" height="{}" fill="rgb(90,140,220)"><title>blocked {} at +{}</title></rect>"#,
+            LEFT as usize + x0,
+            y + 3,
+            x1 - x0,
+            ROW - 8,
+            format_ns(len as f64),
+            format_ns(at.saturating_sub(start) as f64)
+        );
+    }
+    for (x, &n) in s.cpu.iter().enumerate().filter(|(_, &n)| n > 0) {
+        let shade = 200 - (150 * n / peak).min(150);
+        let _ = writeln!(
+            svg,
+            r#"<rect x="{}" y="{y}" width="1" height="{}" fill="rgb(230,{shade},{shade})"/>"#,
+            LEFT as usize + x,
+            ROW - 2
+        );
+    }
 }
