@@ -274,8 +274,8 @@ pub fn write_pprof(p: &Profile, objects: Option<&Profile>, times: PprofTimes, ou
 pub struct LabelledKey {
     pub pid: u32,
     pub tid: u32,
-    pub process_name: String,
-    pub thread_name: String,
+    pub process_name: Arc<str>,
+    pub thread_name: Arc<str>,
     pub trace_id: Option<String>,
     pub parent_span_id: Option<String>,
     /// The stack: its capture id and the mapping generation it is read in.
@@ -542,6 +542,9 @@ pub fn for_each_labelled(
     let spans = if m.io.is_empty() { Vec::new() } else { capture_spans(m, Vec::new()) };
     let index = SpanIndex::new(&spans);
     let mut stacks = SampleStacks::new(m, opts);
+    // Names once per process and thread, not per sample.
+    let mut processes: HashMap<u32, Arc<str>> = HashMap::new();
+    let mut threads: HashMap<u32, Arc<str>> = HashMap::new();
     for (s, value) in samples {
         let Some((g, _)) = stacks.kept(&s) else { continue };
         let span =
@@ -550,8 +553,14 @@ pub fn for_each_labelled(
         let key = LabelledKey {
             pid: s.pid,
             tid: s.tid,
-            process_name: m.process_name(s.pid),
-            thread_name: m.threads.get(&s.tid).cloned().unwrap_or_default(),
+            process_name: Arc::clone(
+                processes.entry(s.pid).or_insert_with(|| Arc::from(m.process_name(s.pid))),
+            ),
+            thread_name: Arc::clone(
+                threads
+                    .entry(s.tid)
+                    .or_insert_with(|| Arc::from(m.threads.get(&s.tid).map_or("", |t| t.as_str()))),
+            ),
             trace_id: trace.map(|t| t.trace_id.clone()),
             parent_span_id: trace.and_then(|t| t.parent_span_id.clone()),
             stack_id: s.stack_id,
