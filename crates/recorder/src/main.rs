@@ -294,25 +294,9 @@ const MAX_MIN_BLOCK: Duration = Duration::from_secs(3600);
 
 impl Cli {
     fn options(&self) -> anyhow::Result<RecordOptions> {
-        let target = if self.all {
-            Target::All
-        } else if !self.pid.is_empty() {
-            Target::Pids(self.pid.clone())
-        } else {
-            Target::Spawn(self.command.clone())
-        };
-        if !(1..=MAX_FREQ).contains(&self.freq) {
-            bail!("--freq must be between 1 and {MAX_FREQ} Hz, not {}", self.freq);
-        }
-        if let Some(max) = profcap_recorder::procfs::max_sample_rate().filter(|&max| self.freq > max) {
-            bail!(
-                "--freq {} is above this kernel's limit of {max} Hz \
-                 (/proc/sys/kernel/perf_event_max_sample_rate): use -F {max} or less",
-                self.freq
-            );
-        }
+        self.check_freq()?;
         let output = self.output.clone().context("--output FILE is needed")?;
-        let mut opts = RecordOptions::new(output, target);
+        let mut opts = RecordOptions::new(output, self.target());
         opts.freq = self.freq;
         let max_stack = profcap_recorder::probes::MAX_STACK_COPY as u32;
         if self.stack_bytes > max_stack {
@@ -347,27 +331,13 @@ impl Cli {
             bail!("--sample-bytes must be at least 1");
         }
         opts.sample_bytes = self.sample_bytes;
-        opts.min_block = match Duration::try_from_secs_f64(self.min_block / 1e6) {
-            Ok(d) if d <= MAX_MIN_BLOCK => d,
-            _ => bail!(
-                "--min-block must be between 0 and {} microseconds, not {:?}",
-                MAX_MIN_BLOCK.as_micros(),
-                self.min_block
-            ),
-        };
+        opts.min_block = self.min_block_duration()?;
         if self.wakers && !opts.offcpu {
             bail!("--wakers needs off-CPU recording (--off-cpu or --events offcpu)");
         }
         opts.wakers = self.wakers;
         opts.offcpu_kernel_stacks = !self.no_offcpu_kernel_stacks;
-        opts.duration = match self.duration.map(|d| (d, Duration::try_from_secs_f64(d))) {
-            Some((_, Ok(d))) if !d.is_zero() && d <= MAX_DURATION => Some(d),
-            Some((d, _)) => bail!(
-                "--duration must be more than 0 and at most {} seconds (a year), not {d:?}",
-                MAX_DURATION.as_secs()
-            ),
-            None => None,
-        };
+        opts.duration = self.run_duration()?;
         opts.embed = match self.embed {
             Embed::Symbols => EmbedMode::Symbols,
             Embed::Full => EmbedMode::Full,
@@ -385,6 +355,56 @@ impl Cli {
             opts.rotate = Some(rotation);
         }
         Ok(opts)
+    }
+
+    /// What to record: everything, some pids, or a command to start.
+    fn target(&self) -> Target {
+        if self.all {
+            Target::All
+        } else if !self.pid.is_empty() {
+            Target::Pids(self.pid.clone())
+        } else {
+            Target::Spawn(self.command.clone())
+        }
+    }
+
+    /// -F within 1..=MAX_FREQ and this kernel's limit.
+    fn check_freq(&self) -> anyhow::Result<()> {
+        if !(1..=MAX_FREQ).contains(&self.freq) {
+            bail!("--freq must be between 1 and {MAX_FREQ} Hz, not {}", self.freq);
+        }
+        if let Some(max) = profcap_recorder::procfs::max_sample_rate().filter(|&max| self.freq > max) {
+            bail!(
+                "--freq {} is above this kernel's limit of {max} Hz \
+             (/proc/sys/kernel/perf_event_max_sample_rate): use -F {max} or less",
+                self.freq
+            );
+        }
+        Ok(())
+    }
+
+    /// --min-block as a duration, bounded.
+    fn min_block_duration(&self) -> anyhow::Result<Duration> {
+        Ok(match Duration::try_from_secs_f64(self.min_block / 1e6) {
+            Ok(d) if d <= MAX_MIN_BLOCK => d,
+            _ => bail!(
+                "--min-block must be between 0 and {} microseconds, not {:?}",
+                MAX_MIN_BLOCK.as_micros(),
+                self.min_block
+            ),
+        })
+    }
+
+    /// --duration as a duration, bounded (a year at most).
+    fn run_duration(&self) -> anyhow::Result<Option<Duration>> {
+        Ok(match self.duration.map(|d| (d, Duration::try_from_secs_f64(d))) {
+            Some((_, Ok(d))) if !d.is_zero() && d <= MAX_DURATION => Some(d),
+            Some((d, _)) => bail!(
+                "--duration must be more than 0 and at most {} seconds (a year), not {d:?}",
+                MAX_DURATION.as_secs()
+            ),
+            None => None,
+        })
     }
 }
 

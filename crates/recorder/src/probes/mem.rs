@@ -138,6 +138,50 @@ fn attach_family(
 type Uprobe<'a> =
     dyn Fn(&libbpf_rs::ProgramMut<'_>, &std::path::Path, &str, bool, u64) -> libbpf_rs::Result<Link> + 'a;
 
+/// Probes on the malloc family (each prefix of `ALLOC_PREFIXES` with both
+/// malloc and free) and libc's munmap; how many allocators.
+fn attach_allocators(
+    mem: &MemSkel<'_>,
+    objects: &[std::path::PathBuf],
+    uprobe: &Uprobe<'_>,
+    links: &mut Vec<Link>,
+) -> Result<usize> {
+    let mut attached = 0;
+    for object in objects {
+        let names = crate::mem::function_names(object);
+        for prefix in ALLOC_PREFIXES {
+            let has = |n: &str| names.contains(&format!("{prefix}{n}"));
+            if !has("malloc") || !has("free") {
+                continue;
+            }
+            log::info!("attaching allocation probes to {prefix}malloc etc. in {}", object.display());
+            for (name, cookie) in ALLOC_FNS {
+                let name = format!("{prefix}{name}");
+                if !has(&name[prefix.len()..]) {
+                    continue;
+                }
+                for ret in [false, true] {
+                    let prog = if ret { &mem.progs.alloc_exit } else { &mem.progs.alloc_enter };
+                    let link = uprobe(prog, object, &name, ret, cookie).map_err(|e| {
+                        load_error(&format!("attach uprobe {name} in {}", object.display()), e)
+                    })?;
+                    links.push(link);
+                }
+            }
+            // munmap (libc's only) ends an anonymous mapping as free ends a
+            // block; one inside free, of a chunk's header address, matches nothing.
+            let munmap = prefix.is_empty() && names.contains("munmap");
+            for name in std::iter::once(format!("{prefix}free")).chain(munmap.then(|| "munmap".to_owned())) {
+                let link = uprobe(&mem.progs.free_enter, object, &name, false, 0)
+                    .map_err(|e| load_error(&format!("attach uprobe {name} in {}", object.display()), e))?;
+                links.push(link);
+            }
+            attached += 1;
+        }
+    }
+    Ok(attached)
+}
+
 /// Attaches the allocation programs to CPython's allocator functions in the
 /// objects that define them; how many objects had them.
 fn attach_python(
@@ -222,39 +266,7 @@ pub(super) fn load(
         }
         return Ok(mem);
     }
-    let mut attached = 0;
-    for object in &m.objects {
-        let names = crate::mem::function_names(object);
-        for prefix in ALLOC_PREFIXES {
-            let has = |n: &str| names.contains(&format!("{prefix}{n}"));
-            if !has("malloc") || !has("free") {
-                continue;
-            }
-            log::info!("attaching allocation probes to {prefix}malloc etc. in {}", object.display());
-            for (name, cookie) in ALLOC_FNS {
-                let name = format!("{prefix}{name}");
-                if !has(&name[prefix.len()..]) {
-                    continue;
-                }
-                for ret in [false, true] {
-                    let prog = if ret { &mem.progs.alloc_exit } else { &mem.progs.alloc_enter };
-                    let link = uprobe(prog, object, &name, ret, cookie).map_err(|e| {
-                        load_error(&format!("attach uprobe {name} in {}", object.display()), e)
-                    })?;
-                    links.push(link);
-                }
-            }
-            // munmap (libc's only) ends an anonymous mapping as free ends a
-            // block; one inside free, of a chunk's header address, matches nothing.
-            let munmap = prefix.is_empty() && names.contains("munmap");
-            for name in std::iter::once(format!("{prefix}free")).chain(munmap.then(|| "munmap".to_owned())) {
-                let link = uprobe(&mem.progs.free_enter, object, &name, false, 0)
-                    .map_err(|e| load_error(&format!("attach uprobe {name} in {}", object.display()), e))?;
-                links.push(link);
-            }
-            attached += 1;
-        }
-    }
+    let mut attached = attach_allocators(&mem, &m.objects, &uprobe, links)?;
     if m.python {
         attached += attach_python(&mem, &m.objects, &uprobe, links)?;
     }
