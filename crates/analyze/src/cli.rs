@@ -5,7 +5,7 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use profcap_analyze::diff::{diff_flame_graph, diff_table, regressions, write_table};
 use profcap_analyze::export::{
@@ -15,11 +15,9 @@ use profcap_analyze::export::{
 use profcap_analyze::export::{flame_graph, write_folded, write_top, write_top_json, FlameOptions, TopBy};
 use profcap_analyze::export::{write_info, write_requests};
 use profcap_analyze::info::info;
-use profcap_analyze::memory::{timeline, InuseAt, MemEvent};
-use profcap_analyze::profile::{list_samples, time_ordered};
-use profcap_analyze::requests::{self, capture_spans, join, SortBy, SpanIndex};
-use profcap_analyze::{build, SymbolizeOptions};
-use profcap_format::SampleKind;
+use profcap_analyze::profile::time_ordered;
+use profcap_analyze::requests::{self, join, SortBy, SpanIndex};
+use profcap_analyze::{recipes, SymbolizeOptions};
 
 mod common;
 mod inputs;
@@ -613,13 +611,7 @@ impl Cli {
             Command::Leaks { input, limit, depth, json } => {
                 let c = input.one("leaks")?;
                 let m = input.opts.load(&c.path)?;
-                let mut opts = c.options(&input.opts, &m)?;
-                opts.filter.kind = Some(SampleKind::Inuse);
-                opts.filter.inuse_at = InuseAt::End;
-                opts.filter.alloc_counts = false;
-                let bytes = build(&m, &opts)?;
-                opts.filter.alloc_counts = true;
-                let blocks = build(&m, &opts)?;
+                let (bytes, blocks) = recipes::leaks(&m, &c.options(&input.opts, &m)?)?;
                 let mut out = writer(None)?;
                 if json {
                     profcap_analyze::export::write_leaks_json(&bytes, &blocks, limit, &mut out)?;
@@ -631,22 +623,9 @@ impl Cli {
             Command::Memtimeline { input, output } => {
                 let c = input.one("memtimeline")?;
                 let m = input.opts.load(&c.path)?;
-                if m.alloc_count == 0 {
-                    bail!("{} has no allocation events: record with `profrec --mem`", m.path.display());
-                }
-                let pids = &input.opts.pid;
                 // Host memory, or with --kind hbm-alloc|hbm-inuse the GPU's.
                 let space = input.opts.profile_options()?.filter.space;
-                let device = space == profcap_format::MemSpace::Device;
-                if device && m.device_allocs == 0 {
-                    bail!("{} has no GPU memory events: record with `profrec --hbm`", m.path.display());
-                }
-                if !device && m.alloc_count == m.device_allocs {
-                    bail!("{} has only GPU memory events: use --kind hbm-inuse", m.path.display());
-                }
-                let series = timeline(&m, input.opts.strict, 2000, |e: &MemEvent| {
-                    (pids.is_empty() || pids.contains(&e.pid())) && e.space() == space
-                })?;
+                let series = recipes::memory_in_use(&m, input.opts.strict, space, &input.opts.pid, 2000)?;
                 let output = output.unwrap_or_else(|| default_output(&c.path, "mem.svg"));
                 let title = format!("bytes in use: {}", c.path.display());
                 let svg = timeline_svg(&series, |p| m.process_name(p), m.mem_first_ns, &title);
@@ -662,13 +641,8 @@ impl Cli {
                 // filter the samples and name each one's request.
                 let (mut opts, selected) = input.opts.options_and_requests(&m)?;
                 c.narrow(&mut opts, &m);
-                let spans = match selected {
-                    Some(spans) => spans,
-                    None if m.io.is_empty() => Vec::new(),
-                    None => capture_spans(&m, Vec::new()),
-                };
+                let (rows, spans) = recipes::samples_and_requests(&m, &opts, selected, limit)?;
                 let index = SpanIndex::new(&spans);
-                let rows = list_samples(&m, &opts, limit)?;
                 let mut out = writer(None)?;
                 if json {
                     profcap_analyze::export::write_samples_json(&m, &rows, &spans, &index, &mut out)?;

@@ -12,6 +12,7 @@ pub mod inputs;
 pub mod memory;
 pub mod profile;
 mod progress;
+pub mod recipes;
 pub mod requests;
 pub mod sockets;
 pub mod symbolize;

@@ -7,7 +7,7 @@ use anyhow::{bail, Result};
 use rayon::prelude::*;
 
 use profcap_analyze::inputs::{self, CaptureSpan, TimeArg, WallRange};
-use profcap_analyze::{Material, Profile, ProfileOptions};
+use profcap_analyze::{recipes, Material, Profile, ProfileOptions};
 use profcap_format::SampleKind;
 
 use super::common::{profile_with, Common};
@@ -89,30 +89,12 @@ impl Chosen {
 }
 
 /// The profile of all the chosen captures, each read and aggregated in
-/// parallel, added up. In-use memory is a state at one moment of one
-/// recording: it is not added over captures.
+/// parallel, added up ([`recipes::added_up`]).
 pub(super) fn added_up(common: &Common, chosen: &[Chosen]) -> Result<Profile> {
-    if chosen.len() > 1 && common.kind_is_inuse() {
-        bail!(
-            "--kind inuse is what one recording held at a moment; it does not add up over {} captures \
-             (use --kind alloc, or one capture)",
-            chosen.len()
-        );
-    }
-    let profiles: Vec<Profile> = chosen
-        .par_iter()
-        .map(|c| {
-            let m = common.load(&c.path)?;
-            profile_with(&m, common, |o| c.narrow(o, &m))
-        })
-        .collect::<Result<_>>()?;
-    let mut iter = profiles.into_iter();
-    let first = iter.next().ok_or_else(|| anyhow::anyhow!("no capture given"))?;
-    let p = iter.try_fold(first, |a, b| a.merge(b))?;
-    if chosen.len() > 1 {
-        log::info!("{} captures added up: {} samples", chosen.len(), p.samples);
-    }
-    Ok(p)
+    recipes::added_up(chosen, common.kind_is_inuse(), |c| {
+        let m = common.load(&c.path)?;
+        profile_with(&m, common, |o| c.narrow(o, &m))
+    })
 }
 
 /// The name outputs are called after: the first path given.
