@@ -428,3 +428,21 @@ int BPF_UPROBE(go_malloc)
 	send(MEMEV_ALLOC_UNTRACKED, 0, size, 0, weight, user_stack(ctx, 0));
 	return 0;
 }
+
+/* Java (HotSpot): AllocTracer::send_allocation_in_new_tlab(Klass*, HeapWord*
+ * obj, size_t tlab_bytes, size_t alloc_bytes, JavaThread*) when a thread
+ * takes a new TLAB, and send_allocation_outside_tlab(Klass*, HeapWord*,
+ * size_t alloc_bytes, JavaThread*) for an object allocated outside one: the
+ * points JFR's and async-profiler's allocation samples come from. The third
+ * argument is what the sample stands for in both: the new TLAB's bytes (the
+ * allocations it will hold), or the object's own. The class is read from
+ * the Klass* by profrec. The GC frees: no address, as for Go. */
+SEC("uprobe")
+int BPF_UPROBE(java_alloc, __u64 klass, __u64 obj, __u64 bytes)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	if (!klass || !bytes || !is_target(id >> 32))
+		return 0;
+	send(MEMEV_JAVA_ALLOC, 0, bytes, klass, 1, user_stack(ctx, 0));
+	return 0;
+}

@@ -200,6 +200,7 @@ enum mem_op {
 	MEMEV_DEVICE_ALLOC = 3, /* GPU device memory (CUDA): addr, size, stack */
 	MEMEV_DEVICE_FREE = 4,  /* GPU device memory: addr */
 	MEMEV_ALLOC_UNTRACKED = 5, /* size, stack, weight; no address (Go: the GC frees) */
+	MEMEV_JAVA_ALLOC = 6, /* a JVM allocation sample: size, old_addr = its Klass*, stack */
 };
 
 /* Followed by py.slots Python frames (allocations of Python processes),

@@ -2,7 +2,7 @@
 # Installs what building and testing profcap needs on Debian 12, as root.
 # Idempotent: packages already present are left alone.
 set -euo pipefail
-packages=(clang llvm libelf-dev zlib1g-dev pkg-config gcc make binutils libc6-dbg linux-perf golang-go python3-pip bc)
+packages=(clang llvm libelf-dev zlib1g-dev pkg-config gcc make binutils libc6-dbg linux-perf golang-go openjdk-17-jdk-headless python3-pip bc)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

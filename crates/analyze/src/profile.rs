@@ -447,7 +447,7 @@ fn memory_recorded(m: &Material, kind: SampleKind, space: profcap_format::MemSpa
     }
     if kind == SampleKind::Inuse && !device && m.untracked_allocs > 0 && m.untracked_allocs == m.alloc_count {
         return Err(Error::NoSamples(format!(
-            "{}: its allocations have no frees to follow (Go's garbage collector frees them unseen), \
+            "{}: its allocations have no frees to follow (Go's and Java's garbage collectors free them unseen), \
              so nothing is known to be in use; use --kind alloc",
             m.path.display()
         )));

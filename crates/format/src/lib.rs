@@ -35,7 +35,7 @@ pub use decode::DecodeError;
 pub use encode::{encode_batch, IndexEntry};
 pub use reader::{read_index, CaptureReader, RawBatch, ReadOptions, ReadStats, Warning};
 pub use records::*;
-pub use rules::{blob_key, perf_map_path};
+pub use rules::{blob_key, java_classes_path, perf_map_path};
 pub use writer::{CaptureWriter, WriteOptions, WriteStats};
 
 use std::path::PathBuf;

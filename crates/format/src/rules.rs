@@ -22,6 +22,13 @@ pub fn perf_map_path(pid: u32) -> String {
     format!("[perf-map:{pid}]")
 }
 
+/// The path under which the classes of a JVM's allocation samples are
+/// named: a symbol blob without build id whose symbols sit at each class's
+/// `Klass*` address, the leaf frame of its samples' stacks.
+pub fn java_classes_path(pid: u32) -> String {
+    format!("[java-classes:{pid}]")
+}
+
 /// The object-relative virtual address of a file offset, through the
 /// segment that maps it; `None` if no segment does.
 pub fn file_offset_to_vaddr(segments: &[Segment], file_offset: u64) -> Option<u64> {

@@ -87,6 +87,8 @@ pub struct Symbolizer<'a> {
     objects: HashMap<Vec<u8>, Option<ObjectSyms>>,
     /// JIT symbols per pid, sorted by address (from `[perf-map:PID]` blobs).
     jit: HashMap<u32, Vec<(u64, u64, Arc<str>)>>,
+    /// Class names of JVM allocation samples per pid, by `Klass*`.
+    java_classes: HashMap<u32, HashMap<u64, Arc<str>>>,
     cache: HashMap<(Vec<u8>, u64, bool), Arc<[Frame]>>,
     kernel: Vec<(u64, u64, Arc<str>)>,
     kernel_module: Arc<str>,
@@ -119,6 +121,7 @@ impl<'a> Symbolizer<'a> {
             opts,
             objects: HashMap::new(),
             jit: HashMap::new(),
+            java_classes: HashMap::new(),
             cache: HashMap::new(),
             kernel,
             kernel_module: Arc::from("[kernel]"),
@@ -144,11 +147,12 @@ impl<'a> Symbolizer<'a> {
     /// return addresses and are looked up one byte earlier, at the call.
     pub fn user_frames(&mut self, pid: u32, generation: u64, addr: u64, leaf: bool) -> Arc<[Frame]> {
         let Some(mapping) = self.material.mapping_at(pid, generation, addr) else {
-            let frame = self.jit_frame(pid, addr).unwrap_or_else(|| Frame {
-                name: Arc::clone(&self.unknown),
-                module: Arc::clone(&self.unknown),
-                kind: FrameKind::User,
-            });
+            let frame =
+                self.java_class(pid, addr).or_else(|| self.jit_frame(pid, addr)).unwrap_or_else(|| Frame {
+                    name: Arc::clone(&self.unknown),
+                    module: Arc::clone(&self.unknown),
+                    kind: FrameKind::User,
+                });
             return Arc::from(vec![frame]);
         };
         let key = blob_key(&mapping.build_id, &mapping.path);
@@ -230,6 +234,22 @@ impl<'a> Symbolizer<'a> {
     /// frames go).
     pub fn is_eval_loop(name: &str) -> bool {
         python::is_eval_loop(name)
+    }
+
+    /// The class of a JVM allocation sample, whose stack's leaf is the
+    /// class's `Klass*` (named by the capture's `[java-classes:PID]` blob).
+    fn java_class(&mut self, pid: u32, addr: u64) -> Option<Frame> {
+        let material = self.material;
+        let classes = self.java_classes.entry(pid).or_insert_with(|| {
+            let key = blob_key(&[], &profcap_format::java_classes_path(pid));
+            material
+                .blobs
+                .get(&key)
+                .map(|b| b.symbols.iter().map(|s| (s.addr, Arc::from(s.name.as_str()))).collect())
+                .unwrap_or_default()
+        });
+        let name = classes.get(&addr)?;
+        Some(Frame { name: Arc::clone(name), module: Arc::from("[java class]"), kind: FrameKind::Jit })
     }
 
     /// The JIT symbol of `pid` covering `addr`, from the capture's copy of

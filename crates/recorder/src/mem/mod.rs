@@ -9,9 +9,11 @@ use crate::{Error, Result};
 
 mod cuda;
 mod go;
+mod java;
 
 pub use cuda::cuda_library;
 pub use go::{check_go, go_runtime, go_runtime_for_command, go_runtime_of, GoRuntime};
+pub use java::{alloc_functions as java_alloc_functions, java_name, jvm_for_command, jvm_of, JavaClasses};
 
 /// The sampler preloaded by `--mem --preload` (crates/recorder/sampler/).
 const SAMPLER: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/libprofcap_sampler.so"));

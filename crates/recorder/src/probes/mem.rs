@@ -33,6 +33,9 @@ pub struct MemProbes {
     /// A Go program: `runtime.mallocgc` in it gets a probe, every call
     /// (`None`) or one per this many bytes on average (sampled in the kernel).
     pub go: Option<GoProbe>,
+    /// A JVM: its libjvm.so, whose allocation-sampling functions
+    /// (`AllocTracer`, as JFR uses) get probes instead of the allocator's.
+    pub java: Option<std::path::PathBuf>,
 }
 
 /// Where the Go allocation probe goes and how often it reports.
@@ -236,6 +239,25 @@ pub(super) fn load(
         prog.attach_uprobe_with_opts(pid, path, 0, opts)
     };
     attach_cuda(&mem, &m.cuda, &uprobe, links)?;
+    if let Some(jvm) = &m.java {
+        let functions = crate::mem::java_alloc_functions(jvm);
+        if functions.is_empty() {
+            return Err(Error::Bpf {
+                what: "attach Java allocation probes".into(),
+                detail: format!(
+                    "no AllocTracer::send_allocation_* in {} (a JVM without symbols?)",
+                    jvm.display()
+                ),
+            });
+        }
+        for name in &functions {
+            log::info!("attaching the Java allocation probe to {name} in {}", jvm.display());
+            let link = uprobe(&mem.progs.java_alloc, jvm, name, false, 0)
+                .map_err(|e| load_error(&format!("attach uprobe {name} in {}", jvm.display()), e))?;
+            links.push(link);
+        }
+        return Ok(mem);
+    }
     if let Some(go) = &m.go {
         log::info!(
             "attaching the allocation probe to runtime.mallocgc+{:#x} in {} ({})",

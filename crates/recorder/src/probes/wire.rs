@@ -273,6 +273,9 @@ pub enum MemOp {
     Realloc,
     /// An allocation without an address (Go's: the garbage collector frees).
     Untracked,
+    /// A JVM allocation sample (a new TLAB, or an object outside one):
+    /// `old_addr` is the object's `Klass*`; no address (the GC frees).
+    Java,
 }
 
 /// An allocator call of a target thread (`struct profrec_mem_event`).
@@ -528,6 +531,7 @@ impl MemEvent {
             3 => (MemOp::Alloc, MemSpace::Device),
             4 => (MemOp::Free, MemSpace::Device),
             5 => (MemOp::Untracked, MemSpace::Host),
+            6 => (MemOp::Java, MemSpace::Host),
             _ => return None,
         };
         Some(MemEvent {

@@ -3,17 +3,17 @@
 
 /// The address space of one process.
 #[derive(Debug, Clone, Copy)]
-pub(super) struct Memory {
+pub(crate) struct Memory {
     pid: libc::pid_t,
 }
 
 impl Memory {
-    pub(super) fn new(pid: u32) -> Memory {
+    pub(crate) fn new(pid: u32) -> Memory {
         Memory { pid: libc::pid_t::try_from(pid).unwrap_or(0) }
     }
 
     /// Fills `buf` from `addr`; false unless every byte was read.
-    pub(super) fn read(&self, addr: u64, buf: &mut [u8]) -> bool {
+    pub(crate) fn read(&self, addr: u64, buf: &mut [u8]) -> bool {
         if buf.is_empty() {
             return true;
         }
@@ -28,12 +28,12 @@ impl Memory {
         usize::try_from(n).is_ok_and(|n| n == buf.len())
     }
 
-    pub(super) fn u64(&self, addr: u64) -> Option<u64> {
+    pub(crate) fn u64(&self, addr: u64) -> Option<u64> {
         let mut b = [0u8; 8];
         self.read(addr, &mut b).then(|| u64::from_ne_bytes(b))
     }
 
-    pub(super) fn u32(&self, addr: u64) -> Option<u32> {
+    pub(crate) fn u32(&self, addr: u64) -> Option<u32> {
         let mut b = [0u8; 4];
         self.read(addr, &mut b).then(|| u32::from_ne_bytes(b))
     }

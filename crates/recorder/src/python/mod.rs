@@ -12,7 +12,7 @@ use crate::probes::{PyLayout, PyStack, PyStatus, PY_ABSENT};
 use crate::procfs::MapsEntry;
 
 mod layouts;
-mod memory;
+pub(crate) mod memory;
 
 use layouts::{Layout, BYTES_SIZE, BYTES_SVAL, OB_TYPE, UNICODE_LENGTH, UNICODE_STATE};
 use memory::Memory;

@@ -312,10 +312,13 @@ impl Session {
     pub(super) fn on_mem(&mut self, probes: &Probes, e: MemEvent) -> Result<()> {
         let head = e.head;
         self.know_process(head.pid, head.time_ns);
+        if e.op == MemOp::Java {
+            return self.on_java_alloc(probes, &e);
+        }
         let old = match e.op {
             MemOp::Free => e.addr,
             MemOp::Realloc => e.old_addr,
-            MemOp::Alloc | MemOp::Untracked => 0,
+            MemOp::Alloc | MemOp::Untracked | MemOp::Java => 0,
         };
         if old != 0 {
             self.push_free(head, old, e.space)?;

@@ -27,6 +27,7 @@ impl Session {
                 self.write(r)?;
             }
         }
+        self.write_java_classes()?;
         let used: Vec<usize> = (0..self.objects.len()).filter(|&i| self.objects[i].used).collect();
         log::info!("embedding material for {} objects", used.len());
         let vdso = elf::own_vdso();

@@ -19,6 +19,7 @@ use events::HeldBack;
 
 mod directory;
 mod events;
+mod java;
 mod material;
 mod output;
 mod rotate;
@@ -123,6 +124,12 @@ struct Session {
     requests: u64,
     /// Capture stack ids of allocation stack-map ids already read.
     mem_stacks: HashMap<i32, u64>,
+    /// JVM allocation samples: capture stack ids by (stack-map id, Klass*).
+    java_stacks: HashMap<(i32, u64), u64>,
+    /// Class names of the JVMs' sampled objects.
+    java: crate::mem::JavaClasses,
+    /// JVM allocation samples whose class could not be read.
+    java_unnamed: u64,
     /// The preloaded sampler library, whose frames are cut from allocation stacks.
     sampler_path: Option<String>,
     /// Sampler ring records that named a process not recorded (dropped).
@@ -179,6 +186,9 @@ impl Session {
             debug_dirs: opts.debug_dirs.clone(),
             requests: 0,
             mem_stacks: HashMap::new(),
+            java_stacks: HashMap::new(),
+            java: crate::mem::JavaClasses::default(),
+            java_unnamed: 0,
             sampler_path: None,
             foreign_ring_records: 0,
             all_processes: opts.target == Target::All,

@@ -374,6 +374,7 @@ impl Session {
         // Processes that exited in the last file are not described again.
         self.reap_exited(None);
         self.mem_stacks.clear();
+        self.java_stacks.clear();
         self.kernel_addrs.clear();
         self.requests = 0;
         self.python.new_file();

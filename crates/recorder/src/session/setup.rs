@@ -127,6 +127,7 @@ fn mem_probes(opts: &RecordOptions, held: &Held, sampling: &Sampling) -> Result<
         python,
         cuda: cuda.clone(),
         go: None,
+        java: None,
     };
     // A Go program: runtime.mallocgc, every call or sampled in the kernel
     // (LD_PRELOAD cannot reach Go's allocator). Only with --mem: finding out
@@ -142,6 +143,17 @@ fn mem_probes(opts: &RecordOptions, held: &Held, sampling: &Sampling) -> Result<
         let objects = objects.into_iter().filter(|o: &std::path::PathBuf| !o.ends_with(&go.exe)).collect();
         let mut p = probes(pid, objects, None, false);
         p.go = Some(crate::probes::GoProbe { exe: go.exe, offset: go.probe_offset, sample_bytes: rate });
+        return Ok(Some(p));
+    }
+    // A JVM: the allocation samples it takes itself (a new TLAB, an object
+    // outside one), by class; its heap is not malloc's.
+    let java = if opts.mem != MemMode::Off { java_vm(opts) } else { None };
+    if let (Some(pid), Some(jvm)) = (one, java) {
+        if opts.mem == MemMode::Sampled {
+            log::warn!("--preload does not apply to a JVM: its allocations are sampled by the JVM's TLABs");
+        }
+        let mut p = probes(pid, Vec::new(), None, false);
+        p.java = Some(jvm);
         return Ok(Some(p));
     }
     Ok(Some(match (opts.mem, &opts.target, held.pid()) {
@@ -163,6 +175,15 @@ fn mem_probes(opts: &RecordOptions, held: &Held, sampling: &Sampling) -> Result<
         }
         _ => return Err(Error::Usage("--mem records one process: a command to start or a single -p PID")),
     }))
+}
+
+/// The libjvm.so of the one recorded program, if it is a JVM.
+fn java_vm(opts: &RecordOptions) -> Option<std::path::PathBuf> {
+    match &opts.target {
+        Target::Spawn(argv) => crate::mem::jvm_for_command(argv.first()?),
+        Target::Pids(pids) if pids.len() == 1 => crate::mem::jvm_of(pids[0]),
+        _ => None,
+    }
 }
 
 /// The Go runtime of the one recorded program, if it is a Go program.
