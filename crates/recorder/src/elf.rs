@@ -147,6 +147,13 @@ pub fn own_vdso() -> Option<Vec<u8>> {
     Some(bytes.to_vec())
 }
 
+/// The names of the functions the ELF object at `path` defines (dynamic
+/// and static symbol tables); empty if it cannot be read.
+pub fn function_names(path: &Path) -> std::collections::HashSet<String> {
+    let Ok(file) = MappedFile::open(path) else { return std::collections::HashSet::new() };
+    profcap_format::elf::function_names(file.bytes())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,6 +1,5 @@
 //! Allocation tracking: where the allocator lives, and the sampler library.
 
-use std::collections::HashSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -18,12 +17,7 @@ pub use java::{alloc_functions as java_alloc_functions, java_name, jvm_for_comma
 /// The sampler preloaded by `--mem --preload` (crates/recorder/sampler/).
 const SAMPLER: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/libprofcap_sampler.so"));
 
-/// The names of the functions the ELF object at `path` defines (dynamic
-/// and static symbol tables); empty if it cannot be read.
-pub fn function_names(path: &Path) -> HashSet<String> {
-    let Ok(file) = MappedFile::open(path) else { return HashSet::new() };
-    profcap_format::elf::function_names(file.bytes())
-}
+pub use crate::elf::function_names;
 
 /// Anonymous shared memory (a memfd) that the command's processes open by a
 /// path into profrec's own descriptor table, `/proc/PROFREC/fd/N`: it has no

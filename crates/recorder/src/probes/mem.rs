@@ -33,9 +33,9 @@ pub struct MemProbes {
     /// A Go program: `runtime.mallocgc` in it gets a probe, every call
     /// (`None`) or one per this many bytes on average (sampled in the kernel).
     pub go: Option<GoProbe>,
-    /// A JVM: its libjvm.so, whose allocation-sampling functions
-    /// (`AllocTracer`, as JFR uses) get probes instead of the allocator's.
-    pub java: Option<std::path::PathBuf>,
+    /// A JVM: its libjvm.so and the allocation-sampling functions there
+    /// (`AllocTracer`'s, as JFR uses) that get probes instead of the allocator's.
+    pub java: Option<(std::path::PathBuf, Vec<String>)>,
 }
 
 /// Where the Go allocation probe goes and how often it reports.
@@ -71,7 +71,7 @@ fn attach_cuda(
     links: &mut Vec<Link>,
 ) -> Result<()> {
     for lib in libraries {
-        let names = crate::mem::function_names(lib);
+        let names = crate::elf::function_names(lib);
         let found: Vec<&str> = CUDA_ALLOCS.iter().map(|(n, _)| *n).filter(|n| names.contains(*n)).collect();
         if !names.contains("cuMemAlloc_v2") || !names.contains("cuMemFree_v2") {
             return Err(Error::Bpf {
@@ -141,6 +141,25 @@ fn attach_family(
 type Uprobe<'a> =
     dyn Fn(&libbpf_rs::ProgramMut<'_>, &std::path::Path, &str, bool, u64) -> libbpf_rs::Result<Link> + 'a;
 
+/// The probe on `runtime.mallocgc`, past its prologue's stack check.
+fn attach_go(mem: &MemSkel<'_>, pid: i32, go: &GoProbe, links: &mut Vec<Link>) -> Result<()> {
+    log::info!(
+        "attaching the allocation probe to runtime.mallocgc+{:#x} in {} ({})",
+        go.offset,
+        go.exe.display(),
+        go.sample_bytes
+            .map_or_else(|| "every allocation".to_owned(), |r| format!("one per {r} bytes, sampled"))
+    );
+    let opts = libbpf_rs::UprobeOpts { func_name: Some("runtime.mallocgc".to_owned()), ..Default::default() };
+    let link = mem
+        .progs
+        .go_malloc
+        .attach_uprobe_with_opts(pid, &go.exe, go.offset as usize, opts)
+        .map_err(|e| load_error(&format!("attach uprobe runtime.mallocgc in {}", go.exe.display()), e))?;
+    links.push(link);
+    Ok(())
+}
+
 /// Probes on the malloc family (each prefix of `ALLOC_PREFIXES` with both
 /// malloc and free) and libc's munmap; how many allocators.
 fn attach_allocators(
@@ -151,7 +170,7 @@ fn attach_allocators(
 ) -> Result<usize> {
     let mut attached = 0;
     for object in objects {
-        let names = crate::mem::function_names(object);
+        let names = crate::elf::function_names(object);
         for prefix in ALLOC_PREFIXES {
             let has = |n: &str| names.contains(&format!("{prefix}{n}"));
             if !has("malloc") || !has("free") {
@@ -195,7 +214,7 @@ fn attach_python(
 ) -> Result<usize> {
     let mut attached = 0;
     for object in objects {
-        let names = crate::mem::function_names(object);
+        let names = crate::elf::function_names(object);
         if !names.contains("PyObject_Malloc") || !names.contains("PyObject_Free") {
             continue;
         }
@@ -225,10 +244,6 @@ pub(super) fn load(
     share_python_maps(skel, &mut open.maps.py_procs, &mut open.maps.py_tstates)?;
     let mem = open.load().map_err(|e| load_error("load mem (verifier log above)", e))?;
     let pid = m.pid as i32;
-    let uprobe_at = |prog: &libbpf_rs::ProgramMut<'_>, path: &std::path::Path, name: &str, offset: u64| {
-        let opts = libbpf_rs::UprobeOpts { func_name: Some(name.to_owned()), ..Default::default() };
-        prog.attach_uprobe_with_opts(pid, path, offset as usize, opts)
-    };
     let uprobe = |prog: &libbpf_rs::ProgramMut<'_>, path: &std::path::Path, name: &str, ret: bool, cookie| {
         let opts = libbpf_rs::UprobeOpts {
             func_name: Some(name.to_owned()),
@@ -239,18 +254,8 @@ pub(super) fn load(
         prog.attach_uprobe_with_opts(pid, path, 0, opts)
     };
     attach_cuda(&mem, &m.cuda, &uprobe, links)?;
-    if let Some(jvm) = &m.java {
-        let functions = crate::mem::java_alloc_functions(jvm);
-        if functions.is_empty() {
-            return Err(Error::Bpf {
-                what: "attach Java allocation probes".into(),
-                detail: format!(
-                    "no AllocTracer::send_allocation_* in {} (a JVM without symbols?)",
-                    jvm.display()
-                ),
-            });
-        }
-        for name in &functions {
+    if let Some((jvm, functions)) = &m.java {
+        for name in functions {
             log::info!("attaching the Java allocation probe to {name} in {}", jvm.display());
             let link = uprobe(&mem.progs.java_alloc, jvm, name, false, 0)
                 .map_err(|e| load_error(&format!("attach uprobe {name} in {}", jvm.display()), e))?;
@@ -259,18 +264,9 @@ pub(super) fn load(
         return Ok(mem);
     }
     if let Some(go) = &m.go {
-        log::info!(
-            "attaching the allocation probe to runtime.mallocgc+{:#x} in {} ({})",
-            go.offset,
-            go.exe.display(),
-            go.sample_bytes
-                .map_or_else(|| "every allocation".to_owned(), |r| format!("one per {r} bytes, sampled"))
-        );
-        let link = uprobe_at(&mem.progs.go_malloc, &go.exe, "runtime.mallocgc", go.offset)
-            .map_err(|e| load_error(&format!("attach uprobe runtime.mallocgc in {}", go.exe.display()), e))?;
-        links.push(link);
+        attach_go(&mem, pid, go, links)?;
         // A Go program's own C allocations (cgo) go through libc, probed as ever.
-        if m.objects.iter().all(|o| !crate::mem::function_names(o).contains("malloc")) {
+        if m.objects.iter().all(|o| !crate::elf::function_names(o).contains("malloc")) {
             return Ok(mem);
         }
     }

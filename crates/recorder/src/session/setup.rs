@@ -152,8 +152,14 @@ fn mem_probes(opts: &RecordOptions, held: &Held, sampling: &Sampling) -> Result<
         if opts.mem == MemMode::Sampled {
             log::warn!("--preload does not apply to a JVM: its allocations are sampled by the JVM's TLABs");
         }
+        let functions = crate::mem::java_alloc_functions(&jvm);
+        if functions.is_empty() {
+            return Err(Error::Usage(
+                "--mem on a JVM: no AllocTracer::send_allocation_* in its libjvm.so (a JVM without symbols?)",
+            ));
+        }
         let mut p = probes(pid, Vec::new(), None, false);
-        p.java = Some(jvm);
+        p.java = Some((jvm, functions));
         return Ok(Some(p));
     }
     Ok(Some(match (opts.mem, &opts.target, held.pid()) {
