@@ -22,8 +22,19 @@ cargo build --release --quiet -p profcap-recorder -p profcap-analyze
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 work=(target/fixtures/pingpong "$ROUNDS")
-# Prints "wall-seconds cpu-seconds" of one run, as the program measured them.
-elapsed() { "$@" 2>"$tmp/err" | awk '/^elapsed/ {w=$2} /^cpu/ {c=$2} END {print w, c}'; }
+# The machine's busy CPU seconds so far (/proc/stat: all but idle and iowait):
+# BPF work in sched_switch is charged to whichever task runs, and profrec's
+# own work counts too, so this is the cost that a program's own CPU time hides.
+busy() { awk -v hz="$(getconf CLK_TCK)" '/^cpu / {print ($2 + $3 + $4 + $7 + $8 + $9) / hz}' /proc/stat; }
+# Prints "wall-seconds cpu-seconds busy-seconds" of one run: the first two as
+# the program measured them, the last the whole machine's.
+elapsed() {
+  local b0 b1
+  b0=$(busy)
+  "$@" 2>"$tmp/err" | awk '/^elapsed/ {w=$2} /^cpu/ {c=$2} END {printf "%s %s", w, c}'
+  b1=$(busy)
+  echo " $(echo "$b1 - $b0" | bc -l)"
+}
 control() {
   sleep 600 & local idle=$!
   target/release/profrec -q -o "$tmp/c.cap" --events offcpu -p "$idle" & local rec=$!
@@ -40,13 +51,17 @@ for _ in $(seq "$REPS"); do
 done
 col() { awk -v c="$1" '{print $c}' "$tmp/$2" | median; }
 printf 'pingpong %s rounds, %s alternating runs, medians of the times the program measured\n' "$ROUNDS" "$REPS"
-printf '%-40s %9s %9s %9s\n' config "wall (s)" "CPU (s)" "CPU vs control"
+printf '%-40s %9s %9s %9s %11s %11s %11s\n' config "wall (s)" "CPU (s)" "vs control" "busy (s)" "vs alone" "rounds/s"
 ctl=$(col 2 control)
+alone_busy=$(col 3 base)
 for cfg in base:"alone" control:"control (profrec on another process)" off:"profrec --events offcpu" zero:"profrec --events offcpu --min-block 0"; do
   name=${cfg%%:*}; label=${cfg#*:}
-  w=$(col 1 "$name"); c=$(col 2 "$name")
-  printf '%-40s %9.3f %9.3f %+8.2f%%\n' "$label" "$w" "$c" "$(echo "($c / $ctl - 1) * 100" | bc -l)"
+  w=$(col 1 "$name"); c=$(col 2 "$name"); b=$(col 3 "$name")
+  printf '%-40s %9.3f %9.3f %+8.2f%% %11.3f %+10.2f%% %11.0f\n' "$label" "$w" "$c" \
+    "$(echo "($c / $ctl - 1) * 100" | bc -l)" "$b" "$(echo "($b / $alone_busy - 1) * 100" | bc -l)" \
+    "$(echo "$ROUNDS / $w" | bc -l)"
 done
+echo "(busy: the machine's busy CPU during the run, profrec's start and end included)"
 for f in o z; do
   echo
   target/release/profanalyze info "$tmp/$f.cap" | grep -E '^(samples|duration|lost|size)|^  offcpu'
@@ -63,7 +78,7 @@ for flags in "" "--no-offcpu-kernel-stacks"; do
   rec=$!
   sleep 2
   echo "profrec --events offcpu $flags:"
-  bpf_prog_costs on_switch on_cpu_sample on_waking
+  bpf_prog_costs on_switch on_sys_exit on_waking
   wait "$rec" || true
 done
 bpf_stats_off

@@ -22,6 +22,18 @@ struct {
 	__type(value, __u8);
 } targets SEC(".maps");
 
+/* How far up each thread's stack its walks reach (tid -> the address just
+ * past the highest byte the last complete unwind read, plus slack), set by
+ * profrec from its unwinds: a copy stops there instead of copying
+ * stack_bytes, the rest being the stack's unused top or other data.
+ * Shared like `targets`; an entry goes when its thread exits. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u32);
+	__type(value, __u64);
+} stack_tops SEC(".maps");
+
 /* Events dropped in the kernel, by enum drop_reason. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -64,7 +76,8 @@ static __always_inline void read_user_regs(struct profrec_user_stack *u)
 
 /* Copies up to stack_bytes of the current task's user stack from u->sp into
  * buf (room bytes), never past the end of the stack's mapping; returns the
- * bytes copied, also in u->len. The end is found by probing one byte at each
+ * bytes copied, also in u->len; no further than the thread's known stack top
+ * (`stack_tops`). The end is found by probing one byte at each
  * page start the copy would cross (bpf_find_vma would need the mmap lock,
  * which a program that maps memory often holds). */
 static __always_inline __u32 copy_user_stack(struct profrec_user_stack *u, __u8 *buf, __u32 room)
@@ -73,6 +86,10 @@ static __always_inline __u32 copy_user_stack(struct profrec_user_stack *u, __u8 
 
 	if (!sp)
 		return 0;
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	__u64 *top = bpf_map_lookup_elem(&stack_tops, &tid);
+	if (top && *top > sp && *top - sp < n)
+		n = *top - sp;
 	if (n > room)
 		n = room;
 	if (n > MAX_STACK_COPY)

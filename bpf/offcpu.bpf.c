@@ -31,6 +31,8 @@ char LICENSE[] SEC("license") = "Dual MIT/GPL";
 #define TASK_UNINTERRUPTIBLE 0x2
 #define EFAULT 14 /* bpf_get_stackid: no frames to walk */
 #define EINVAL 22
+/* user_stack_id of a block whose user stack is copied at its sys_exit. */
+#define DEFERRED_USER_STACK (-1000)
 
 const volatile __u64 min_block_ns = 10000;
 const volatile __u64 max_block_ns = 3600ULL * 1000000000ULL;
@@ -74,20 +76,12 @@ struct {
 	__type(value, struct profrec_offcpu_event);
 } event_scratch SEC(".maps");
 
-/* Too large for the BPF stack: the value is built here. */
+/* Each target thread's current block (since_ns 0: none), in its task's own
+ * storage: no allocation or hashing per switch, as a table by tid would need. */
 struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct blocked);
-} scratch SEC(".maps");
-
-/* Threads now off the CPU, by tid (allocated on use: values are ~300 bytes). */
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__uint(max_entries, 65536);
-	__type(key, __u32);
+	__type(key, int);
 	__type(value, struct blocked);
 } blocked SEC(".maps");
 
@@ -144,7 +138,7 @@ static __always_inline void send_block(struct task_struct *task, __u32 tid, stru
 		reason = DROP_OFFCPU_SHORT;
 	else if (delta > max_block_ns)
 		reason = DROP_OFFCPU_LONG;
-	else if (b->user_stack_id < 0)
+	else if (b->user_stack_id < 0 && b->user_stack_id != DEFERRED_USER_STACK)
 		reason = b->user_stack_id == -EFAULT || b->user_stack_id == -EINVAL ? DROP_OFFCPU_NO_USER
 										      : DROP_OFFCPU_STACKMAP;
 	if (reason != DROP_REASONS) {
@@ -202,8 +196,6 @@ static __always_inline void send_block(struct task_struct *task, __u32 tid, stru
  * so the difference is how long it has been on the CPU. */
 static __always_inline void recover_block(struct task_struct *prev, __u32 tid, struct blocked *b, __u64 now)
 {
-	if (b->since_ns == 0) /* already sent; its delete failed */
-		return;
 	__u64 ran = BPF_CORE_READ(prev, se.sum_exec_runtime) - BPF_CORE_READ(prev, se.prev_sum_exec_runtime);
 	if (ran >= now || now - ran <= b->since_ns) {
 		count_drop(DROP_OFFCPU_UNSEEN);
@@ -225,53 +217,54 @@ int BPF_PROG(on_switch, bool preempt, struct task_struct *prev, struct task_stru
 
 	if (prev_tid == 0)
 		goto switch_in;
-	/* Looked up for any thread: only targets' blocks are in the table, and a
-	 * target that exits is no longer a target at its last switch-out. */
-	struct blocked *stale = bpf_map_lookup_elem(&blocked, &prev_tid);
-	if (stale)
-		recover_block(prev, prev_tid, stale, now);
+	/* Looked up for any thread: only targets have blocks, and a target that
+	 * exits is no longer a target at its last switch-out. */
+	struct blocked *b = bpf_task_storage_get(&blocked, prev, 0, 0);
+	if (b && b->since_ns)
+		recover_block(prev, prev_tid, b, now);
 	/* prev is the current task here, so its stacks can be taken. */
 	if ((prev_state & (TASK_INTERRUPTIBLE | TASK_UNINTERRUPTIBLE)) && is_target(prev_tgid)) {
-		__u32 zero = 0;
-		struct blocked *b = bpf_map_lookup_elem(&scratch, &zero);
-		if (b) {
-			b->since_ns = now;
-			b->user_stack_id = bpf_get_stackid(ctx, &stacks, BPF_F_USER_STACK);
-			/* Skip this program's own frame and the tracepoint's
-			 * (bpf_trace_run4) so kernel stacks start at __schedule. */
-			b->kernel_stack_id = kernel_stacks ? bpf_get_stackid(ctx, &stacks, 2) : -1;
-			read_user_regs(&b->user);
-			b->in_syscall = in_syscall(b->user.ip);
-			b->pad = 0;
-			if (bpf_map_update_elem(&blocked, &prev_tid, b, BPF_ANY))
-				count_drop(DROP_OFFCPU_TABLE_FULL);
-			stale = NULL;
+		if (!b)
+			b = bpf_task_storage_get(&blocked, prev, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+		if (!b) {
+			count_drop(DROP_OFFCPU_TABLE_FULL);
+			goto switch_in;
 		}
+		read_user_regs(&b->user);
+		b->in_syscall = in_syscall(b->user.ip);
+		/* A block in a syscall has its user stack copied when the syscall
+		 * returns (on_sys_exit: the same stack, as the thread did not run),
+		 * and unwound from those bytes: no frame-pointer walk now. */
+		b->user_stack_id = b->in_syscall && stack_bytes ? DEFERRED_USER_STACK
+							       : bpf_get_stackid(ctx, &stacks, BPF_F_USER_STACK);
+		/* Skip this program's own frame and the tracepoint's
+		 * (bpf_trace_run4) so kernel stacks start at __schedule. */
+		b->kernel_stack_id = kernel_stacks ? bpf_get_stackid(ctx, &stacks, 2) : -1;
+		b->pad = 0;
+		b->since_ns = now;
+	} else if (b) {
+		b->since_ns = 0;
 	}
-	if (stale)
-		bpf_map_delete_elem(&blocked, &prev_tid);
 
 switch_in:;
 	__u32 next_tid = BPF_CORE_READ(next, pid);
 	if (next_tid == 0)
 		return 0;
-	struct blocked *seen = bpf_map_lookup_elem(&blocked, &next_tid);
+	struct blocked *seen = bpf_task_storage_get(&blocked, next, 0, 0);
 	if (!seen || seen->since_ns == 0)
 		return 0;
 	if (test_miss_switch_ins && ++test_switch_ins % test_miss_switch_ins == 0)
 		return 0;
 	send_block(next, next_tid, seen, now, true);
-	/* Marked as sent, so that recover_block leaves it alone should the
-	 * delete fail (a busy bucket lock). */
 	seen->since_ns = 0;
-	bpf_map_delete_elem(&blocked, &next_tid);
 	return 0;
 }
 
 static __always_inline void note_waker(void *ctx, struct task_struct *p)
 {
 	__u32 tid = BPF_CORE_READ(p, pid);
-	if (!bpf_map_lookup_elem(&blocked, &tid))
+	struct blocked *b = bpf_task_storage_get(&blocked, p, 0, 0);
+	if (!b || !b->since_ns)
 		return;
 	__u64 id = bpf_get_current_pid_tgid();
 	struct waker w = {

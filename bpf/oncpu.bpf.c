@@ -77,7 +77,9 @@ int on_cpu_sample(struct bpf_perf_event_data *ctx)
 		e->kstack_bytes = 0;
 	else
 		e->kstack_bytes = bpf_get_stack(ctx, e->kstack, sizeof(e->kstack), 0);
-	e->ustack_bytes = bpf_get_stack(ctx, e->ustack, sizeof(e->ustack), BPF_F_USER_STACK);
+	/* With stack bytes profrec unwinds those (and follows frame pointers
+	 * through them where no rule covers an address): no walk here. */
+	e->ustack_bytes = stack_bytes ? 0 : bpf_get_stack(ctx, e->ustack, sizeof(e->ustack), BPF_F_USER_STACK);
 	read_user_regs(&e->user);
 	__u16 py_status = PY_NOT_PYTHON;
 	__u32 py_n = py_walk(tgid, tid, buf->py, &py_status);
@@ -152,6 +154,8 @@ int BPF_PROG(on_exit, struct task_struct *p)
 {
 	__u32 pid = BPF_CORE_READ(p, pid), tgid = BPF_CORE_READ(p, tgid);
 
+	/* Each thread's end: its stack top must not serve a thread that reuses its tid. */
+	bpf_map_delete_elem(&stack_tops, &pid);
 	if (pid != tgid || !is_target(tgid)) /* only the group leader ends a process */
 		return 0;
 	send_proc_event(EVENT_EXIT, tgid, 0);

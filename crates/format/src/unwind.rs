@@ -262,6 +262,8 @@ fn load_bias(segments: &[Segment], start: u64, end: u64, file_offset: u64) -> Op
 /// modules' generation).
 pub struct Walker {
     cache: CacheX86_64,
+    /// The address just past the highest stack word the last walk read.
+    pub read_end: u64,
 }
 
 impl std::fmt::Debug for Walker {
@@ -272,7 +274,7 @@ impl std::fmt::Debug for Walker {
 
 impl Default for Walker {
     fn default() -> Self {
-        Walker { cache: CacheX86_64::new() }
+        Walker { cache: CacheX86_64::new(), read_end: 0 }
     }
 }
 
@@ -289,7 +291,10 @@ impl Walker {
             return StackEnd::NoStack;
         }
         let top = regs.sp.saturating_add(stack.len() as u64);
+        self.read_end = regs.sp;
+        let read_end = &mut self.read_end;
         let mut read = |addr: u64| -> Result<u64, ()> {
+            *read_end = (*read_end).max(addr.saturating_add(8));
             let at = usize::try_from(addr.checked_sub(regs.sp).ok_or(())?).map_err(|_| ())?;
             let bytes = stack.get(at..at.checked_add(8).ok_or(())?).ok_or(())?;
             Ok(u64::from_le_bytes(bytes.try_into().map_err(|_| ())?))

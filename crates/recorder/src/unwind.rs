@@ -103,6 +103,11 @@ impl Unwinding {
         (frames, end)
     }
 
+    /// The address just past the highest stack word the last walk read.
+    pub fn read_end(&self) -> u64 {
+        self.walker.read_end
+    }
+
     /// Drops the unwind tables of an object no process maps any more (the
     /// address spaces built with them go too).
     pub fn forget_object(&mut self, object: usize) {

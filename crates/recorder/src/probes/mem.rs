@@ -240,7 +240,7 @@ pub(super) fn load(
     // Sampled allocations of Python processes copy stack bytes.
     rodata.stack_bytes = stack_bytes.min(super::MAX_STACK_COPY as u32);
     rodata.go_sample_bytes = m.go.as_ref().and_then(|g| g.sample_bytes).unwrap_or(0);
-    share_maps(skel, &mut open.maps.targets, &mut open.maps.events)?;
+    share_maps(skel, &mut open.maps.targets, &mut open.maps.events, &mut open.maps.stack_tops)?;
     share_python_maps(skel, &mut open.maps.py_procs, &mut open.maps.py_tstates)?;
     let mem = open.load().map_err(|e| load_error("load mem (verifier log above)", e))?;
     let pid = m.pid as i32;

@@ -181,6 +181,17 @@ impl Probes {
             .map_err(|e| load_error("add target", e))
     }
 
+    /// How far up a thread's stack the copies go (`None`: all of
+    /// `--stack-bytes` again).
+    pub fn set_stack_top(&self, tid: u32, top: Option<u64>) {
+        let map = &self.skel.maps.stack_tops;
+        // A failed update only costs bytes: the copy goes to --stack-bytes.
+        let _ = match top {
+            Some(t) => map.update(&tid.to_ne_bytes(), &t.to_ne_bytes(), MapFlags::ANY),
+            None => map.delete(&tid.to_ne_bytes()),
+        };
+    }
+
     /// Describes a Python process to the frame walk (`None`: forget it).
     pub fn set_python(&self, pid: u32, layout: Option<&PyLayout>) -> Result<()> {
         let map = &self.skel.maps.py_procs;
@@ -305,7 +316,9 @@ fn share_maps(
     skel: &OncpuSkel<'static>,
     targets: &mut libbpf_rs::OpenMapMut<'_>,
     events: &mut libbpf_rs::OpenMapMut<'_>,
+    stack_tops: &mut libbpf_rs::OpenMapMut<'_>,
 ) -> Result<()> {
     targets.reuse_fd(skel.maps.targets.as_fd()).map_err(|e| load_error("share target table", e))?;
+    stack_tops.reuse_fd(skel.maps.stack_tops.as_fd()).map_err(|e| load_error("share stack tops", e))?;
     events.reuse_fd(skel.maps.events.as_fd()).map_err(|e| load_error("share ring buffer", e))
 }

@@ -43,7 +43,7 @@ pub(super) fn load(
     rodata.kernel_stacks = o.kernel_stacks;
     rodata.test_miss_switch_ins = o.test_miss_switch_ins;
     rodata.stack_bytes = stack_bytes.min(super::MAX_STACK_COPY as u32);
-    share_maps(skel, &mut open.maps.targets, &mut open.maps.events)?;
+    share_maps(skel, &mut open.maps.targets, &mut open.maps.events, &mut open.maps.stack_tops)?;
     share_python_maps(skel, &mut open.maps.py_procs, &mut open.maps.py_tstates)?;
     let off = open.load().map_err(|e| load_error("load off-CPU (verifier log above)", e))?;
     links.push(off.progs.on_switch.attach().map_err(|e| load_error("attach tp_btf/sched_switch", e))?);

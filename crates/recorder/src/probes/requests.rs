@@ -26,7 +26,7 @@ pub(super) fn load(
     let rodata = open.maps.rodata_data.as_deref_mut().ok_or_else(|| no_rodata("requests"))?;
     rodata.filter_pids = matches!(targets, Targets::Pids { .. });
     rodata.payload_bytes = payload_bytes.min(MAX_PAYLOAD as u32);
-    share_maps(skel, &mut open.maps.targets, &mut open.maps.events)?;
+    share_maps(skel, &mut open.maps.targets, &mut open.maps.events, &mut open.maps.stack_tops)?;
     let req = open.load().map_err(|e| load_error("load requests (verifier log above)", e))?;
     links.push(req.progs.on_sys_enter.attach().map_err(|e| load_error("attach tp_btf/sys_enter", e))?);
     links.push(req.progs.on_sys_exit.attach().map_err(|e| load_error("attach tp_btf/sys_exit", e))?);

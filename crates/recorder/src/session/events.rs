@@ -150,7 +150,31 @@ impl Session {
             let end = if stack.err != 0 { StackEnd::NoStack } else { StackEnd::Unknown };
             return (fp, end);
         }
-        self.unwind_user(pid, stack)
+        let (frames, end) = self.unwind_user(pid, stack);
+        self.last_unwind = Some((end, self.unwinding.read_end()));
+        (frames, end)
+    }
+
+    /// After an event's stack was unwound from its bytes: a walk that
+    /// reached the root tells how far up the thread's stack copies need to
+    /// go (the kernel then copies no more than that); one that ran out of
+    /// bytes where a shorter copy was asked for makes the next copy whole.
+    fn learn_stack_top(&mut self, probes: &Probes, tid: u32) {
+        /// Room above the highest word the walk read.
+        const SLACK: u64 = 256;
+        match self.last_unwind.take() {
+            Some((StackEnd::Root, read_end)) => {
+                let want = read_end.saturating_add(SLACK + 7) & !7;
+                if self.stack_tops.get(&tid).is_none_or(|&known| want > known) {
+                    self.stack_tops.insert(tid, want);
+                    probes.set_stack_top(tid, Some(want));
+                }
+            }
+            Some((StackEnd::StackBytes, _)) if self.stack_tops.remove(&tid).is_some() => {
+                probes.set_stack_top(tid, None);
+            }
+            _ => {}
+        }
     }
 
     /// The capture form of an event's Python frames; the code objects they
@@ -414,9 +438,14 @@ impl Session {
         match event {
             Event::Request(e) => self.on_request(e)?,
             Event::Mem(e) => self.on_mem(probes, e)?,
-            Event::OffCpu(e) => self.on_offcpu(probes, e)?,
+            Event::OffCpu(e) => {
+                let tid = e.head.tid;
+                self.on_offcpu(probes, e)?;
+                self.learn_stack_top(probes, tid);
+            }
             Event::Sample { head, comm, kernel, user, stack, python } => {
-                self.on_sample(head, comm, &kernel, user, stack, python)?
+                self.on_sample(head, comm, &kernel, user, stack, python)?;
+                self.learn_stack_top(probes, head.tid);
             }
             Event::Fork { head, ppid } => self.on_fork(head.pid, ppid, head.time_ns),
             Event::Exec { head, .. } => self.on_exec(head.pid, head.time_ns),

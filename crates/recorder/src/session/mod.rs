@@ -124,6 +124,10 @@ struct Session {
     requests: u64,
     /// Capture stack ids of allocation stack-map ids already read.
     mem_stacks: HashMap<i32, u64>,
+    /// How the last stack unwound from bytes ended, and how far up it read.
+    last_unwind: Option<(profcap_format::StackEnd, u64)>,
+    /// The stack tops told to the kernel, by tid (see `learn_stack_top`).
+    stack_tops: HashMap<u32, u64>,
     /// JVM allocation samples: capture stack ids by (stack-map id, Klass*).
     java_stacks: HashMap<(i32, u64), u64>,
     /// Class names of the JVMs' sampled objects.
@@ -187,6 +191,8 @@ impl Session {
             requests: 0,
             mem_stacks: HashMap::new(),
             java_stacks: HashMap::new(),
+            last_unwind: None,
+            stack_tops: HashMap::new(),
             java: crate::mem::JavaClasses::default(),
             java_unnamed: 0,
             sampler_path: None,
