@@ -25,7 +25,7 @@ work=(target/fixtures/pingpong "$ROUNDS")
 # The machine's busy CPU seconds so far (/proc/stat: all but idle and iowait):
 # BPF work in sched_switch is charged to whichever task runs, and profrec's
 # own work counts too, so this is the cost that a program's own CPU time hides.
-busy() { awk -v hz="$(getconf CLK_TCK)" '/^cpu / {print ($2 + $3 + $4 + $7 + $8 + $9) / hz}' /proc/stat; }
+busy() { awk -v hz="$(getconf CLK_TCK)" '/^cpu / {printf "%.2f\n", ($2 + $3 + $4 + $7 + $8 + $9) / hz}' /proc/stat; }
 # Prints "wall-seconds cpu-seconds busy-seconds" of one run: the first two as
 # the program measured them, the last the whole machine's.
 elapsed() {

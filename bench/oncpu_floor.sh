@@ -38,7 +38,7 @@ printf '  alone %.3f [%s]\n  bare timer events %.3f (%+.2f%%) [%s]\n  profrec %.
 printf '  per sample (CPU time lost / %.0f samples): bare timer %.2f us, profrec %.2f us\n' "$samples" \
   "$(echo "($t - $a) * $CPUS / $samples * 1000000" | bc -l)" "$(echo "($p - $a) * $CPUS / $samples * 1000000" | bc -l)"
 bpf_stats_on
-target/release/profrec -q -F "$FREQ" -o "$tmp/s.cap" -- "${work[@]}" >/dev/null &
+target/release/profrec -q -F "$FREQ" -o "$tmp/s.cap" -- target/fixtures/fixed_work $((ROUNDS * 3)) "$CPUS" >/dev/null &
 rec=$!
 sleep 3
 echo "on_cpu_sample at $FREQ Hz (BPF statistics):"

@@ -26,6 +26,16 @@ until grep -q listening "$tmp/port" 2>/dev/null; do sleep 0.05; done
 port=$(awk '{print $3}' "$tmp/port")
 header="traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 load() { local url="http://127.0.0.1:$port/work?parse=$WORK"; wrk -t1 -c"$CONNS" -d"${SECS}s" -H "$header" "$url" | awk '/^Requests\/sec/ {print $2}'; }
+# The floor: the syscall tracepoints enabled with the cheapest consumer
+# there is (perf counting them), no BPF at all. Enabling them moves every
+# task's syscalls onto the kernel's slow path, whatever the consumer does.
+tracepoints() {
+  perf stat -a -e raw_syscalls:sys_enter,raw_syscalls:sys_exit -o /dev/null -- sleep 600 & local p=$!
+  sleep 1
+  load >> "$tmp/tp"
+  # perf stat ends when its command does.
+  pkill -P "$p" sleep || true; wait "$p" 2>/dev/null || true
+}
 # Runs the load while profrec records the server with the given options.
 under() {
   local name=$1; shift
@@ -35,9 +45,10 @@ under() {
   kill -INT "$rec"; wait "$rec" || true
 }
 for WORK in 0 1; do
-  rm -f "$tmp"/{alone,cpu,req,req0}
+  rm -f "$tmp"/{alone,tp,cpu,req,req0}
   for _ in $(seq "$REPS"); do
     load >> "$tmp/alone"
+    tracepoints
     under cpu
     under req --requests
     under req0 --requests --payload-bytes 0
@@ -45,7 +56,7 @@ for WORK in 0 1; do
   printf 'httpd on loopback, %s ms of CPU per request, wrk -c%s for %ss, %s alternating runs, median requests/s\n' \
     "$WORK" "$CONNS" "$SECS" "$REPS"
   base=$(median < "$tmp/alone")
-  for cfg in alone:"alone" cpu:"profrec (on-CPU 99 Hz)" req:"profrec --requests" req0:"profrec --requests --payload-bytes 0"; do
+  for cfg in alone:"alone" tp:"syscall tracepoints alone (perf stat)" cpu:"profrec (on-CPU 99 Hz)" req:"profrec --requests" req0:"profrec --requests --payload-bytes 0"; do
     name=${cfg%%:*}; label=${cfg#*:}
     r=$(median < "$tmp/$name")
     printf '%-40s %10.0f req/s  %+7.2f%%\n' "$label" "$r" "$(echo "($r / $base - 1) * 100" | bc -l)"
