@@ -177,27 +177,16 @@ fn attach_allocators(
                 continue;
             }
             log::info!("attaching allocation probes to {prefix}malloc etc. in {}", object.display());
-            for (name, cookie) in ALLOC_FNS {
-                let name = format!("{prefix}{name}");
-                if !has(&name[prefix.len()..]) {
-                    continue;
-                }
-                for ret in [false, true] {
-                    let prog = if ret { &mem.progs.alloc_exit } else { &mem.progs.alloc_enter };
-                    let link = uprobe(prog, object, &name, ret, cookie).map_err(|e| {
-                        load_error(&format!("attach uprobe {name} in {}", object.display()), e)
-                    })?;
-                    links.push(link);
-                }
-            }
+            let allocs: Vec<(String, u64)> =
+                ALLOC_FNS.iter().map(|(n, c)| (format!("{prefix}{n}"), *c)).collect();
+            let allocs: Vec<(&str, u64)> = allocs.iter().map(|(n, c)| (n.as_str(), *c)).collect();
             // munmap (libc's only) ends an anonymous mapping as free ends a
             // block; one inside free, of a chunk's header address, matches nothing.
-            let munmap = prefix.is_empty() && names.contains("munmap");
-            for name in std::iter::once(format!("{prefix}free")).chain(munmap.then(|| "munmap".to_owned())) {
-                let link = uprobe(&mem.progs.free_enter, object, &name, false, 0)
-                    .map_err(|e| load_error(&format!("attach uprobe {name} in {}", object.display()), e))?;
-                links.push(link);
-            }
+            let free = format!("{prefix}free");
+            let frees: Vec<&str> =
+                std::iter::once(free.as_str()).chain(prefix.is_empty().then_some("munmap")).collect();
+            let progs = (&mem.progs.alloc_enter, &mem.progs.alloc_exit, &mem.progs.free_enter);
+            attach_family(uprobe, links, object, &names, progs, (&allocs, &frees))?;
             attached += 1;
         }
     }
