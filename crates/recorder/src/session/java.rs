@@ -57,13 +57,7 @@ impl Session {
                 .map(|(addr, name)| profcap_format::Symbol { addr, size: 1, name: name.to_owned() })
                 .collect();
             log::info!("pid {pid}: {} Java classes named", symbols.len());
-            let blob = profcap_format::SymbolBlob {
-                path: profcap_format::java_classes_path(pid),
-                symbols,
-                ..Default::default()
-            };
-            let r = self.writer.push_symbols(blob);
-            self.write(r)?;
+            self.push_named_addresses(profcap_format::java_classes_path(pid), symbols)?;
         }
         Ok(())
     }

@@ -8,6 +8,17 @@ use crate::elf::{self, EmbedMode};
 use crate::{kallsyms, procfs, Result};
 
 impl Session {
+    /// A symbol blob of a process's own addresses (no object, no build id):
+    /// its JIT map, or the classes of its JVM allocation samples.
+    pub(super) fn push_named_addresses(
+        &mut self,
+        path: String,
+        symbols: Vec<profcap_format::Symbol>,
+    ) -> Result<()> {
+        let r = self.writer.push_symbols(profcap_format::SymbolBlob { path, symbols, ..Default::default() });
+        self.write(r)
+    }
+
     /// Writes the end-of-recording material: symbols, kernel symbols, and
     /// what was lost (see [`super::losses`]).
     pub(super) fn finish_material(&mut self, embed: EmbedMode, losses: &[Loss]) -> Result<()> {
@@ -18,13 +29,7 @@ impl Session {
         for pid in pids {
             if let Some(symbols) = procfs::read_perf_map(pid) {
                 log::info!("pid {pid}: {} JIT symbols", symbols.len());
-                let blob = profcap_format::SymbolBlob {
-                    path: profcap_format::perf_map_path(pid),
-                    symbols,
-                    ..Default::default()
-                };
-                let r = self.writer.push_symbols(blob);
-                self.write(r)?;
+                self.push_named_addresses(profcap_format::perf_map_path(pid), symbols)?;
             }
         }
         self.write_java_classes()?;
