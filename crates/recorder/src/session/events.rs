@@ -322,15 +322,19 @@ impl Session {
     /// in attach mode.
     pub(super) fn strip_sampler_frames(&mut self, pid: u32, frames: &mut Vec<u64>) {
         let Some(sampler) = self.sampler_path.clone() else { return };
-        let inside = |s: &mut Self, addr: u64| {
-            s.locate(pid, addr)
-                .is_some_and(|(object, _)| s.objects.get(object).is_some_and(|o| o.path == sampler))
-        };
         if frames.first().is_some_and(|&a| self.locate(pid, a).is_none()) {
             self.rescan_maps(pid); // the library may be newer than what we know
         }
-        let n = frames.iter().take_while(|&&a| inside(self, a)).count();
+        let n = self.leading_frames_in(pid, frames, |path| path == sampler);
         frames.drain(..n);
+    }
+
+    /// How many frames from the leaf lie in objects whose path `object` accepts.
+    pub(super) fn leading_frames_in(&self, pid: u32, frames: &[u64], object: impl Fn(&str) -> bool) -> usize {
+        let inside = |addr: u64| {
+            self.locate(pid, addr).is_some_and(|(o, _)| self.objects.get(o).is_some_and(|o| object(&o.path)))
+        };
+        frames.iter().take_while(|&&a| inside(a)).count()
     }
 
     pub(super) fn on_mem(&mut self, probes: &Probes, e: MemEvent) -> Result<()> {

@@ -35,13 +35,8 @@ impl Session {
     /// Cuts the JVM's allocation machinery (libjvm.so frames from the leaf)
     /// so the stack starts at the code that allocated; all of it stays
     /// where nothing else is on the stack.
-    fn strip_jvm_frames(&mut self, pid: u32, frames: &mut Vec<u64>) {
-        let in_jvm = |s: &Self, addr: u64| {
-            s.locate(pid, addr).is_some_and(|(object, _)| {
-                s.objects.get(object).is_some_and(|o| o.path.ends_with("/libjvm.so"))
-            })
-        };
-        let n = frames.iter().take_while(|&&a| in_jvm(self, a)).count();
+    fn strip_jvm_frames(&self, pid: u32, frames: &mut Vec<u64>) {
+        let n = self.leading_frames_in(pid, frames, |path| path.ends_with("/libjvm.so"));
         if n < frames.len() {
             frames.drain(..n);
         }
