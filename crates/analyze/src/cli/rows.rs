@@ -12,20 +12,23 @@ use profcap_analyze::export::{capture_rows, write_otlp, CaptureRows, OtlpBuilder
 use super::common::Common;
 use super::inputs::Chosen;
 
-/// OTLP `ProfilesData` of the chosen captures (read in parallel, added in
-/// order), as protobuf or JSON.
+/// OTLP `ProfilesData` of the chosen captures: as many read at once as
+/// there are threads, added in order (so memory holds a batch of captures,
+/// not all of them), as protobuf or JSON.
 pub(super) fn otlp(common: &Common, chosen: &[Chosen], json: bool) -> Result<Vec<u8>> {
-    let loaded: Vec<_> = chosen
-        .par_iter()
-        .map(|c| {
-            let m = common.load(&c.path)?;
-            let opts = c.options(common, &m)?;
-            Ok((m, opts))
-        })
-        .collect::<Result<_>>()?;
     let mut b = OtlpBuilder::new();
-    for ((m, opts), c) in loaded.iter().zip(chosen) {
-        b.add(m, opts).with_context(|| format!("{}", c.path.display()))?;
+    for group in chosen.chunks(rayon::current_num_threads().max(1)) {
+        let loaded: Vec<_> = group
+            .par_iter()
+            .map(|c| {
+                let m = common.load(&c.path)?;
+                let opts = c.options(common, &m)?;
+                Ok((m, opts))
+            })
+            .collect::<Result<_>>()?;
+        for ((m, opts), c) in loaded.iter().zip(group) {
+            b.add(m, opts).with_context(|| format!("{}", c.path.display()))?;
+        }
     }
     let mut out = Vec::new();
     write_otlp(&b.finish(), json, &mut out)?;
