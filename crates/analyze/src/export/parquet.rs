@@ -16,7 +16,7 @@ use std::fs::File;
 use std::path::Path;
 use std::sync::Arc;
 
-use parquet::basic::{Compression, ZstdLevel};
+use parquet::basic::{Compression, Type as PhysicalType, ZstdLevel};
 use parquet::data_type::{ByteArray, ByteArrayType, Int32Type, Int64Type};
 use parquet::file::properties::WriterProperties;
 use parquet::file::writer::SerializedFileWriter;
@@ -75,16 +75,19 @@ pub struct Rows {
 }
 
 impl Rows {
-    fn new(kinds: &[u8]) -> Rows {
-        let columns = kinds
+    /// Empty columns for `schema`, one per field, of the field's physical type.
+    fn new(schema: &str) -> Result<Rows> {
+        let schema = parse_message_type(schema).map_err(parquet_error)?;
+        let columns = schema
+            .get_fields()
             .iter()
-            .map(|k| match k {
-                b's' => Column::Str(Vec::new()),
-                b'i' => Column::I32(Vec::new()),
+            .map(|f| match f.get_physical_type() {
+                PhysicalType::BYTE_ARRAY => Column::Str(Vec::new()),
+                PhysicalType::INT32 => Column::I32(Vec::new()),
                 _ => Column::I64(Vec::new()),
             })
             .collect();
-        Rows { columns, len: 0 }
+        Ok(Rows { columns, len: 0 })
     }
 
     pub fn len(&self) -> usize {
@@ -152,8 +155,8 @@ pub fn capture_rows(m: &Material, opts: &ProfileOptions, capture: &str) -> Resul
             )))
         }
     };
-    let mut samples = Rows::new(b"ssLiissssLLss");
-    let mut frames = Rows::new(b"sLissssisLi");
+    let mut samples = Rows::new(SAMPLES_SCHEMA)?;
+    let mut frames = Rows::new(FRAMES_SCHEMA)?;
     let capture: Arc<str> = Arc::from(capture);
     let host: Arc<str> = Arc::from(m.meta.hostname.as_str());
     let mut sym = Symbolizer::new(m, opts.symbolize.clone());
