@@ -515,6 +515,40 @@ impl Batch {
         self.record_count() == 0
     }
 
+    /// Removes every record, keeping the vectors' allocations.
+    pub fn clear(&mut self) {
+        let Batch {
+            meta,
+            processes,
+            threads,
+            mappings,
+            stacks,
+            samples,
+            allocs,
+            frees,
+            lost,
+            symbols,
+            kernel_symbols,
+            requests,
+            raw_stacks,
+            py_code,
+        } = self;
+        *meta = None;
+        *kernel_symbols = None;
+        processes.clear();
+        threads.clear();
+        mappings.clear();
+        stacks.clear();
+        samples.clear();
+        allocs.clear();
+        frees.clear();
+        lost.clear();
+        symbols.clear();
+        requests.clear();
+        raw_stacks.clear();
+        py_code.clear();
+    }
+
     /// Earliest and latest event time in the batch, if it has timed events.
     pub fn time_range(&self) -> Option<(u64, u64)> {
         let times = self

@@ -107,6 +107,12 @@ pub mod settings {
     pub const UNWIND_WALK_NS: &str = "unwind_walk_ns";
     /// Samples, off-CPU blocks and allocations that carried Python frames.
     pub const PYTHON_EVENTS: &str = "python_events";
+    /// The recorder's own CPU time (user + system) while this capture was
+    /// recorded, start-up included for the first; BPF programs not included
+    /// (they run in the context of the tasks they observe).
+    pub const RECORDER_CPU_NS: &str = "recorder_cpu_ns";
+    /// The recorder's peak resident memory so far (KiB).
+    pub const RECORDER_MAX_RSS_KIB: &str = "recorder_max_rss_kib";
 }
 
 #[cfg(test)]

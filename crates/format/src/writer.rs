@@ -148,7 +148,7 @@ impl<W: Write> CaptureWriter<W> {
         self.pending.samples.push(sample);
         self.stats.samples += 1;
         self.note_pending(40);
-        self.maybe_flush()
+        self.flush_if_full()
     }
 
     /// Adds a sample with its registers and copied stack bytes
@@ -166,28 +166,28 @@ impl<W: Write> CaptureWriter<W> {
         let size = 48 + code.name.len() + code.qualname.len() + code.filename.len() + code.line_table.len();
         self.pending.py_code.push(code);
         self.note_pending(size);
-        self.maybe_flush()
+        self.flush_if_full()
     }
 
     /// Adds an allocation event.
     pub fn push_alloc(&mut self, alloc: Alloc) -> Result<()> {
         self.pending.allocs.push(alloc);
         self.note_pending(48);
-        self.maybe_flush()
+        self.flush_if_full()
     }
 
     /// Adds a free event.
     pub fn push_free(&mut self, free: Free) -> Result<()> {
         self.pending.frees.push(free);
         self.note_pending(24);
-        self.maybe_flush()
+        self.flush_if_full()
     }
 
     /// Sets the capture metadata (a later call supersedes an earlier one).
     pub fn push_meta(&mut self, meta: Meta) -> Result<()> {
         self.pending.meta = Some(meta);
         self.note_pending(256);
-        self.maybe_flush()
+        self.flush_if_full()
     }
 
     /// Adds a process description.
@@ -195,14 +195,14 @@ impl<W: Write> CaptureWriter<W> {
         let size = 64 + p.exe.len() + p.cmdline.iter().map(String::len).sum::<usize>();
         self.pending.processes.push(p);
         self.note_pending(size);
-        self.maybe_flush()
+        self.flush_if_full()
     }
 
     /// Adds a thread name.
     pub fn push_thread(&mut self, t: Thread) -> Result<()> {
         self.pending.threads.push(t);
         self.note_pending(48);
-        self.maybe_flush()
+        self.flush_if_full()
     }
 
     /// Adds a memory mapping.
@@ -210,14 +210,14 @@ impl<W: Write> CaptureWriter<W> {
         let size = 96 + m.path.len();
         self.pending.mappings.push(m);
         self.note_pending(size);
-        self.maybe_flush()
+        self.flush_if_full()
     }
 
     /// Adds a lost-events counter.
     pub fn push_lost(&mut self, l: Lost) -> Result<()> {
         self.pending.lost.push(l);
         self.note_pending(64);
-        self.maybe_flush()
+        self.flush_if_full()
     }
 
     /// Adds symbolization material for one object. Large blobs get a chunk of
@@ -231,7 +231,7 @@ impl<W: Write> CaptureWriter<W> {
         }
         self.pending.symbols.push(blob);
         self.note_pending(size);
-        self.maybe_flush()
+        self.flush_if_full()
     }
 
     /// Sets the kernel symbols.
@@ -239,7 +239,7 @@ impl<W: Write> CaptureWriter<W> {
         let size = k.symbols.iter().map(|s| 24 + s.name.len()).sum::<usize>();
         self.pending.kernel_symbols = Some(k);
         self.note_pending(size);
-        self.maybe_flush()
+        self.flush_if_full()
     }
 
     /// Adds a request event.
@@ -247,12 +247,21 @@ impl<W: Write> CaptureWriter<W> {
         let size = 48 + r.payload.len();
         self.pending.requests.push(r);
         self.note_pending(size);
-        self.maybe_flush()
+        self.flush_if_full()
     }
 
     fn note_pending(&mut self, bytes: usize) {
         self.pending_bytes += bytes;
         self.pending_since.get_or_insert_with(Instant::now);
+    }
+
+    /// Writes the pending batch if it is large enough: the check of every
+    /// push, which reads no clock (the age is [`Self::maybe_flush`]'s).
+    fn flush_if_full(&mut self) -> Result<()> {
+        if self.pending_bytes >= self.opts.chunk_bytes {
+            self.flush()?;
+        }
+        Ok(())
     }
 
     /// Writes the pending batch if it is large or old enough. Recorders call
@@ -270,14 +279,16 @@ impl<W: Write> CaptureWriter<W> {
         if self.pending.is_empty() {
             return Ok(());
         }
-        let batch = std::mem::take(&mut self.pending);
         self.pending_bytes = 0;
         self.pending_since = None;
+        let batch = &self.pending;
         let records = batch.record_count();
         let (first_ns, last_ns) = batch.time_range().unwrap_or((0, 0));
-        let raw = encode_batch(&batch);
+        let raw = encode_batch(batch);
         let level =
             if batch.symbols.is_empty() { self.opts.zstd_level } else { self.opts.material_zstd_level };
+        // Emptied, not replaced: the next batch reuses the vectors' room.
+        self.pending.clear();
         let offset = self.write_chunk(ChunkKind::Batch, &raw, records, level)?;
         self.index.push(IndexEntry {
             offset,

@@ -418,3 +418,20 @@ fn interning_says_whether_a_stack_is_new() {
     assert_eq!(w.intern_stack_new(&[], &[]), (0, false), "the empty stack is id 0, never added");
     assert!(w.intern_stack_new(&[], &[1, 2, 3]).1, "kernel/user split is part of the key");
 }
+
+#[test]
+fn a_cleared_batch_is_empty_and_the_writer_reuses_it_without_leftovers() {
+    let (_, batches) = sample_capture();
+    for b in &batches {
+        let mut c = b.clone();
+        c.clear();
+        assert_eq!(c, Batch::default(), "nothing is left of {} records", b.record_count());
+    }
+    // The writer clears its batch after each chunk: no record is written
+    // twice, so the records read back are as many as the chunks say.
+    let samples = samples_of(&batches);
+    let mut ids: Vec<u64> = samples.iter().map(|s| s.time_ns).collect();
+    ids.dedup();
+    assert_eq!(ids.len(), samples.len(), "each sample written once");
+    assert!(batches.len() > 3, "small chunks: the batch was reused {} times", batches.len());
+}
