@@ -2,6 +2,7 @@
 //! allocations, each turned into capture records.
 
 use std::collections::BTreeSet;
+use std::rc::Rc;
 
 use profcap_format::{MemSpace, RawStack, Sample, SampleKind, StackEnd, Thread, ValueUnit};
 
@@ -245,17 +246,17 @@ impl Session {
     }
 
     /// Frames of an off-CPU stack-map id, read from the kernel once.
-    pub(super) fn offcpu_frames(&mut self, probes: &Probes, id: i32) -> Vec<u64> {
+    pub(super) fn offcpu_frames(&mut self, probes: &Probes, id: i32) -> Rc<[u64]> {
         if id < 0 {
-            return Vec::new();
+            return Rc::from([]);
         }
-        self.offcpu_stacks.entry(id).or_insert_with(|| probes.offcpu_stack(id)).clone()
+        Rc::clone(self.offcpu_stacks.entry(id).or_insert_with(|| probes.offcpu_stack(id).into()))
     }
 
     pub(super) fn on_offcpu(&mut self, probes: &Probes, e: OffCpu) -> Result<()> {
         self.note_task(e.head, e.comm)?;
         let fp_user = self.offcpu_frames(probes, e.user_stack);
-        let (user, end) = self.user_frames(e.head.pid, fp_user, &e.stack);
+        let (user, end) = self.user_frames(e.head.pid, fp_user.to_vec(), &e.stack);
         let kernel = self.offcpu_frames(probes, e.kernel_stack);
         let python = self.python_frames(e.head.pid, &e.python)?;
         let stack_id = self.full_stack_id(e.head.pid, &kernel, &user, end, &python);

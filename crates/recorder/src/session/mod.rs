@@ -115,7 +115,7 @@ struct Session {
     /// Where detached debug files are looked for.
     debug_dirs: Vec<PathBuf>,
     /// Frames of off-CPU stack-map ids already read.
-    offcpu_stacks: HashMap<i32, Vec<u64>>,
+    offcpu_stacks: HashMap<i32, std::rc::Rc<[u64]>>,
     /// Pending map re-reads after an exec: (when, pid).
     rescans: Vec<(Instant, u32)>,
     /// Distinct pids described in the capture.
