@@ -470,7 +470,7 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
     let summary = record(&opts, stop).with_context(|| format!("recording into {}", opts.output.display()))?;
     if !cli.quiet && opts.rotate.is_some() {
         eprintln!(
-            "profrec: wrote {} captures into {} ({} samples, {:.1} MiB, {} lost) in {:.1}s, using {:.3}s CPU",
+            "profrec: wrote {} captures into {} ({} samples, {:.1} MiB, {} lost) in {:.1}s, using {:.3}s CPU and {:.1} MiB of memory at most",
             summary.files,
             opts.output.display(),
             summary.samples,
@@ -478,10 +478,11 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
             summary.lost,
             summary.elapsed.as_secs_f64(),
             summary.cpu_time.as_secs_f64(),
+            summary.max_rss_kib as f64 / 1024.0,
         );
     } else if !cli.quiet {
         eprintln!(
-            "profrec: wrote {} ({} samples, {} stacks, {} processes, {} objects embedded, {} lost) in {:.1}s, using {:.3}s CPU{}",
+            "profrec: wrote {} ({} samples, {} stacks, {} processes, {} objects embedded, {} lost) in {:.1}s, using {:.3}s CPU and {:.1} MiB of memory at most{}",
             opts.output.display(),
             summary.samples,
             summary.stacks,
@@ -490,6 +491,7 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
             summary.lost,
             summary.elapsed.as_secs_f64(),
             summary.cpu_time.as_secs_f64(),
+            summary.max_rss_kib as f64 / 1024.0,
             unwound(&summary),
         );
     }

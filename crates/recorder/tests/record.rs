@@ -471,3 +471,58 @@ fn profrec_exits_with_the_recorded_commands_status() {
         assert!(cap.exists(), "{script}: the capture is written whatever the command's status");
     }
 }
+
+#[test]
+fn profrec_reports_its_own_cpu_time_and_memory_in_its_summary_and_the_capture() {
+    if !root_or_skip() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let cap = dir.path().join("cost.cap");
+    let out = Command::new(env!("CARGO_BIN_EXE_profrec"))
+        .arg("-o")
+        .arg(&cap)
+        .arg("--")
+        .arg(fixture("cpu_split"))
+        .arg("0.5")
+        .stdout(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    // "... using 0.052s CPU and 31.4 MiB of memory at most ..."
+    let after = |key: &str| -> f64 {
+        let at = stderr.find(key).unwrap_or_else(|| panic!("no '{key}' in {stderr}"));
+        let before = stderr[..at].trim_end();
+        before[before.rfind(' ').map_or(0, |i| i + 1)..].trim_end_matches('s').parse().unwrap()
+    };
+    let (cpu_s, rss_mib) = (after("s CPU and"), after(" MiB of memory at most"));
+    // profrec loads BPF objects and reads symbol tables: some CPU and a
+    // few MiB at the least, and far less than the whole machine.
+    assert!(cpu_s > 0.0 && cpu_s < 60.0, "{cpu_s} s CPU");
+    assert!(rss_mib > 2.0 && rss_mib < 4096.0, "{rss_mib} MiB");
+    let m = Material::load(&cap, true).unwrap();
+    let setting = |key: &str| -> f64 {
+        let v = m
+            .meta
+            .extra
+            .iter()
+            .find(|(k, _)| k == key)
+            .unwrap_or_else(|| panic!("no {key}: {:?}", m.meta.extra));
+        v.1.parse().unwrap()
+    };
+    let (cap_cpu_s, cap_rss_mib) =
+        (setting("recorder_cpu_ns") / 1e9, setting("recorder_max_rss_kib") / 1024.0);
+    // The capture's figures are taken as it is closed, the summary's after:
+    // never more, and not much less.
+    assert!(cap_cpu_s > 0.0 && cap_cpu_s <= cpu_s + 0.0011, "capture {cap_cpu_s} s, summary {cpu_s} s");
+    assert!(
+        cap_rss_mib <= rss_mib + 0.1 && cap_rss_mib > rss_mib / 2.0,
+        "capture {cap_rss_mib}, summary {rss_mib}"
+    );
+    let mut text = Vec::new();
+    profcap_analyze::export::write_info(&profcap_analyze::info::info(&m, (1, 5)), &mut text).unwrap();
+    let text = String::from_utf8(text).unwrap();
+    let line = text.lines().find(|l| l.starts_with("recorder:")).unwrap_or_else(|| panic!("{text}"));
+    assert!(line.contains("s CPU (") && line.contains("resident at most"), "{line}");
+}

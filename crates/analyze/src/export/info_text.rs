@@ -32,10 +32,33 @@ fn header(i: &Info, out: &mut impl Write) -> std::io::Result<()> {
         _ => {}
     }
     writeln!(out, "duration:     {:.3} s", i.duration_s)?;
+    recorder_cost(i, out)?;
     let kinds: Vec<String> = i.samples_by_kind.iter().map(|(k, v)| format!("{k} {v}")).collect();
     writeln!(out, "samples:      {} ({})", i.samples, kinds.join(", "))?;
     writeln!(out, "stacks:       {} distinct", i.stacks)?;
     Ok(())
+}
+
+/// What recording cost profrec itself, where the capture says.
+fn recorder_cost(i: &Info, out: &mut impl Write) -> std::io::Result<()> {
+    use profcap_format::rules::settings;
+    let get = |key: &str| i.settings.get(key).and_then(|v| v.parse::<u64>().ok());
+    let Some(cpu_ns) = get(settings::RECORDER_CPU_NS) else { return Ok(()) };
+    let cpu = cpu_ns as f64 / 1e9;
+    let share = if i.duration_s > 0.0 {
+        format!(" ({:.1}% of one core)", cpu / i.duration_s * 100.0)
+    } else {
+        String::new()
+    };
+    let rss = get(settings::RECORDER_MAX_RSS_KIB)
+        .map(|kib| {
+            format!(
+                ", {} resident at most",
+                format_bytes(i64::try_from(kib.saturating_mul(1024)).unwrap_or(i64::MAX))
+            )
+        })
+        .unwrap_or_default();
+    writeln!(out, "recorder:     {cpu:.3} s CPU{share}{rss}; BPF programs not included")
 }
 
 /// How complete the stacks are.

@@ -46,6 +46,8 @@ pub struct RecordSummary {
     /// CPU time profrec itself used (user + system), BPF programs excluded:
     /// those run in the context of the sampled tasks.
     pub cpu_time: Duration,
+    /// profrec's peak resident memory (KiB).
+    pub max_rss_kib: u64,
     /// Exit code of the spawned command, if one was spawned and it ended.
     pub child_exit: Option<i32>,
     /// User stacks unwound (DWARF) and the time the walks took.
@@ -66,12 +68,17 @@ fn monotonic_ns() -> u64 {
 }
 
 fn own_cpu_time() -> Duration {
+    own_usage().0
+}
+
+/// profrec's CPU time (user + system, all threads) and peak resident memory (KiB).
+fn own_usage() -> (Duration, u64) {
     // SAFETY: getrusage writes into the zeroed rusage we pass.
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: as above; RUSAGE_SELF is always valid.
     unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
     let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, (t.tv_usec as u32).saturating_mul(1000));
-    tv(ru.ru_utime) + tv(ru.ru_stime)
+    (tv(ru.ru_utime) + tv(ru.ru_stime), u64::try_from(ru.ru_maxrss).unwrap_or(0))
 }
 
 fn wall_ns() -> u64 {

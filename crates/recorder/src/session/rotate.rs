@@ -90,6 +90,7 @@ pub(super) struct Reported {
     walk_ns: u64,
     python: u64,
     recovered: u64,
+    cpu_ns: u64,
     /// Totals of the files finished.
     pub(super) samples: u64,
     pub(super) stacks: u64,
@@ -250,6 +251,9 @@ impl Session {
         extra(settings::UNWOUND_STACKS, u.stacks, &mut r.unwound);
         extra(settings::UNWIND_WALK_NS, u.walk_time.as_nanos() as u64, &mut r.walk_ns);
         extra(settings::PYTHON_EVENTS, self.python.counts.with_frames, &mut r.python);
+        let (cpu, max_rss_kib) = super::own_usage();
+        extra(settings::RECORDER_CPU_NS, cpu.as_nanos() as u64, &mut r.cpu_ns);
+        meta.extra.push((settings::RECORDER_MAX_RSS_KIB.into(), max_rss_kib.to_string()));
         let r = self.writer.push_meta(meta);
         self.write(r)?;
         Ok(losses

@@ -204,6 +204,7 @@ impl Session {
             file_bytes: r.bytes,
             elapsed: started.0.elapsed(),
             cpu_time: own_cpu_time().saturating_sub(started.1),
+            max_rss_kib: super::own_usage().1,
             child_exit: child.and_then(|mut c| c.try_wait()),
             unwound_stacks: unwound.stacks,
             unwind_time: unwound.walk_time,
