@@ -29,3 +29,9 @@ for p in json.load(sys.stdin):
     if p.get("name") in names and p.get("run_cnt"):
         print("  %-14s %10d runs, %6.0f ns per run" % (p["name"], p["run_cnt"], p["run_time_ns"] / p["run_cnt"]))' "$@"
 }
+
+# "cpu-seconds peak-MiB" from the summary profrec prints on standard error
+# (in FILE): "... using 0.243s CPU and 57.1 MiB of memory at most ...".
+profrec_usage() {
+  sed -n 's/.*using \([0-9.]*\)s CPU and \([0-9.]*\) MiB of memory at most.*/\1 \2/p' "$1" | tail -1 | grep . || echo "nan nan"
+}
