@@ -5,7 +5,8 @@
 # throughput is measured alone, under profrec with on-CPU sampling only,
 # and under profrec --requests (default 1 KiB payloads, and --payload-bytes 0).
 # Configurations alternate, REPS times each; medians are printed, then the
-# BPF programs' own cost per run from the kernel's BPF statistics. Done for
+# BPF programs' own cost per run from the kernel's BPF statistics, and
+# profrec's own CPU time and peak memory in each configuration. Done for
 # requests that do no work (the worst case: ~25 us each, mostly syscalls) and
 # for requests that burn 1 ms of CPU each.
 # Usage: bench/requests_overhead.sh [SECONDS] [REPS] [CONNECTIONS]  (defaults 5, 5, 4)
@@ -36,16 +37,18 @@ tracepoints() {
   # perf stat ends when its command does.
   pkill -P "$p" sleep || true; wait "$p" 2>/dev/null || true
 }
-# Runs the load while profrec records the server with the given options.
+# Runs the load while profrec records the server with the given options;
+# profrec's CPU seconds and peak MiB (its summary) go to $tmp/NAME.usage.
 under() {
   local name=$1; shift
-  target/release/profrec -q -o "$tmp/$name.cap" -p "$server" "$@" & local rec=$!
+  target/release/profrec -o "$tmp/$name.cap" -p "$server" "$@" 2> "$tmp/err" & local rec=$!
   sleep 1
   load >> "$tmp/$name"
   kill -INT "$rec"; wait "$rec" || true
+  profrec_usage "$tmp/err" >> "$tmp/$name.usage"
 }
 for WORK in 0 1; do
-  rm -f "$tmp"/{alone,tp,cpu,req,req0}
+  rm -f "$tmp"/{alone,tp,cpu,req,req0} "$tmp"/*.usage
   for _ in $(seq "$REPS"); do
     load >> "$tmp/alone"
     tracepoints
@@ -56,10 +59,16 @@ for WORK in 0 1; do
   printf 'httpd on loopback, %s ms of CPU per request, wrk -c%s for %ss, %s alternating runs, median requests/s\n' \
     "$WORK" "$CONNS" "$SECS" "$REPS"
   base=$(median < "$tmp/alone")
+  printf '%-40s %10s %9s %17s %14s\n' config "req/s" "vs alone" "[range]" "profrec CPU s/MiB"
   for cfg in alone:"alone" tp:"syscall tracepoints alone (perf stat)" cpu:"profrec (on-CPU 99 Hz)" req:"profrec --requests" req0:"profrec --requests --payload-bytes 0"; do
     name=${cfg%%:*}; label=${cfg#*:}
     r=$(median < "$tmp/$name")
-    printf '%-40s %10.0f req/s  %+7.2f%%\n' "$label" "$r" "$(echo "($r / $base - 1) * 100" | bc -l)"
+    usage=-
+    if [ -s "$tmp/$name.usage" ]; then
+      usage="$(awk '{print $1}' "$tmp/$name.usage" | median)/$(awk '{print $2}' "$tmp/$name.usage" | median)"
+    fi
+    printf '%-40s %10.0f %+8.2f%% %17s %14s\n' "$label" "$r" "$(echo "($r / $base - 1) * 100" | bc -l)" \
+      "[$(sort -g "$tmp/$name" | sed -n '1p' | xargs printf '%.0f')-$(sort -g "$tmp/$name" | tail -1 | xargs printf '%.0f')]" "$usage"
   done
   target/release/profanalyze info "$tmp/req.cap" | grep -E '^(duration|requests|lost)'
   echo
