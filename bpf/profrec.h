@@ -26,7 +26,7 @@ enum drop_reason {
 	DROP_OFFCPU_NO_USER = 4,    /* no user frame (kernel thread, or unwinding failed) */
 	DROP_OFFCPU_STACKMAP = 5,   /* stack map full or hash collision */
 	DROP_OFFCPU_TABLE_FULL = 6, /* too many threads blocked at once */
-	DROP_REQUEST_TABLE_FULL = 7, /* too many threads in socket syscalls at once */
+	DROP_REQUEST_TABLE_FULL = 7, /* unused since socket syscalls keep no table (the number stays) */
 	DROP_MEM_STACKMAP = 8,       /* allocation stack map full or collision */
 	DROP_MEM_CALLS_FULL = 9,     /* too many threads in allocator calls at once */
 	DROP_OFFCPU_UNSEEN = 10,     /* the switch back onto a CPU was missed and could not be recovered */

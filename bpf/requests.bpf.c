@@ -1,12 +1,17 @@
 // SPDX-License-Identifier: GPL-2.0 OR MIT
 /* Socket request/response events for profrec --requests (trace-id joins).
  *
- * sys_enter remembers, per thread, the arguments of the socket syscalls that
- * move request bytes (read/write and their vector and msg forms, recv/send)
- * and of accept/connect/close; sys_exit sends one event with the result and
- * the first `payload_bytes` bytes that were transferred. Only file
- * descriptors that are sockets count: the check reads the task's fd table.
- * Nothing is parsed here; profanalyze finds HTTP messages and trace ids.
+ * sys_exit sends one event for each socket syscall of a target that moves
+ * request bytes (read/write and their vector and msg forms, recv/send) or
+ * accepts or connects, with the result and the first `payload_bytes` bytes
+ * transferred. The arguments are read at the exit, from the registers the
+ * syscall was entered with (pt_regs; the kernel leaves them as they were),
+ * so nothing is kept per thread between entry and exit and the entry path
+ * costs nothing for every other syscall: sys_enter only handles close, whose
+ * fd is gone by its exit. Only file descriptors that are sockets count: the
+ * check reads the task's fd table. The entry time of a transfer is not
+ * taken (enter_ns 0). Nothing is parsed here; profanalyze finds HTTP
+ * messages and trace ids.
  *
  * `targets` and `events` (common.h) are the maps of oncpu.bpf.c. */
 #include "vmlinux.h"
@@ -40,20 +45,6 @@ const volatile __u32 payload_bytes = 1024;
 
 /* How the buffer argument of a syscall is found. */
 enum buf_kind { BUF_NONE, BUF_PLAIN, BUF_IOVEC, BUF_MSGHDR };
-
-struct pending {
-	__u64 enter_ns;
-	__u64 buf; /* user pointer: buffer, iovec array or msghdr */
-	__s32 fd;
-	__u32 nr;
-};
-
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 16384);
-	__type(key, __u32);
-	__type(value, struct pending);
-} in_syscall SEC(".maps");
 
 /* Too large for the BPF stack: the event is built here. */
 struct {
@@ -120,46 +111,68 @@ static __always_inline enum buf_kind buf_kind_of(__u32 nr)
 	return BUF_NONE;
 }
 
+/* A fresh event in the per-CPU scratch space, its header and call filled in. */
+static __always_inline struct profrec_request_event *new_event(__u64 pid_tgid, int op, __u32 nr, __s32 fd, long ret)
+{
+	__u32 zero = 0;
+	struct profrec_request_event *e = bpf_map_lookup_elem(&scratch, &zero);
+	if (!e)
+		return NULL;
+	e->h.type = EVENT_REQUEST;
+	e->h.pid = pid_tgid >> 32;
+	e->h.tid = (__u32)pid_tgid;
+	e->h.cpu = bpf_get_smp_processor_id();
+	e->h.time_ns = bpf_ktime_get_ns();
+	e->enter_ns = 0;
+	e->ret = ret;
+	e->fd = fd;
+	e->op = op;
+	e->syscall_nr = nr;
+	e->payload_len = 0;
+	bpf_get_current_comm(e->comm, sizeof(e->comm));
+	return e;
+}
+
+/* A close of a target's socket, sent as it starts (at its exit the fd is no
+ * longer there to tell a socket from a file); ret 0: a failed close ends the
+ * conversation all the same. */
 SEC("tp_btf/sys_enter")
 int BPF_PROG(on_sys_enter, struct pt_regs *regs, long id)
 {
+	if (id != NR_close)
+		return 0;
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	__u32 tgid = pid_tgid >> 32, tid = (__u32)pid_tgid;
-
-	if (id < 0 || op_of(id) < 0 || !is_target(tgid))
+	__s32 fd = (__s32)regs->di;
+	if (!is_target(pid_tgid >> 32) || !is_socket(fd))
 		return 0;
-	struct pending p = {
-		.enter_ns = bpf_ktime_get_ns(),
-		.buf = regs->si,
-		.fd = (__s32)regs->di,
-		.nr = id,
-	};
-	/* accept's fd is the listening socket; the new one is its result. */
-	if (op_of(id) != REQ_ACCEPT && !is_socket(p.fd))
+	struct profrec_request_event *e = new_event(pid_tgid, REQ_CLOSE, NR_close, fd, 0);
+	if (!e)
 		return 0;
-	if (bpf_map_update_elem(&in_syscall, &tid, &p, BPF_ANY))
-		count_drop(DROP_REQUEST_TABLE_FULL);
+	e->enter_ns = e->h.time_ns;
+	__u64 size = __builtin_offsetof(struct profrec_request_event, payload);
+	if (bpf_ringbuf_output(&events, e, size, sample_wakeup_flag()))
+		count_drop(DROP_RINGBUF_FULL);
 	return 0;
 }
 
 /* The user buffer and its length that a syscall's data went through (the
  * first segment only, for the vector forms). */
-static __always_inline __u64 first_segment(struct pending *p, __u64 *len)
+static __always_inline __u64 first_segment(__u32 nr, __u64 buf, __u64 *len)
 {
 	struct iovec iov = {};
 	struct user_msghdr msg = {};
 
-	switch (buf_kind_of(p->nr)) {
+	switch (buf_kind_of(nr)) {
 	case BUF_PLAIN:
-		return p->buf;
+		return buf;
 	case BUF_MSGHDR:
-		if (bpf_probe_read_user(&msg, sizeof(msg), (void *)p->buf))
+		if (bpf_probe_read_user(&msg, sizeof(msg), (void *)buf))
 			return 0;
 		if (!msg.msg_iovlen || bpf_probe_read_user(&iov, sizeof(iov), msg.msg_iov))
 			return 0;
 		break;
 	case BUF_IOVEC:
-		if (bpf_probe_read_user(&iov, sizeof(iov), (void *)p->buf))
+		if (bpf_probe_read_user(&iov, sizeof(iov), (void *)buf))
 			return 0;
 		break;
 	default:
@@ -173,46 +186,31 @@ static __always_inline __u64 first_segment(struct pending *p, __u64 *len)
 SEC("tp_btf/sys_exit")
 int BPF_PROG(on_sys_exit, struct pt_regs *regs, long ret)
 {
-	__u32 tid = (__u32)bpf_get_current_pid_tgid(), zero = 0;
-
-	/* Most syscalls are none of ours: decide that without a map lookup. */
-	if (op_of(regs->orig_ax) < 0)
+	/* Most syscalls are none of ours: decide that first, from the number. */
+	__u32 nr = regs->orig_ax;
+	int op = op_of(nr);
+	if (op < 0 || op == REQ_CLOSE)
 		return 0;
-	struct pending *p = bpf_map_lookup_elem(&in_syscall, &tid);
-
-	if (!p)
-		return 0;
-	struct pending call = *p;
-	bpf_map_delete_elem(&in_syscall, &tid);
-
-	int op = op_of(call.nr);
-	/* Failed transfers and accepts carry nothing to join; a failed close or
-	 * connect still ends or starts a conversation attempt. */
+	/* Failed transfers and accepts carry nothing to join; a failed connect
+	 * still starts a conversation attempt. */
 	if (ret < 0 && (op == REQ_READ || op == REQ_WRITE || op == REQ_ACCEPT))
 		return 0;
 	if (ret == 0 && op == REQ_READ) /* end of stream: the peer closed */
 		return 0;
-	struct profrec_request_event *e = bpf_map_lookup_elem(&scratch, &zero);
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	if (!is_target(pid_tgid >> 32))
+		return 0;
+	/* accept's argument is the listening socket; the new one is its result. */
+	__s32 fd = op == REQ_ACCEPT ? (__s32)ret : (__s32)regs->di;
+	if (!is_socket(fd))
+		return 0;
+	struct profrec_request_event *e = new_event(pid_tgid, op, nr, fd, ret);
 	if (!e)
 		return 0;
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	e->h.type = EVENT_REQUEST;
-	e->h.pid = pid_tgid >> 32;
-	e->h.tid = tid;
-	e->h.cpu = bpf_get_smp_processor_id();
-	e->h.time_ns = bpf_ktime_get_ns();
-	e->enter_ns = call.enter_ns;
-	e->ret = ret;
-	e->fd = op == REQ_ACCEPT ? (__s32)ret : call.fd;
-	e->op = op;
-	e->syscall_nr = call.nr;
-	e->payload_len = 0;
-	bpf_get_current_comm(e->comm, sizeof(e->comm));
-
 	__u64 n = ret > 0 && (op == REQ_READ || op == REQ_WRITE) ? (__u64)ret : 0;
 	if (n > payload_bytes)
 		n = payload_bytes;
-	__u64 buf = n ? first_segment(&call, &n) : 0;
+	__u64 buf = n ? first_segment(nr, regs->si, &n) : 0;
 	__u32 len = 0;
 	if (buf && n > 0 && n <= MAX_PAYLOAD && bpf_probe_read_user(e->payload, n, (void *)buf) == 0)
 		len = n;

@@ -1,4 +1,4 @@
-//! Socket requests: the raw syscall tracepoints (`bpf/requests.bpf.c`).
+//! Socket requests: the raw syscall exit tracepoint, and its entry for close (`bpf/requests.bpf.c`).
 
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::Link;

@@ -212,7 +212,7 @@ pub const DROP_REASONS: [&str; 11] = [
     "no user frame",
     "stack map full or collision",
     "too many threads blocked at once",
-    "too many threads in socket syscalls at once",
+    "too many threads in socket syscalls at once", // no longer counted (older profrec)
     "allocation stack map full or collision",
     "too many threads in allocator calls at once",
     "off-CPU: the switch back onto a CPU was not seen and could not be recovered",
