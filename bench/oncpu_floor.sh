@@ -35,14 +35,29 @@ printf '  alone %.3f [%s]\n  bare timer events %.3f (%+.2f%%) [%s]\n  profrec %.
   "$a" "$(sort -g "$tmp/alone" | tr '\n' ' ')" "$t" "$(echo "($t / $a - 1) * 100" | bc -l)" \
   "$(sort -g "$tmp/timer" | tr '\n' ' ')" "$p" "$(echo "($p / $a - 1) * 100" | bc -l)" \
   "$(sort -g "$tmp/profrec" | tr '\n' ' ')"
-printf '  per sample (CPU time lost / %.0f samples): bare timer %.2f us, profrec %.2f us\n' "$samples" \
-  "$(echo "($t - $a) * $CPUS / $samples * 1000000" | bc -l)" "$(echo "($p - $a) * $CPUS / $samples * 1000000" | bc -l)"
+per_timer=$(echo "($t - $a) * $CPUS / $samples * 1000000" | bc -l)
+per_profrec=$(echo "($p - $a) * $CPUS / $samples * 1000000" | bc -l)
+printf '  per sample (CPU time lost / %.0f samples): bare timer %.2f us, profrec %.2f us' "$samples" "$per_timer" "$per_profrec"
+# The ratio means little when the timer's own cost is within the noise.
+if [ "$(echo "$per_timer > 0.05" | bc -l)" = 1 ]; then
+  printf ' (profrec / bare timer = %.2f)\n' "$(echo "$per_profrec / $per_timer" | bc -l)"
+else
+  printf ' (the bare timer'"'"'s cost is within the noise here: no ratio)\n'
+fi
+target/release/profrec -F "$FREQ" -o "$tmp/u.cap" -- "${work[@]}" 2> "$tmp/err" >/dev/null
+read -r cpu mib <<< "$(profrec_usage "$tmp/err")"
+printf '  profrec itself: %s s CPU, %s MiB peak memory\n' "$cpu" "$mib"
 bpf_stats_on
 target/release/profrec -q -F "$FREQ" -o "$tmp/s.cap" -- target/fixtures/fixed_work $((ROUNDS * 3)) "$CPUS" >/dev/null &
 rec=$!
 sleep 3
 echo "on_cpu_sample at $FREQ Hz (BPF statistics):"
-bpf_prog_costs on_cpu_sample
+costs=$(bpf_prog_costs on_cpu_sample)
+echo "$costs"
+bpf_ns=$(echo "$costs" | awk '{print $(NF-3)}')
+if [ -n "$bpf_ns" ] && [ "$(echo "$per_timer > 0.05" | bc -l)" = 1 ]; then
+  printf '  BPF time per sample / bare timer event cost = %.2f\n' "$(echo "$bpf_ns / ($per_timer * 1000)" | bc -l)"
+fi
 wait "$rec" || true
 bpf_stats_off
 rm -rf "$tmp"

@@ -70,7 +70,7 @@ for hz in 99 999; do
   csize=$(stat -c %s "$cap"); psize=$(stat -c %s "$tmp/perf$hz.data")
   target/release/profrec -q -F "$hz" --embed none -o "$tmp/n$hz.cap" -- "${work[@]}" >/dev/null
   nsize=$(stat -c %s "$tmp/n$hz.cap")
-  printf '%4s Hz: profrec %s (%s)\n' "$hz" "$(grep -o 'using [0-9.]*s CPU' "$tmp/profrec$hz.log")" "$(grep -o '[0-9]* samples' "$tmp/profrec$hz.log")"
+  printf '%4s Hz: profrec %s (%s)\n' "$hz" "$(grep -o 'using [0-9.]*s CPU and [0-9.]* MiB of memory at most' "$tmp/profrec$hz.log")" "$(grep -o '[0-9]* samples' "$tmp/profrec$hz.log")"
   printf '         capture %d bytes, %d samples: %.1f bytes/sample (symbols included)\n' "$csize" "$samples" "$(echo "$csize / $samples" | bc -l)"
   printf '         perf.data %d bytes, %d samples: %.1f bytes/sample; capture/perf.data = %.2f\n' \
     "$psize" "$psamp" "$(echo "$psize / $psamp" | bc -l)" "$(echo "$csize / $psize" | bc -l)"
