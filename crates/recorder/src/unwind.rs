@@ -97,7 +97,7 @@ impl Unwinding {
             }
             *proc_space = ProcSpace { version, space };
         }
-        let started = (self.stats.stacks % TIMED_EVERY == 0).then(Instant::now);
+        let started = self.stats.stacks.is_multiple_of(TIMED_EVERY).then(Instant::now);
         let mut frames = Vec::new();
         let end = self.walker.unwind(&proc_space.space, stack.regs, &stack.bytes, &mut frames);
         if let Some(t) = started {
