@@ -54,7 +54,7 @@ sleep 3
 echo "on_cpu_sample at $FREQ Hz (BPF statistics):"
 costs=$(bpf_prog_costs on_cpu_sample)
 echo "$costs"
-bpf_ns=$(echo "$costs" | awk '{print $(NF-3)}')
+bpf_ns=$(echo "$costs" | awk 'NF >= 4 {print $(NF-3)}')
 if [ -n "$bpf_ns" ] && [ "$(echo "$per_timer > 0.05" | bc -l)" = 1 ]; then
   printf '  BPF time per sample / bare timer event cost = %.2f\n' "$(echo "$bpf_ns / ($per_timer * 1000)" | bc -l)"
 fi
