@@ -74,13 +74,12 @@ static __always_inline void read_user_regs(struct profrec_user_stack *u)
 
 #define PAGE_SIZE_4K 4096
 
-/* Copies up to stack_bytes of the current task's user stack from u->sp into
- * buf (room bytes), never past the end of the stack's mapping; returns the
- * bytes copied, also in u->len; no further than the thread's known stack top
- * (`stack_tops`). The end is found by probing one byte at each
- * page start the copy would cross (bpf_find_vma would need the mmap lock,
- * which a program that maps memory often holds). */
-static __always_inline __u32 copy_user_stack(struct profrec_user_stack *u, __u8 *buf, __u32 room)
+/* How many bytes copy_user_stack will copy from u->sp (at most room): no more
+ * than stack_bytes, no further than the thread's known stack top
+ * (`stack_tops`), never past the end of the stack's mapping. The end is found
+ * by probing one byte at each page start the copy would cross (bpf_find_vma
+ * would need the mmap lock, which a program that maps memory often holds). */
+static __always_inline __u32 stack_copy_len(struct profrec_user_stack *u, __u32 room)
 {
 	__u64 sp = u->sp, n = stack_bytes;
 
@@ -108,10 +107,22 @@ static __always_inline __u32 copy_user_stack(struct profrec_user_stack *u, __u8 
 		n = room;
 	if (n > MAX_STACK_COPY)
 		n = MAX_STACK_COPY;
-	n &= ~7ULL;
+	return n & ~7ULL;
+}
+
+/* Copies the current task's user stack from u->sp into buf (room bytes), as
+ * much as stack_copy_len says; returns the bytes copied, also in u->len. */
+static __always_inline __u32 copy_user_stack(struct profrec_user_stack *u, __u8 *buf, __u32 room)
+{
+	__u64 n = stack_copy_len(u, room);
+
+	if (n > room)
+		n = room;
+	if (n > MAX_STACK_COPY)
+		n = MAX_STACK_COPY;
 	/* A page not present ends the copy where it is: try half as much. */
 	for (int i = 0; i < 3 && n; i++) {
-		long r = bpf_probe_read_user(buf, n, (void *)sp);
+		long r = bpf_probe_read_user(buf, n, (void *)u->sp);
 		if (r == 0) {
 			u->len = n;
 			return n;
@@ -120,6 +131,20 @@ static __always_inline __u32 copy_user_stack(struct profrec_user_stack *u, __u8 
 		n = (n / 2) & ~7ULL;
 	}
 	return 0;
+}
+
+/* A ring reservation needs a size known when the program is verified, so an
+ * event with stack bytes reserves the smallest of these that holds what
+ * stack_copy_len says it will copy (at most `room`). A thread's stack cut at
+ * its known top mostly fits the first; reserving stack_bytes (16 KiB) for
+ * each event filled the ring a dozen times faster than the bytes did. */
+#define STACK_ROOM_SMALL 2048
+#define STACK_ROOM_MEDIUM 8192
+
+static __always_inline __u32 stack_room_for(__u32 want, __u32 room)
+{
+	__u32 tier = want <= STACK_ROOM_SMALL ? STACK_ROOM_SMALL : want <= STACK_ROOM_MEDIUM ? STACK_ROOM_MEDIUM : room;
+	return tier < room ? tier : room;
 }
 
 /* Samples do not wake profrec up (a wakeup per sample would preempt the very

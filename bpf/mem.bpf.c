@@ -252,6 +252,9 @@ int BPF_UPROBE(sampled_alloc, __u64 ptr, __u64 size, __u64 weight)
 	}
 	__u32 room = stack_bytes > MAX_STACK_COPY ? MAX_STACK_COPY : stack_bytes & ~7U;
 	__u32 py_room = MAX_PY_FRAMES * sizeof(struct profrec_py_frame);
+	struct profrec_user_stack user;
+	read_user_regs(&user);
+	room = stack_room_for(stack_copy_len(&user, room), room);
 	struct profrec_mem_event *e = bpf_ringbuf_reserve(&events, sizeof(*e) + py_room + room, 0);
 	if (!e) {
 		count_drop(DROP_RINGBUF_FULL);
@@ -262,7 +265,7 @@ int BPF_UPROBE(sampled_alloc, __u64 ptr, __u64 size, __u64 weight)
 	e->py.frames = py_walk(tgid, (__u32)id, (struct profrec_py_frame *)(e + 1), &status);
 	e->py.status = status;
 	e->py.slots = MAX_PY_FRAMES;
-	read_user_regs(&e->user);
+	e->user = user;
 	copy_user_stack(&e->user, (__u8 *)(e + 1) + py_room, room);
 	bpf_ringbuf_submit(e, sample_wakeup_flag());
 	return 0;

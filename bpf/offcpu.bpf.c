@@ -307,6 +307,9 @@ int BPF_PROG(on_sys_exit, struct pt_regs *regs, long ret)
 	__u32 tgid = p->h.pid;
 	bool python = bpf_map_lookup_elem(&py_procs, &tgid) != NULL;
 	__u32 py_room = python ? MAX_PY_FRAMES * sizeof(struct profrec_py_frame) : 0;
+	struct profrec_user_stack user;
+	read_user_regs(&user);
+	room = stack_room_for(stack_copy_len(&user, room), room);
 	struct profrec_offcpu_event *e = bpf_ringbuf_reserve(&events, sizeof(*e) + py_room + room, 0);
 	if (!e) {
 		count_drop(DROP_RINGBUF_FULL);
@@ -315,7 +318,7 @@ int BPF_PROG(on_sys_exit, struct pt_regs *regs, long ret)
 	}
 	__builtin_memcpy(e, p, sizeof(*p));
 	p->h.type = 0;
-	read_user_regs(&e->user);
+	e->user = user;
 	e->py.frames = 0;
 	e->py.slots = 0;
 	e->py.status = PY_NOT_PYTHON;
