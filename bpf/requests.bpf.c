@@ -46,14 +46,6 @@ const volatile __u32 payload_bytes = 1024;
 /* How the buffer argument of a syscall is found. */
 enum buf_kind { BUF_NONE, BUF_PLAIN, BUF_IOVEC, BUF_MSGHDR };
 
-/* Too large for the BPF stack: the event is built here. */
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct profrec_request_event);
-} scratch SEC(".maps");
-
 static __always_inline bool is_socket(int fd)
 {
 	struct task_struct *task = bpf_get_current_task_btf();
@@ -111,13 +103,29 @@ static __always_inline enum buf_kind buf_kind_of(__u32 nr)
 	return BUF_NONE;
 }
 
-/* A fresh event in the per-CPU scratch space, its header and call filled in. */
-static __always_inline struct profrec_request_event *new_event(__u64 pid_tgid, int op, __u32 nr, __s32 fd, long ret)
+/* The part of an event before its payload. */
+#define REQUEST_HEAD __builtin_offsetof(struct profrec_request_event, payload)
+
+/* Ring room for an event whose payload will be `n` bytes: a reservation's
+ * size must be known when the program is verified, so the smallest of these
+ * that holds it. The event is built in the ring itself, not in a per-CPU
+ * scratch copy: a syscall tracepoint's program can be preempted, and another
+ * task's program on the same CPU would write over the copy. */
+static __always_inline struct profrec_request_event *reserve_event(__u64 n)
 {
-	__u32 zero = 0;
-	struct profrec_request_event *e = bpf_map_lookup_elem(&scratch, &zero);
-	if (!e)
-		return NULL;
+	if (n == 0)
+		return bpf_ringbuf_reserve(&events, REQUEST_HEAD, 0);
+	if (n <= 256)
+		return bpf_ringbuf_reserve(&events, REQUEST_HEAD + 256, 0);
+	if (n <= 1024)
+		return bpf_ringbuf_reserve(&events, REQUEST_HEAD + 1024, 0);
+	return bpf_ringbuf_reserve(&events, sizeof(struct profrec_request_event), 0);
+}
+
+/* Fills in an event's header and call. */
+static __always_inline void fill_event(struct profrec_request_event *e, __u64 pid_tgid, int op, __u32 nr, __s32 fd,
+				       long ret)
+{
 	e->h.type = EVENT_REQUEST;
 	e->h.pid = pid_tgid >> 32;
 	e->h.tid = (__u32)pid_tgid;
@@ -130,7 +138,6 @@ static __always_inline struct profrec_request_event *new_event(__u64 pid_tgid, i
 	e->syscall_nr = nr;
 	e->payload_len = 0;
 	bpf_get_current_comm(e->comm, sizeof(e->comm));
-	return e;
 }
 
 /* A close of a target's socket, sent as it starts (at its exit the fd is no
@@ -145,13 +152,14 @@ int BPF_PROG(on_sys_enter, struct pt_regs *regs, long id)
 	__s32 fd = (__s32)regs->di;
 	if (!is_target(pid_tgid >> 32) || !is_socket(fd))
 		return 0;
-	struct profrec_request_event *e = new_event(pid_tgid, REQ_CLOSE, NR_close, fd, 0);
-	if (!e)
-		return 0;
-	e->enter_ns = e->h.time_ns;
-	__u64 size = __builtin_offsetof(struct profrec_request_event, payload);
-	if (bpf_ringbuf_output(&events, e, size, sample_wakeup_flag()))
+	struct profrec_request_event *e = reserve_event(0);
+	if (!e) {
 		count_drop(DROP_RINGBUF_FULL);
+		return 0;
+	}
+	fill_event(e, pid_tgid, REQ_CLOSE, NR_close, fd, 0);
+	e->enter_ns = e->h.time_ns;
+	bpf_ringbuf_submit(e, sample_wakeup_flag());
 	return 0;
 }
 
@@ -204,21 +212,25 @@ int BPF_PROG(on_sys_exit, struct pt_regs *regs, long ret)
 	__s32 fd = op == REQ_ACCEPT ? (__s32)ret : (__s32)regs->di;
 	if (!is_socket(fd))
 		return 0;
-	struct profrec_request_event *e = new_event(pid_tgid, op, nr, fd, ret);
-	if (!e)
-		return 0;
 	__u64 n = ret > 0 && (op == REQ_READ || op == REQ_WRITE) ? (__u64)ret : 0;
 	if (n > payload_bytes)
 		n = payload_bytes;
 	__u64 buf = n ? first_segment(nr, regs->si, &n) : 0;
-	__u32 len = 0;
-	if (buf && n > 0 && n <= MAX_PAYLOAD && bpf_probe_read_user(e->payload, n, (void *)buf) == 0)
-		len = n;
-	e->payload_len = len;
-	__u64 size = __builtin_offsetof(struct profrec_request_event, payload) + len;
+	if (!buf || n > MAX_PAYLOAD)
+		n = 0;
+	struct profrec_request_event *e = reserve_event(n);
+	if (!e) {
+		count_drop(DROP_RINGBUF_FULL);
+		return 0;
+	}
+	fill_event(e, pid_tgid, op, nr, fd, ret);
+	/* The payload fits the room reserve_event chose for n (checked again
+	 * for the verifier). */
+	__u32 room = n == 0 ? 0 : n <= 256 ? 256 : n <= 1024 ? 1024 : MAX_PAYLOAD;
+	if (n > 0 && n <= room && n <= MAX_PAYLOAD && bpf_probe_read_user(e->payload, n, (void *)buf) == 0)
+		e->payload_len = n;
 	/* A request event wakes profrec like a sample does: on its timer, or when
 	 * much is pending. */
-	if (bpf_ringbuf_output(&events, e, size, sample_wakeup_flag()))
-		count_drop(DROP_RINGBUF_FULL);
+	bpf_ringbuf_submit(e, sample_wakeup_flag());
 	return 0;
 }
