@@ -160,17 +160,20 @@ fn attach_go(mem: &MemSkel<'_>, pid: i32, go: &GoProbe, links: &mut Vec<Link>) -
     Ok(())
 }
 
+/// An object and the functions its symbol tables name (read once for every
+/// probe family that looks for its functions).
+type NamedObject = (std::path::PathBuf, std::collections::HashSet<String>);
+
 /// Probes on the malloc family (each prefix of `ALLOC_PREFIXES` with both
 /// malloc and free) and libc's munmap; how many allocators.
 fn attach_allocators(
     mem: &MemSkel<'_>,
-    objects: &[std::path::PathBuf],
+    objects: &[NamedObject],
     uprobe: &Uprobe<'_>,
     links: &mut Vec<Link>,
 ) -> Result<usize> {
     let mut attached = 0;
-    for object in objects {
-        let names = crate::elf::function_names(object);
+    for (object, names) in objects {
         for prefix in ALLOC_PREFIXES {
             let has = |n: &str| names.contains(&format!("{prefix}{n}"));
             if !has("malloc") || !has("free") {
@@ -186,7 +189,7 @@ fn attach_allocators(
             let frees: Vec<&str> =
                 std::iter::once(free.as_str()).chain(prefix.is_empty().then_some("munmap")).collect();
             let progs = (&mem.progs.alloc_enter, &mem.progs.alloc_exit, &mem.progs.free_enter);
-            attach_family(uprobe, links, object, &names, progs, (&allocs, &frees))?;
+            attach_family(uprobe, links, object, names, progs, (&allocs, &frees))?;
             attached += 1;
         }
     }
@@ -197,19 +200,18 @@ fn attach_allocators(
 /// objects that define them; how many objects had them.
 fn attach_python(
     mem: &MemSkel<'_>,
-    objects: &[std::path::PathBuf],
+    objects: &[NamedObject],
     uprobe: &Uprobe<'_>,
     links: &mut Vec<Link>,
 ) -> Result<usize> {
     let mut attached = 0;
-    for object in objects {
-        let names = crate::elf::function_names(object);
+    for (object, names) in objects {
         if !names.contains("PyObject_Malloc") || !names.contains("PyObject_Free") {
             continue;
         }
         log::info!("attaching allocation probes to PyObject_Malloc etc. in {}", object.display());
         let progs = (&mem.progs.alloc_enter, &mem.progs.alloc_exit, &mem.progs.free_enter);
-        attach_family(uprobe, links, object, &names, progs, (&PYTHON_FNS, &PYTHON_FREES))?;
+        attach_family(uprobe, links, object, names, progs, (&PYTHON_FNS, &PYTHON_FREES))?;
         attached += 1;
     }
     Ok(attached)
@@ -252,10 +254,17 @@ pub(super) fn load(
         }
         return Ok(mem);
     }
+    // Read when first needed (not by the sampler, which probes its own library).
+    let named = std::cell::OnceCell::new();
+    let named = || -> &[NamedObject] {
+        named.get_or_init(|| {
+            m.objects.iter().map(|o| (o.clone(), crate::elf::function_names(o))).collect::<Vec<_>>()
+        })
+    };
     if let Some(go) = &m.go {
         attach_go(&mem, pid, go, links)?;
         // A Go program's own C allocations (cgo) go through libc, probed as ever.
-        if m.objects.iter().all(|o| !crate::elf::function_names(o).contains("malloc")) {
+        if named().iter().all(|(_, names)| !names.contains("malloc")) {
             return Ok(mem);
         }
     }
@@ -273,9 +282,9 @@ pub(super) fn load(
         }
         return Ok(mem);
     }
-    let mut attached = attach_allocators(&mem, &m.objects, &uprobe, links)?;
+    let mut attached = attach_allocators(&mem, named(), &uprobe, links)?;
     if m.python {
-        attached += attach_python(&mem, &m.objects, &uprobe, links)?;
+        attached += attach_python(&mem, named(), &uprobe, links)?;
     }
     if attached == 0 {
         return Err(Error::Bpf {
