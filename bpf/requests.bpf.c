@@ -111,14 +111,21 @@ static __always_inline enum buf_kind buf_kind_of(__u32 nr)
  * that holds it. The event is built in the ring itself, not in a per-CPU
  * scratch copy: a syscall tracepoint's program can be preempted, and another
  * task's program on the same CPU would write over the copy. */
-static __always_inline struct profrec_request_event *reserve_event(__u64 n)
+static __always_inline struct profrec_request_event *reserve_event(__u64 n, __u32 *room)
 {
-	if (n == 0)
+	if (n == 0) {
+		*room = 0;
 		return bpf_ringbuf_reserve(&events, REQUEST_HEAD, 0);
-	if (n <= 256)
+	}
+	if (n <= 256) {
+		*room = 256;
 		return bpf_ringbuf_reserve(&events, REQUEST_HEAD + 256, 0);
-	if (n <= 1024)
+	}
+	if (n <= 1024) {
+		*room = 1024;
 		return bpf_ringbuf_reserve(&events, REQUEST_HEAD + 1024, 0);
+	}
+	*room = MAX_PAYLOAD;
 	return bpf_ringbuf_reserve(&events, sizeof(struct profrec_request_event), 0);
 }
 
@@ -152,7 +159,8 @@ int BPF_PROG(on_sys_enter, struct pt_regs *regs, long id)
 	__s32 fd = (__s32)regs->di;
 	if (!is_target(pid_tgid >> 32) || !is_socket(fd))
 		return 0;
-	struct profrec_request_event *e = reserve_event(0);
+	__u32 room;
+	struct profrec_request_event *e = reserve_event(0, &room);
 	if (!e) {
 		count_drop(DROP_RINGBUF_FULL);
 		return 0;
@@ -218,15 +226,15 @@ int BPF_PROG(on_sys_exit, struct pt_regs *regs, long ret)
 	__u64 buf = n ? first_segment(nr, regs->si, &n) : 0;
 	if (!buf || n > MAX_PAYLOAD)
 		n = 0;
-	struct profrec_request_event *e = reserve_event(n);
+	__u32 room;
+	struct profrec_request_event *e = reserve_event(n, &room);
 	if (!e) {
 		count_drop(DROP_RINGBUF_FULL);
 		return 0;
 	}
 	fill_event(e, pid_tgid, op, nr, fd, ret);
-	/* The payload fits the room reserve_event chose for n (checked again
-	 * for the verifier). */
-	__u32 room = n == 0 ? 0 : n <= 256 ? 256 : n <= 1024 ? 1024 : MAX_PAYLOAD;
+	/* The payload fits the room reserve_event took for it (n <= room
+	 * said again for the verifier). */
 	if (n > 0 && n <= room && n <= MAX_PAYLOAD && bpf_probe_read_user(e->payload, n, (void *)buf) == 0)
 		e->payload_len = n;
 	/* A request event wakes profrec like a sample does: on its timer, or when
